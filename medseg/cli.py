@@ -1,0 +1,193 @@
+"""The ``medseg`` command line (typer).
+
+One error boundary (STYLE.md #5): a :class:`MedsegError` becomes one line on
+stderr and exit code 2; anything unexpected becomes one line naming the
+error type and exit code 1 (set ``MEDSEG_DEBUG=1`` for the traceback).
+Exception messages of third-party code are not printed: they can quote
+header values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from medseg.exceptions import MedsegError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="CT tumor segmentation: DICOM in, DICOM-SEG out.")
+err = Console(stderr=True)
+stdout = Console()
+
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 1
+
+TRANSFER_SYNTAXES = {
+    "explicit": "1.2.840.10008.1.2.1",
+    "implicit": "1.2.840.10008.1.2",
+    "deflated": "1.2.840.10008.1.2.1.99",
+    "rle": "1.2.840.10008.1.2.5",
+    "jpegls": "1.2.840.10008.1.2.4.80",
+    "j2k": "1.2.840.10008.1.2.4.90",
+    "j2k-lossy": "1.2.840.10008.1.2.4.91",
+}
+
+
+@contextmanager
+def _progress(message: str):
+    """A spinner with the current stage on stderr (only when stderr is a terminal)."""
+    if not err.is_terminal:
+        yield lambda stage: None
+        return
+    with err.status(message) as status:
+        yield lambda stage: status.update(f"{message}: {stage}")
+
+
+@app.command()
+def segment(
+    input: Path = typer.Argument(..., help="DICOM folder (any layout) or a NIfTI file"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder"),
+    model: Optional[str] = typer.Option(None, help="model folder or <name>/<version> under models/"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    nifti: bool = typer.Option(False, "--nifti", help="also write mask.nii.gz for DICOM input"),
+    series: Optional[str] = typer.Option(None, help="SeriesInstanceUID to segment (skips the selection rules)"),
+    any_orientation: bool = typer.Option(False, help="accept coronal/sagittal/oblique series"),
+) -> None:
+    """Segment tumors: writes seg.dcm (DICOM input) or mask.nii.gz (NIfTI input) and result.json."""
+    from medseg.config import get_settings
+    from medseg.service import segment_study
+
+    settings = get_settings()
+    selection = settings.selection.model_copy(
+        update={k: v for k, v in {"series_uid": series,
+                                  "orientations": ("AXIAL", "CORONAL", "SAGITTAL", "OBLIQUE") if any_orientation else None
+                                  }.items() if v is not None}
+    )
+    settings = settings.model_copy(update={"selection": selection})
+    with _progress("segmenting") as report:
+        result = segment_study(input, out, settings, model=model, device=device, nifti=nifti, progress=report)
+    _summary(result, out)
+
+
+def _summary(result, out_dir: Path) -> None:
+    t = result.timings_s
+    stdout.print(f"model {result.model.name} {result.model.version} on {result.device}"
+              + (f" [yellow](degraded: {result.degraded_reason})[/]" if result.degraded else ""))
+    if result.lesion_count == 0:
+        stdout.print("no lesion detected")
+    else:
+        stdout.print(f"{result.lesion_count} lesion(s), total {result.total_volume_ml:.2f} mL")
+        for i, lesion in enumerate(result.lesions[:10], 1):
+            x, y, z = lesion.centroid_lps_mm
+            stdout.print(f"  {i:>2}. {lesion.label_name}: {lesion.volume_ml:8.2f} mL at LPS ({x:.1f}, {y:.1f}, {z:.1f}) mm")
+        if result.lesion_count > 10:
+            stdout.print(f"  ... {result.lesion_count - 10} more in result.json")
+    files = ", ".join(str(out_dir / name) for name in result.outputs.values())
+    stdout.print(f"wrote {files} in {t.get('total', 0):.1f} s")
+
+
+@app.command()
+def phantom(
+    out: Path = typer.Option(..., "--out", "-o", help="output folder"),
+    seed: int = typer.Option(0, help="random seed: same seed, same study"),
+    slices: Optional[int] = typer.Option(None, min=2, help="number of slices"),
+    size: Optional[int] = typer.Option(None, min=16, help="rows = columns"),
+    slice_thickness: Optional[float] = typer.Option(None, min=0.1, help="slice spacing in mm"),
+    pixel_spacing: Optional[float] = typer.Option(None, min=0.05, help="in-plane pixel spacing in mm"),
+    orientation: str = typer.Option("supine", help="supine | prone | feet_first | coronal | sagittal"),
+    tumors: Optional[int] = typer.Option(None, min=0, help="number of tumors (default: 0-4 from the seed)"),
+    transfer_syntax: str = typer.Option("explicit", help=" | ".join(TRANSFER_SYNTAXES)),
+) -> None:
+    """Write a CT-like phantom study: DICOM series, image + truth as NIfTI, truth as DICOM-SEG."""
+    from medseg.phantom_study import write_phantom_study
+
+    if transfer_syntax not in TRANSFER_SYNTAXES:
+        raise MedsegError(f"--transfer-syntax must be one of {', '.join(TRANSFER_SYNTAXES)}", code="cli.usage")
+    shape = None
+    if slices or size:
+        shape = (slices or 80, size or 256, size or 256)
+    spacing = None
+    if slice_thickness or pixel_spacing:
+        spacing = (slice_thickness or 2.5, pixel_spacing or 1.5, pixel_spacing or 1.5)
+    with _progress("writing phantom"):
+        info = write_phantom_study(out, seed, shape=shape, spacing=spacing, orientation=orientation, n_tumors=tumors,
+                                   transfer_syntax=TRANSFER_SYNTAXES[transfer_syntax])
+    stdout.print(f"phantom seed {seed}: {info['slices']} slices of {info['rows']}x{info['columns']}, "
+              f"{len(info['tumors'])} tumor(s) -> {out}/dicom, truth.nii.gz, truth_seg.dcm, image.nii.gz")
+
+
+@app.command()
+def train(
+    out: Path = typer.Option(..., "--out", "-o", help="model folder to write, e.g. models/ct-tumor/1.0.1"),
+    sts_dir: Optional[Path] = typer.Option(None, help="real STS cases (../shared/data/sts-ct) to train on"),
+    iterations: int = typer.Option(1500, min=1),
+    minutes: float = typer.Option(28.0, min=0.1, help="time budget for the whole run"),
+    phantoms: int = typer.Option(48, min=1, help="training phantoms"),
+    holdout_phantoms: int = typer.Option(20, min=0),
+    seed: int = typer.Option(0),
+    version: str = typer.Option("1.0.0"),
+    name: str = typer.Option("ct-tumor"),
+) -> None:
+    """Train the demonstration model on CPU and write weights, manifest.json and MODEL_CARD.md."""
+    from medseg.train import TrainConfig, train as run
+
+    config = TrainConfig(out=out, sts_dir=sts_dir, iterations=iterations, minutes=minutes, phantoms=phantoms,
+                         holdout_phantoms=holdout_phantoms, seed=seed, version=version, name=name)
+    manifest = run(config, report=lambda line: err.print(line))
+    stdout.print(json.dumps(manifest.metrics, indent=2))
+
+
+@app.command()
+def evaluate(
+    model: Optional[str] = typer.Option(None, help="model folder or <name>/<version>"),
+    phantoms: int = typer.Option(20, min=0, help="held-out phantoms (seeds from 900000)"),
+    sts_dir: Optional[Path] = typer.Option(None, help="real STS cases; only the held-out ones are used"),
+) -> None:
+    """Measure a model on held-out phantoms (and held-out real cases) through the full pipeline."""
+    from medseg.config import get_settings
+    from medseg.model_store import load_model
+    from medseg.train import TrainConfig, evaluate as run
+
+    settings = get_settings()
+    loaded = load_model(settings.model_dir(model))
+    config = TrainConfig(out=Path("."), holdout_phantoms=phantoms, sts_dir=sts_dir)
+    with _progress("evaluating"):
+        metrics = run(loaded.network, loaded.manifest.pipeline_spec(), config)
+    stdout.print(json.dumps(metrics, indent=2))
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except MedsegError as exc:
+        err.print(f"medseg: error: {exc.message} [{exc.code}]", markup=False, highlight=False)
+        sys.exit(EXIT_USER_ERROR)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("medseg: aborted")
+        sys.exit(130)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        err.print(f"medseg: error: invalid setting {where}: {first['msg']} [config.invalid]", markup=False)
+        sys.exit(EXIT_USER_ERROR)
+    except Exception as exc:  # noqa: BLE001 - the CLI's error boundary
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if os.environ.get("MEDSEG_DEBUG"):
+            raise
+        err.print(f"medseg: internal error: {type(exc).__name__} (set MEDSEG_DEBUG=1 for details)", markup=False)
+        sys.exit(EXIT_INTERNAL_ERROR)
+
+
+if __name__ == "__main__":
+    main()
