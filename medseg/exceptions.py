@@ -84,6 +84,12 @@ class ModelOutputError(ModelError):
     code = "model.bad_output"
 
 
+class SegGeometryError(MedsegError):
+    """A SEG about to be written would not overlay its source images correctly."""
+
+    code = "seg.geometry"
+
+
 class DeviceError(MedsegError):
     """The requested compute device is not available."""
 

@@ -4,7 +4,8 @@ pydicom does the decoding through its plugins: pylibjpeg-openjpeg (JPEG 2000
 lossless and lossy), pyjpegls (JPEG-LS), GDCM (JPEG lossless / baseline /
 extended), pylibjpeg-rle (RLE) and pydicom itself (uncompressed, deflated).
 Modality LUT (RescaleSlope/Intercept) is applied by pydicom's own
-``apply_modality_lut``.
+``apply_modality_lut``. MONOCHROME1 is accepted: it inverts only the display,
+not the modality values.
 """
 
 from __future__ import annotations
@@ -80,6 +81,4 @@ def _decode(path: Path, k: int, rows: int, columns: int) -> np.ndarray:
         ) from None
     if pixels.shape != (rows, columns):
         raise DecodeError(f"slice {k}: pixel matrix {pixels.shape} is not {rows}x{columns}", code="decode.shape")
-    if str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")) == "MONOCHROME1":
-        raise DecodeError(f"slice {k}: MONOCHROME1 is not a CT photometric interpretation", code="decode.photometric")
     return apply_modality_lut(pixels, ds)
