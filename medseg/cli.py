@@ -163,19 +163,24 @@ def evaluate(
     stdout.print(json.dumps(metrics, indent=2))
 
 
+def _fail(line: str) -> None:
+    """Errors are one plain line (no wrapping, no markup) on stderr."""
+    print(line.replace("\n", " "), file=sys.stderr)
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)
     except MedsegError as exc:
-        err.print(f"medseg: error: {exc.message} [{exc.code}]", markup=False, highlight=False)
+        _fail(f"medseg: error: {exc.message} [{exc.code}]")
         sys.exit(EXIT_USER_ERROR)
     except (typer.Abort, KeyboardInterrupt):
-        err.print("medseg: aborted")
+        _fail("medseg: aborted")
         sys.exit(130)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        err.print(f"medseg: error: invalid setting {where}: {first['msg']} [config.invalid]", markup=False)
+        _fail(f"medseg: error: invalid setting {where}: {first['msg']} [config.invalid]")
         sys.exit(EXIT_USER_ERROR)
     except Exception as exc:  # noqa: BLE001 - the CLI's error boundary
         import click
@@ -185,7 +190,7 @@ def main() -> None:
             sys.exit(exc.exit_code)
         if os.environ.get("MEDSEG_DEBUG"):
             raise
-        err.print(f"medseg: internal error: {type(exc).__name__} (set MEDSEG_DEBUG=1 for details)", markup=False)
+        _fail(f"medseg: internal error: {type(exc).__name__} (set MEDSEG_DEBUG=1 for details)")
         sys.exit(EXIT_INTERNAL_ERROR)
 
 

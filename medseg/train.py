@@ -51,8 +51,8 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     out: Path
-    name: str = "ct-tumor"
-    version: str = "1.0.0"
+    name: str = Field(default="ct-tumor", pattern=ModelManifest.model_fields["name"].metadata[0].pattern)
+    version: str = Field(default="1.0.0", pattern=ModelManifest.model_fields["version"].metadata[0].pattern)
     phantoms: int = Field(default=48, ge=1)
     phantom_seed0: int = 1000
     sts_dir: Path | None = None

@@ -31,12 +31,11 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import CTImageStorage
+from pydicom.uid import UID, CTImageStorage
 
 from medseg.exceptions import NoImageSeriesError
 
-#: SOP classes that are not images (directory records, structured reports, ...)
-#: are recognised by their lack of image pixel attributes, not by a list.
+#: Unregistered (private) SOP classes count as images when they carry a pixel matrix.
 IMAGE_ATTRIBUTES = ("Rows", "Columns")
 
 
@@ -64,6 +63,10 @@ class Series:
 
     @property
     def is_image(self) -> bool:
+        """An image storage SOP class (by its registered name), else: has a pixel matrix."""
+        name = UID(str(self.first.SOPClassUID)).name
+        if name != str(self.first.SOPClassUID):  # a registered SOP class: trust its name
+            return "Image Storage" in name
         return all(getattr(self.first, a, None) not in (None, "") for a in IMAGE_ATTRIBUTES)
 
     @property

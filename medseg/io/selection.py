@@ -67,7 +67,7 @@ def select_series(series: list[Series], rules: SelectionRules) -> tuple[Series, 
     if not eligible:
         decisions = [_decision(s, False, reasons[s.series_uid]) for s in series]
         if not any(s.is_image for s in series):
-            raise NoImageSeriesError("the input holds only non-image objects (no Rows/Columns pixel data)")
+            raise NoImageSeriesError("the input holds only non-image objects (SEG, SR, RT, ...), no image series")
         detail = "; ".join(f"series {d.series_number or '?'}: {d.reason}" for d in decisions)
         raise SeriesSelectionError(f"no series passes the selection rules ({detail})")
 
@@ -92,7 +92,7 @@ def select_series(series: list[Series], rules: SelectionRules) -> tuple[Series, 
 
 def _ineligible(s: Series, rules: SelectionRules) -> str:
     if not s.is_image:
-        return "not an image object (no pixel matrix)"
+        return "not an image object (e.g. SEG, SR, RT structure set)"
     if s.modality.upper() not in rules.modalities:
         return f"modality {s.modality or 'missing'} not in {list(rules.modalities)}"
     if s.is_multiframe:

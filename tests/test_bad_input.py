@@ -1,0 +1,235 @@
+"""Bad input: one clear line on stderr, a non-zero exit, never a traceback."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+
+from medseg import cli
+
+from tests.conftest import small_phantom, write_study
+
+
+def run_cli(args, capsys):
+    """The real entry point, in process (fast); returns (exit code, stdout, stderr)."""
+    saved = sys.argv
+    sys.argv = ["medseg", *map(str, args)]
+    try:
+        with pytest.raises(SystemExit) as info:
+            cli.main()
+            raise SystemExit(0)
+    finally:
+        sys.argv = saved
+    captured = capsys.readouterr()
+    return info.value.code, captured.out, captured.err
+
+
+def _files(folder: Path):
+    return sorted(folder.iterdir())
+
+
+def _empty(tmp_path, study_copy):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    return folder
+
+
+def _no_dicom(tmp_path, study_copy):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.txt").write_text("hello")
+    (folder / "b.jpg").write_bytes(b"\xff\xd8\xff" + b"\x00" * 200)
+    return folder
+
+
+def _only_non_image(tmp_path, study_copy):
+    folder = tmp_path / "nonimage"
+    folder.mkdir()
+    for keyword, sop_class in [("SR", "1.2.840.10008.5.1.4.1.1.88.11"), ("RTSTRUCT", "1.2.840.10008.5.1.4.1.1.481.3")]:
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+        ds.file_meta.MediaStorageSOPClassUID = sop_class
+        ds.SOPClassUID = sop_class
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+        ds.Modality = keyword
+        ds.save_as(folder / keyword, enforce_file_format=True)
+    return folder
+
+
+def _single_slice(tmp_path, study_copy):
+    for f in _files(study_copy)[1:]:
+        f.unlink()
+    return study_copy
+
+
+def _rewrite(folder, index, **attrs):
+    f = _files(folder)[index]
+    ds = pydicom.dcmread(f)
+    for key, value in attrs.items():
+        setattr(ds, key, value)
+    ds.save_as(f)
+
+
+def _mixed_orientation(tmp_path, study_copy):
+    _rewrite(study_copy, 5, ImageOrientationPatient=[1, 0, 0, 0, 0.9, -0.43589])
+    return study_copy
+
+
+def _non_uniform(tmp_path, study_copy):
+    ds = pydicom.dcmread(_files(study_copy)[5])
+    x, y, z = (float(v) for v in ds.ImagePositionPatient)
+    _rewrite(study_copy, 5, ImagePositionPatient=[x, y, z + 0.9])
+    return study_copy
+
+
+def _missing_slice(tmp_path, study_copy):
+    _files(study_copy)[7].unlink()
+    return study_copy
+
+
+def _truncated(tmp_path, study_copy):
+    f = _files(study_copy)[3]
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) - 3000])
+    return study_copy
+
+
+def _missing_pixel_data(tmp_path, study_copy):
+    f = _files(study_copy)[3]
+    ds = pydicom.dcmread(f)
+    del ds.PixelData
+    ds.save_as(f)
+    return study_copy
+
+
+def _unsupported_modality(tmp_path, study_copy):
+    for i in range(len(_files(study_copy))):
+        _rewrite(study_copy, i, Modality="MR")
+    return study_copy
+
+
+def _unsupported_syntax(tmp_path, study_copy):
+    for f in _files(study_copy):
+        ds = pydicom.dcmread(f)
+        ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"
+        ds.PixelData = pydicom.encaps.encapsulate([b"\x00" * 64])
+        ds["PixelData"].VR = "OB"
+        ds.save_as(f, enforce_file_format=True)
+    return study_copy
+
+
+def _nifti(affine, tmp_path, name, zero_codes=False):
+    image = nib.Nifti1Image(np.zeros((8, 8, 8), np.int16), affine)
+    if zero_codes:
+        image.set_qform(None, code=0)
+        image.set_sform(None, code=0)
+    path = tmp_path / name
+    nib.save(image, str(path))
+    return path
+
+
+def _nifti_broken_sform(tmp_path, name, row, values):
+    """A NIfTI whose sform (the affine readers use) is damaged; nibabel itself refuses to write one."""
+    path = _nifti(np.eye(4), tmp_path, name)
+    image = nib.load(str(path))
+    header = image.header.copy()
+    header.set_qform(None, code=0)
+    header[row] = values
+    nib.save(nib.Nifti1Image(np.asanyarray(image.dataobj), None, header), str(path))
+    return path
+
+
+def _nifti_singular(tmp_path, study_copy):
+    return _nifti_broken_sform(tmp_path, "singular.nii.gz", "srow_y", [0, 0, 0, 0])
+
+
+def _nifti_nan(tmp_path, study_copy):
+    return _nifti_broken_sform(tmp_path, "nan.nii.gz", "srow_x", [np.nan, 0, 0, 0])
+
+
+def _nifti_no_geometry(tmp_path, study_copy):
+    return _nifti(np.eye(4), tmp_path, "nogeom.nii.gz", zero_codes=True)
+
+
+def _not_there(tmp_path, study_copy):
+    return tmp_path / "does-not-exist"
+
+
+CASES = {
+    "empty-folder": (_empty, "input folder is empty"),
+    "no-dicom": (_no_dicom, "no DICOM files"),
+    "only-non-image": (_only_non_image, "only non-image objects"),
+    "single-slice": (_single_slice, "single slice"),
+    "mixed-orientations": (_mixed_orientation, "ImageOrientationPatient: inconsistent within series"),
+    "non-uniform-spacing": (_non_uniform, "non-uniform slice spacing"),
+    "missing-slice": (_missing_slice, "missing slice"),
+    "truncated-file": (_truncated, "slice"),
+    "missing-pixel-data": (_missing_pixel_data, "PixelData missing"),
+    "unsupported-modality": (_unsupported_modality, "modality MR not in ['CT']"),
+    "undecodable-transfer-syntax": (_unsupported_syntax, "MPEG2"),
+    "nifti-singular-affine": (_nifti_singular, "singular"),
+    "nifti-nan-affine": (_nifti_nan, "NaN"),
+    "nifti-no-geometry": (_nifti_no_geometry, "qform_code are both 0"),
+    "input-missing": (_not_there, "does not exist"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_gives_one_line_and_nonzero_exit(case, tmp_path, study_copy, capsys):
+    make, fragment = CASES[case]
+    path = make(tmp_path, study_copy)
+    code, out, err = run_cli(["segment", path, "--out", tmp_path / "out"], capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("medseg: error: ")
+    assert fragment in lines[0]
+    assert "Traceback" not in err + out
+    assert not (tmp_path / "out" / "seg.dcm").exists()
+
+
+def test_truncated_pixel_data_is_a_decode_error(tmp_path, study_copy, capsys):
+    _truncated(tmp_path, study_copy)
+    code, _, err = run_cli(["segment", study_copy, "--out", tmp_path / "out"], capsys)
+    assert code == 2 and ("decode." in err)
+
+
+def test_real_console_script_reports_errors_the_same_way(tmp_path):
+    """Through the installed `medseg` executable, as a user runs it."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    exe = shutil.which("medseg") or str(Path(sys.executable).parent / "medseg")
+    result = subprocess.run([exe, "segment", str(empty), "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "medseg: error: input folder is empty [input.empty]"
+
+
+def test_usage_errors_and_bad_settings_are_one_line(tmp_path, capsys, monkeypatch):
+    code, _, err = run_cli(["phantom", "--out", tmp_path / "p", "--transfer-syntax", "bogus"], capsys)
+    assert code == 2 and "--transfer-syntax must be one of" in err
+    from medseg.config import get_settings
+
+    get_settings.cache_clear()
+    monkeypatch.setenv("MEDSEG_DEVICE", "tpu")
+    try:
+        code, _, err = run_cli(["segment", tmp_path, "--out", tmp_path / "o"], capsys)
+    finally:
+        get_settings.cache_clear()
+    assert code == 2 and "invalid setting device" in err and len(err.strip().splitlines()) == 1
+
+
+def test_requesting_an_absent_gpu_is_a_clear_error(study_dir, tmp_path, capsys):
+    import torch
+
+    # without CUDA any cuda device is absent; with CUDA, device index 99 is
+    expected = "GPU(s) present" if torch.cuda.is_available() else "CUDA is not available"
+    code, _, err = run_cli(["segment", study_dir, "--out", tmp_path / "o", "--device", "cuda:99"], capsys)
+    assert code == 2 and expected in err

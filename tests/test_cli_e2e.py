@@ -1,0 +1,129 @@
+"""End to end through the `medseg` command with the shipped, trained model."""
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medseg.io.nifti import read_nifti
+from medseg.seg import read_seg_mask
+
+from tests.conftest import PHI_ID, PHI_NAME, dice, small_phantom, write_study
+from tests.test_bad_input import run_cli
+from tests.test_seg import _dciodvfy_errors
+
+EXE = shutil.which("medseg") or str(Path(sys.executable).parent / "medseg")
+
+
+@pytest.fixture(scope="module")
+def phantom_case(tmp_path_factory):
+    """`medseg phantom` on a held-out seed (never used in training), kept small for CI."""
+    out = tmp_path_factory.mktemp("case") / "case"
+    result = subprocess.run(
+        [EXE, "phantom", "--out", str(out), "--seed", "900123", "--slices", "48", "--size", "160",
+         "--slice-thickness", "3", "--pixel-spacing", "2.2", "--tumors", "3"],
+        capture_output=True, text=True, check=True,
+    )
+    assert "3 tumor(s)" in result.stdout
+    return out
+
+
+@pytest.fixture(scope="module")
+def segmented(phantom_case, tmp_path_factory):
+    out = tmp_path_factory.mktemp("result")
+    result = subprocess.run([EXE, "segment", str(phantom_case / "dicom"), "--out", str(out), "--nifti"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_phantom_writes_series_truth_nifti_and_truth_seg(phantom_case):
+    info = json.loads((phantom_case / "phantom.json").read_text())
+    assert len(list((phantom_case / "dicom").iterdir())) == info["slices"] == 48
+    truth = read_nifti(phantom_case / "truth.nii.gz")
+    from medseg.io import load_study
+
+    study = load_study(phantom_case / "dicom")
+    assert truth.shape == study.volume.shape and np.allclose(truth.affine, study.volume.affine, atol=1e-3)
+    seg_truth = read_seg_mask(phantom_case / "truth_seg.dcm", [h.SOPInstanceUID for h in study.volume.source])
+    assert np.array_equal(seg_truth, truth.array)
+    image = read_nifti(phantom_case / "image.nii.gz")
+    assert np.abs(image.array - study.volume.array).max() <= 1.0
+
+
+def test_phantom_is_reproducible_from_its_seed(tmp_path):
+    for name in ("a", "b"):
+        subprocess.run([EXE, "phantom", "--out", str(tmp_path / name), "--seed", "5", "--slices", "20", "--size", "64"],
+                       check=True, capture_output=True)
+    a, b = (nib.load(str(tmp_path / n / "image.nii.gz")).get_fdata() for n in ("a", "b"))
+    assert np.array_equal(a, b)
+
+
+@pytest.mark.model
+def test_segment_dicom_writes_seg_nifti_and_result(segmented, phantom_case, shipped_model):
+    out, result = segmented
+    report = json.loads((out / "result.json").read_text())
+    manifest = json.loads((shipped_model / "manifest.json").read_text())
+    assert report["model"] == {"name": "ct-tumor", "version": "1.0.0", "sha256": manifest["weights"]["sha256"]}
+    assert report["device"] == "cpu" and report["degraded"] is False
+    assert report["lesion_count"] == len(report["lesions"])
+    assert set(report["timings_s"]) >= {"load", "preprocess", "inference", "postprocess", "write", "total"}
+    assert report["outputs"] == {"seg": "seg.dcm", "nifti": "mask.nii.gz", "result": "result.json"}
+    for lesion in report["lesions"]:
+        assert lesion["volume_ml"] > 0 and len(lesion["centroid_lps_mm"]) == 3
+    assert "lesion" in result.stdout and "ct-tumor 1.0.0" in result.stdout
+
+    mask = read_nifti(out / "mask.nii.gz")
+    from medseg.io import load_study
+
+    study = load_study(phantom_case / "dicom")
+    decoded = read_seg_mask(out / "seg.dcm", [h.SOPInstanceUID for h in study.volume.source])
+    assert np.array_equal(decoded, mask.array)
+    assert np.allclose(mask.affine, study.volume.affine, atol=1e-3)
+    assert _dciodvfy_errors(out / "seg.dcm") == []
+    # measured quality on this held-out seed (3 tumors): the trained model finds them
+    truth = read_nifti(phantom_case / "truth.nii.gz").array
+    assert dice(mask.array, truth) > 0.7
+    centroids = np.array([l["centroid_lps_mm"] for l in report["lesions"]])
+    for tumor in json.loads((phantom_case / "phantom.json").read_text())["tumors"]:
+        if tumor["diameter_mm"] >= 10:
+            assert np.min(np.linalg.norm(centroids - tumor["center_lps_mm"], axis=1)) < tumor["diameter_mm"] / 2
+
+
+@pytest.mark.model
+def test_segment_nifti_in_gives_nifti_out_on_the_same_grid(segmented, phantom_case, tmp_path):
+    out = tmp_path / "nifti-result"
+    result = subprocess.run([EXE, "segment", str(phantom_case / "image.nii.gz"), "--out", str(out)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "result.json").read_text())
+    assert report["input"]["kind"] == "nifti" and report["seg"] is None
+    assert not (out / "seg.dcm").exists()
+    source = nib.load(str(phantom_case / "image.nii.gz"))
+    mask = nib.load(str(out / "mask.nii.gz"))
+    assert mask.shape == source.shape and np.allclose(mask.affine, source.affine, atol=1e-4)
+    dicom_mask = nib.load(str(segmented[0] / "mask.nii.gz")).get_fdata()
+    assert dice(mask.get_fdata(), dicom_mask) > 0.98  # same study, other door
+
+
+@pytest.mark.model
+def test_no_phi_reaches_logs_outputs_or_console(tmp_path, capsys, caplog):
+    """STYLE.md #18: the PHI sentinel never reaches a log record, stdout/stderr or result.json."""
+    folder = tmp_path / "dicom"
+    write_study(folder, small_phantom(seed=8, shape=(24, 64, 64), n_tumors=2))
+    caplog.set_level(logging.DEBUG)
+    code, out, err = run_cli(["segment", folder, "--out", tmp_path / "out", "--nifti"], capsys)
+    assert code == 0, err
+    text = out + err + caplog.text + (tmp_path / "out" / "result.json").read_text()
+    for sentinel in (PHI_NAME, PHI_ID, "PHI_SENTINEL"):
+        assert sentinel not in text
+    # the SEG itself carries the patient module: DICOM requires it to file the SEG with the study
+    import pydicom
+
+    assert str(pydicom.dcmread(tmp_path / "out" / "seg.dcm").PatientName) == PHI_NAME

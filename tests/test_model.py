@@ -1,0 +1,71 @@
+"""The model store: manifests validate themselves, weights are verified before they are deserialized."""
+
+import json
+import shutil
+
+import pytest
+
+from medseg.exceptions import ChecksumError, ModelError
+from medseg.manifest import ModelManifest
+from medseg.model_store import load_model, sha256_file
+
+from tests.test_bad_input import run_cli
+
+
+@pytest.fixture
+def model_copy(shipped_model, tmp_path):
+    return shutil.copytree(shipped_model, tmp_path / "model")
+
+
+def test_shipped_model_describes_itself_and_loads(shipped_model):
+    manifest = ModelManifest.load(shipped_model)
+    assert manifest.weights.sha256 == sha256_file(shipped_model / manifest.weights.file)
+    assert (shipped_model / manifest.weights.file).stat().st_size < 20 * 1024 * 1024
+    assert manifest.labels[0].type.meaning == "Neoplasm"
+    assert "NOT FOR CLINICAL USE" in manifest.intended_use
+    assert "NOT FOR CLINICAL USE" in (shipped_model / "MODEL_CARD.md").read_text().upper()
+    assert manifest.metrics["holdout_phantoms"]["studies"] >= 10
+    loaded = load_model(shipped_model)
+    assert not loaded.network.training
+
+
+def test_tampered_weights_fail_the_checksum_before_loading(model_copy, study_dir, tmp_path, capsys):
+    weights = model_copy / "model.pt"
+    blob = bytearray(weights.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    weights.write_bytes(bytes(blob))
+    with pytest.raises(ChecksumError, match="does not match"):
+        load_model(model_copy)
+    code, _, err = run_cli(["segment", study_dir, "--out", tmp_path / "o", "--model", model_copy], capsys)
+    assert code == 2 and "does not match the manifest" in err and "[model.checksum]" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o" / "seg.dcm").exists()
+
+
+@pytest.mark.parametrize(
+    "edit,fragment",
+    [
+        (lambda m: m["weights"].update(sha256="xyz"), "weights.sha256"),
+        (lambda m: m["weights"].update(file="../../etc/passwd"), "weights.file"),
+        (lambda m: m["architecture"].update(name="os.system"), "architecture.name"),
+        (lambda m: m["input"].update(window_hu=[300, -200]), "window_hu"),
+        (lambda m: m.update(labels=[]), "labels"),
+        (lambda m: m.update(version="latest"), "version"),
+    ],
+)
+def test_invalid_manifests_name_the_field(model_copy, edit, fragment):
+    path = model_copy / "manifest.json"
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(ModelError) as info:
+        load_model(model_copy)
+    assert fragment in info.value.message
+
+
+def test_missing_weights_and_missing_manifest(model_copy, tmp_path):
+    (model_copy / "model.pt").unlink()
+    with pytest.raises(ModelError, match="weights file model.pt missing"):
+        load_model(model_copy)
+    with pytest.raises(ModelError, match="manifest not found"):
+        load_model(tmp_path / "nowhere")
