@@ -127,7 +127,7 @@ def phantom(
 def train(
     out: Path = typer.Option(..., "--out", "-o", help="model folder to write, e.g. models/ct-tumor/1.0.1"),
     sts_dir: Optional[Path] = typer.Option(None, help="real STS cases (../shared/data/sts-ct) to train on"),
-    iterations: int = typer.Option(1500, min=1),
+    iterations: int = typer.Option(6000, min=1, help="upper bound; --minutes usually ends the run first"),
     minutes: float = typer.Option(28.0, min=0.1, help="time budget for the whole run"),
     phantoms: int = typer.Option(48, min=1, help="training phantoms"),
     holdout_phantoms: int = typer.Option(20, min=0),
@@ -149,18 +149,24 @@ def evaluate(
     model: Optional[str] = typer.Option(None, help="model folder or <name>/<version>"),
     phantoms: int = typer.Option(20, min=0, help="held-out phantoms (seeds from 900000)"),
     sts_dir: Optional[Path] = typer.Option(None, help="real STS cases; only the held-out ones are used"),
+    write_metrics: bool = typer.Option(False, help="record the measured metrics in manifest.json and MODEL_CARD.md"),
 ) -> None:
     """Measure a model on held-out phantoms (and held-out real cases) through the full pipeline."""
     from medseg.config import get_settings
     from medseg.model_store import load_model
-    from medseg.train import TrainConfig, evaluate as run
+    from medseg.train import TrainConfig, evaluate as run, model_card
 
     settings = get_settings()
-    loaded = load_model(settings.model_dir(model))
+    model_dir = settings.model_dir(model)
+    loaded = load_model(model_dir)
     config = TrainConfig(out=Path("."), holdout_phantoms=phantoms, sts_dir=sts_dir)
     with _progress("evaluating"):
         metrics = run(loaded.network, loaded.manifest.pipeline_spec(), config)
     stdout.print(json.dumps(metrics, indent=2))
+    if write_metrics:
+        manifest = loaded.manifest.model_copy(update={"metrics": metrics})
+        manifest.dump(model_dir)
+        (model_dir / "MODEL_CARD.md").write_text(model_card(manifest))
 
 
 def _fail(line: str) -> None:

@@ -41,6 +41,8 @@ def ct_datasets(
     series_description: str = "CT",
     accession_number: str = "",
     image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY", "AXIAL"),
+    patient_position: str = "HFS",
+    body_part: str = "ABDOMEN",
 ) -> list[Dataset]:
     """One dataset per slice ``k`` of ``volume`` (HU), geometry taken from its affine."""
     study_uid = study_uid or generate_uid()
@@ -79,7 +81,8 @@ def ct_datasets(
         ds.SeriesInstanceUID = series_uid
         ds.SeriesNumber = series_number
         ds.SeriesDescription = series_description
-        ds.PatientPosition = "HFS"
+        ds.PatientPosition = patient_position
+        ds.BodyPartExamined = body_part
         ds.FrameOfReferenceUID = frame_of_reference_uid
         ds.PositionReferenceIndicator = ""
         ds.Manufacturer = "medseg phantom"

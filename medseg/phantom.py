@@ -28,7 +28,7 @@ ORIENTATIONS = ("supine", "prone", "feet_first", "coronal", "sagittal")
 #: acquisition layout of each orientation, as the inverse of a canonical reorientation
 _LAYOUTS = {
     "supine": Reorientation((0, 1, 2), (False, False, False)),
-    "feet_first": Reorientation((0, 1, 2), (True, False, False)),
+    "feet_first": Reorientation((0, 1, 2), (True, False, True)),  # FFS: rows run to the right, slices descend
     "prone": Reorientation((0, 1, 2), (False, True, True)),
     "coronal": Reorientation((1, 0, 2), (True, False, False)),
     "sagittal": Reorientation((2, 0, 1), (False, True, False)),

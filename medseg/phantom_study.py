@@ -45,6 +45,7 @@ def write_phantom_study(
         series_description=f"Phantom CT seed {seed}",
         accession_number=f"PH{seed}",
         image_type=image_type,
+        patient_position={"prone": "HFP", "feet_first": "FFS"}.get(orientation, "HFS"),
     )
     if encode_kwargs == {} and transfer_syntax == "1.2.840.10008.1.2.4.91":
         encode_kwargs = {"j2k_cr": [10]}

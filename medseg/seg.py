@@ -65,7 +65,7 @@ def build_seg(
     expected = (len(source), int(first.Rows), int(first.Columns))
     if mask.shape != expected:
         raise ValueError(f"mask shape {mask.shape} does not match the source series {expected}")
-    present = set(int(v) for v in np.unique(mask)) - {0}
+    present = set(int(v) for v in np.flatnonzero(np.bincount(mask.ravel(), minlength=1))) - {0}
     known = {label.value for label in labels}
     if not present <= known:
         raise ValueError(f"mask holds label values {sorted(present - known)} the model does not define")

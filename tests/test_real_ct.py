@@ -1,0 +1,56 @@
+"""Real CT tumors (TCIA soft-tissue sarcoma, CC BY 3.0; see tests/data/sts-ct/README.md).
+
+The case in tests/data is one of the eight held out of training (medseg.train.STS_HOLDOUT).
+"""
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medseg.ct_writer import ct_datasets, write_series
+from medseg.io.nifti import read_nifti
+from medseg.seg import read_seg_mask
+from medseg.train import STS_HOLDOUT
+
+from tests.conftest import PHI_ID, PHI_NAME, TEST_DATA, dice
+from tests.test_cli_e2e import EXE
+
+CASES = sorted(p for p in (TEST_DATA / "sts-ct").glob("STS_*") if p.is_dir())
+
+pytestmark = pytest.mark.model
+
+
+def test_the_shipped_real_case_was_held_out_of_training(shipped_model):
+    assert CASES, "tests/data/sts-ct must hold at least one real case"
+    manifest = json.loads((shipped_model / "manifest.json").read_text())
+    for case in CASES:
+        assert case.name in STS_HOLDOUT
+        assert case.name not in manifest["training"]["real_training_cases"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)
+def test_real_tumor_nifti_and_dicom_doors_agree_and_find_the_tumor(case, tmp_path, shipped_model):
+    image = read_nifti(case / "CT_image.nii.gz")
+    expert = read_nifti(case / "CT_mask.nii.gz").array
+
+    nifti_out = tmp_path / "nifti"
+    subprocess.run([EXE, "segment", str(case / "CT_image.nii.gz"), "--out", str(nifti_out)], check=True,
+                   capture_output=True)
+    mask = read_nifti(nifti_out / "mask.nii.gz")
+    assert mask.shape == image.shape and np.allclose(mask.affine, image.affine, atol=1e-4)
+    measured = json.loads((shipped_model / "manifest.json").read_text())["metrics"]["holdout_real_sts"]
+    # the same number the manifest reports for this case, recomputed here
+    assert dice(mask.array, expert) == pytest.approx(measured["per_case_dice"][case.name], abs=0.01)
+    assert dice(mask.array, expert) > 0.5
+
+    # the same real CT as a DICOM series through the DICOM door gives the same mask, as a SEG
+    datasets = ct_datasets(image.with_array(np.rint(image.array)), patient_name=PHI_NAME, patient_id=PHI_ID)
+    write_series(datasets, tmp_path / "dicom")
+    dicom_out = tmp_path / "dicom-out"
+    subprocess.run([EXE, "segment", str(tmp_path / "dicom"), "--out", str(dicom_out)], check=True,
+                   capture_output=True)
+    seg_mask = read_seg_mask(dicom_out / "seg.dcm", [d.SOPInstanceUID for d in datasets])
+    assert dice(seg_mask, mask.array) > 0.98
