@@ -57,7 +57,7 @@ def segment(
     model: Optional[str] = typer.Option(None, help="model folder or <name>/<version> under models/"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
     nifti: bool = typer.Option(False, "--nifti", help="also write mask.nii.gz for DICOM input"),
-    series: Optional[str] = typer.Option(None, help="SeriesInstanceUID to segment (skips the selection rules)"),
+    series: Optional[str] = typer.Option(None, help="SeriesInstanceUID to segment instead of the automatic choice"),
     any_orientation: bool = typer.Option(False, help="accept coronal/sagittal/oblique series"),
 ) -> None:
     """Segment tumors: writes seg.dcm (DICOM input) or mask.nii.gz (NIfTI input) and result.json."""
@@ -65,12 +65,12 @@ def segment(
     from medseg.service import segment_study
 
     settings = get_settings()
-    selection = settings.selection.model_copy(
-        update={k: v for k, v in {"series_uid": series,
-                                  "orientations": ("AXIAL", "CORONAL", "SAGITTAL", "OBLIQUE") if any_orientation else None
-                                  }.items() if v is not None}
-    )
-    settings = settings.model_copy(update={"selection": selection})
+    rules: dict = {}
+    if series:
+        rules["series_uid"] = series
+    if any_orientation:
+        rules["orientations"] = ("AXIAL", "CORONAL", "SAGITTAL", "OBLIQUE")
+    settings = settings.model_copy(update={"selection": settings.selection.model_copy(update=rules)})
     with _progress("segmenting") as report:
         result = segment_study(input, out, settings, model=model, device=device, nifti=nifti, progress=report)
     _summary(result, out)
