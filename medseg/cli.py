@@ -126,7 +126,8 @@ def phantom(
 @app.command()
 def train(
     out: Path = typer.Option(..., "--out", "-o", help="model folder to write, e.g. models/ct-tumor/1.0.1"),
-    sts_dir: Optional[Path] = typer.Option(None, help="real STS cases (../shared/data/sts-ct) to train on"),
+    sts_dir: Optional[Path] = typer.Option(None, help="real STS cases (../shared/data/sts-ct): held-out ones are evaluated"),
+    sts_fraction: float = typer.Option(0.0, min=0.0, max=1.0, help="share of training patches from the other real cases"),
     iterations: int = typer.Option(6000, min=1, help="upper bound; --minutes usually ends the run first"),
     minutes: float = typer.Option(28.0, min=0.1, help="time budget for the whole run"),
     phantoms: int = typer.Option(48, min=1, help="training phantoms"),
@@ -138,7 +139,7 @@ def train(
     """Train the demonstration model on CPU and write weights, manifest.json and MODEL_CARD.md."""
     from medseg.train import TrainConfig, train as run
 
-    config = TrainConfig(out=out, sts_dir=sts_dir, iterations=iterations, minutes=minutes, phantoms=phantoms,
+    config = TrainConfig(out=out, sts_dir=sts_dir, sts_fraction=sts_fraction, iterations=iterations, minutes=minutes, phantoms=phantoms,
                          holdout_phantoms=holdout_phantoms, seed=seed, version=version, name=name)
     manifest = run(config, report=lambda line: err.print(line))
     stdout.print(json.dumps(manifest.metrics, indent=2))

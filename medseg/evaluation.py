@@ -4,6 +4,9 @@ Definitions (documented here once, used by ``medseg train``/``medseg evaluate``)
 
 * **Dice** of foreground (any label > 0). Both empty -> 1.0 (perfect
   agreement on "no tumor"); reference empty but prediction not -> 0.0.
+* **Global Dice** pools voxels over all studies (as in the LiTS challenge): it weighs
+  studies by tumor volume, where the per-study mean weighs a study whose only tumor is a
+  3 mm nodule as much as one with a 4 cm mass.
 * **Lesions** are 26-connected components of the foreground. A lesion's size
   is its equivalent-sphere diameter ``(6 V / pi)^(1/3)`` in mm.
 * A reference lesion is **detected** when at least ``DETECTION_OVERLAP``
@@ -29,6 +32,8 @@ class CaseMetrics:
     reference_lesions: list[tuple[float, bool]] = field(default_factory=list)  # (diameter mm, detected)
     false_positive_lesions: int = 0
     reference_empty: bool = False
+    overlap_voxels: int = 0
+    total_voxels: int = 0  # predicted + reference foreground
 
     def as_dict(self) -> dict:
         return {
@@ -50,7 +55,8 @@ def evaluate_case(prediction: np.ndarray, reference: np.ndarray, voxel_ml: float
     if prediction.shape != reference.shape:
         raise ValueError(f"prediction {prediction.shape} and reference {reference.shape} differ in shape")
     p, r = prediction > 0, reference > 0
-    metrics = CaseMetrics(dice=dice(p, r), reference_empty=not r.any())
+    metrics = CaseMetrics(dice=dice(p, r), reference_empty=not r.any(),
+                          overlap_voxels=int(np.logical_and(p, r).sum()), total_voxels=int(p.sum()) + int(r.sum()))
     components, count = ndimage.label(r, structure=_STRUCTURE)
     if count:
         index = np.arange(1, count + 1)
@@ -77,6 +83,7 @@ def summarize(cases: list[CaseMetrics], min_diameter_mm: float = 10.0) -> dict:
         "studies_with_tumor": len(with_tumor),
         "mean_dice": round(float(np.mean(with_tumor)), 4) if with_tumor else None,
         "median_dice": round(float(np.median(with_tumor)), 4) if with_tumor else None,
+        "global_dice": round(2 * sum(c.overlap_voxels for c in cases) / total, 4) if (total := sum(c.total_voxels for c in cases)) else None,
         f"lesion_sensitivity_ge_{int(min_diameter_mm)}mm": round(float(np.mean(large)), 4) if large else None,
         f"lesions_ge_{int(min_diameter_mm)}mm": len(large),
         "lesion_sensitivity_all": round(float(np.mean(every)), 4) if every else None,

@@ -87,6 +87,8 @@ class InferenceSpec(_Frozen):
 
 class PostprocessSpec(_Frozen):
     min_lesion_ml: float = Field(default=0.05, ge=0)
+    #: drop components whose most confident voxel stays below this (suppresses faint noise blobs)
+    min_peak_probability: float = Field(default=0.0, ge=0, le=1)
 
 
 class WeightsSpec(_Frozen):
@@ -149,6 +151,7 @@ class ModelManifest(_Frozen):
             sw_batch_size=self.inference.sw_batch_size,
             blend_mode=self.inference.blend_mode,
             min_lesion_ml=self.postprocess.min_lesion_ml,
+            min_peak_probability=self.postprocess.min_peak_probability,
         )
 
     @classmethod

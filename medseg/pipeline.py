@@ -47,6 +47,8 @@ class PipelineSpec:
     sw_batch_size: int = 2
     blend_mode: str = "gaussian"
     min_lesion_ml: float = 0.05
+    #: a component is kept only if the model is at least this sure of one of its voxels
+    min_peak_probability: float = 0.0
     crop_body: bool = True
     body_threshold_hu: float = -500.0
     crop_margin_mm: float = 10.0
@@ -176,11 +178,12 @@ def postprocess(
             continue
         index = np.arange(1, count + 1)
         sizes = ndimage.sum_labels(np.ones_like(components, np.uint8), components, index)
-        small = index[sizes < min_voxels]
-        if small.size:
-            labels[np.isin(components, small)] = 0
+        peaks = ndimage.maximum(confidence, components, index)
+        keep = (sizes >= min_voxels) & (peaks >= spec.min_peak_probability)
+        if not keep.all():
+            labels[np.isin(components, index[~keep])] = 0
         boxes = ndimage.find_objects(components)
-        for i in index[sizes >= min_voxels]:
+        for i in index[keep]:
             box = boxes[i - 1]
             member = components[box] == i
             idx = np.argwhere(member) + [b.start for b in box] + offset

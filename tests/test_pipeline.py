@@ -85,6 +85,20 @@ def test_small_components_are_dropped_and_crop_does_not_change_result():
     assert np.array_equal(cropped.mask.array, dropped.mask.array)
 
 
+def test_faint_components_are_dropped_by_peak_probability():
+    shape, spacing = (20, 60, 60), (2.0, 1.0, 1.0)
+    volume_hu = np.full(shape, -100.0, np.float32)
+    volume_hu[5:15, 10:30, 10:30] = 60.0  # windowed 1.0: the stub is sure (p ~ 1)
+    volume_hu[5:15, 35:50, 35:50] = -16.0  # windowed 0.525: foreground, but p = sigmoid(2) ~ 0.88
+    volume = Volume(volume_hu, _affine((2, 1, 0), (False, False, False), spacing=spacing))
+    every = segment(volume, threshold_predictor, _spec(volume, window_hu=(-100, 60)))
+    assert len(every.lesions) == 2
+    sure = segment(volume, threshold_predictor, _spec(volume, window_hu=(-100, 60), min_peak_probability=0.95))
+    assert [l.volume_ml for l in sure.lesions] == [pytest.approx(8.0)]
+    assert sure.mask.array[5:15, 35:50, 35:50].sum() == 0
+    assert np.array_equal(sure.mask.array[5:15, 10:30, 10:30], every.mask.array[5:15, 10:30, 10:30])
+
+
 def test_empty_result_is_a_normal_result():
     volume = Volume(np.full((10, 20, 20), -50.0, np.float32), np.eye(4))
     out = segment(volume, threshold_predictor, _spec(volume, window_hu=(0, 100)))

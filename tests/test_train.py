@@ -7,6 +7,7 @@ import numpy as np
 from medseg.model_store import load_model, sha256_file
 from medseg.phantom import generate_phantom
 from medseg.pipeline import segment
+from medseg.train import PEAK_PROBABILITY_CANDIDATES, VALIDATION_PHANTOM_SEED0
 
 from tests.test_bad_input import run_cli
 
@@ -25,6 +26,10 @@ def test_train_writes_a_loadable_self_describing_model(tmp_path, capsys):
     assert manifest["training"]["phantom_seeds"] == [1000, 1001]
     assert manifest["metrics"]["holdout_phantoms"]["seeds"] == [900000, 900000]
     assert json.loads(stdout) == manifest["metrics"]
+    calibration = manifest["training"]["peak_probability_calibration"]
+    assert calibration["seeds"] == [VALIDATION_PHANTOM_SEED0, VALIDATION_PHANTOM_SEED0 + 7]  # disjoint from the rest
+    assert manifest["postprocess"]["min_peak_probability"] == calibration["chosen"] in PEAK_PROBABILITY_CANDIDATES
+    assert manifest["training"]["real_training_cases"] == []
     assert (out / "MODEL_CARD.md").read_text().startswith("# ct-tumor 9.9.9")
     loaded = load_model(out)
     phantom = generate_phantom(3, shape=(16, 48, 48), spacing=(3.0, 3.0, 3.0))
