@@ -65,11 +65,17 @@ def build_seg(
     expected = (len(source), int(first.Rows), int(first.Columns))
     if mask.shape != expected:
         raise ValueError(f"mask shape {mask.shape} does not match the source series {expected}")
-    present = set(int(v) for v in np.flatnonzero(np.bincount(mask.ravel(), minlength=1))) - {0}
     known = {label.value for label in labels}
-    if not present <= known:
-        raise ValueError(f"mask holds label values {sorted(present - known)} the model does not define")
-    empty = not present
+    if mask.dtype != np.uint8:
+        if mask.size and (mask.min() < 0 or mask.max() > 255):
+            raise ValueError("mask values must lie in 0..255 (label values)")
+        mask = mask.astype(np.uint8)
+    allowed = np.zeros(256, bool)  # a lookup table: one pass, no 8-byte copy of the mask (np.bincount makes one)
+    allowed[[0, *known]] = True
+    unknown = mask[~allowed[mask]]
+    if unknown.size:
+        raise ValueError(f"mask holds label values {sorted(int(v) for v in np.unique(unknown))} the model does not define")
+    empty = not mask.any()
     model = f"{model_name} {model_version}"
 
     descriptions = []
