@@ -9,6 +9,7 @@ training sees exactly what inference sees.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -30,7 +31,7 @@ from medseg.io.nifti import read_nifti
 from medseg.manifest import ArchitectureSpec, CodeSpec, InputSpec, LabelSpec, ModelManifest, WeightsSpec
 from medseg.model_store import build_network
 from medseg.phantom import generate_phantom
-from medseg.pipeline import PipelineSpec, preprocess, preprocess_mask, segment
+from medseg.pipeline import PipelineSpec, infer, postprocess, preprocess, preprocess_mask, segment
 from medseg.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -253,10 +254,6 @@ def calibrate_peak_probability(network: torch.nn.Module, spec: PipelineSpec, cfg
     0 with a false positive, so the score trades lost lesions against false alarms. Ties go to
     the lower threshold (fewer lesions thrown away).
     """
-    import dataclasses
-
-    from medseg.pipeline import infer, postprocess
-
     studies = []
     for i in range(cfg.validation_phantoms):
         ph = generate_phantom(VALIDATION_PHANTOM_SEED0 + i)

@@ -3,11 +3,13 @@
 import json
 
 import numpy as np
+import pytest
+import torch
 
 from medseg.model_store import load_model, sha256_file
 from medseg.phantom import generate_phantom
 from medseg.pipeline import segment
-from medseg.train import PEAK_PROBABILITY_CANDIDATES, VALIDATION_PHANTOM_SEED0
+from medseg.train import PEAK_PROBABILITY_CANDIDATES, VALIDATION_PHANTOM_SEED0, segmentation_loss
 
 from tests.test_bad_input import run_cli
 
@@ -40,3 +42,25 @@ def test_train_writes_a_loadable_self_describing_model(tmp_path, capsys):
 def test_train_refuses_a_bad_version(tmp_path, capsys):
     code, _, err = run_cli(["train", "--out", tmp_path / "m", "--version", "v1", "--iterations", "1"], capsys)
     assert code == 2 and "version" in err and len(err.strip().splitlines()) == 1
+
+
+def test_segmentation_loss_weighs_each_tumor_patch_alike_and_leaves_empty_patches_to_cross_entropy():
+    target = torch.zeros(2, 1, 4, 8, 8, dtype=torch.long)
+    target[0, 0, :, :4, :4] = 1  # a big tumor in patch 0
+    target[1, 0, 0, 0, 0] = 1  # a one-voxel tumor in patch 1
+
+    def logits(found):  # confident logits: tumor where ``found``, background elsewhere
+        return torch.stack([(~found).float(), found.float()], dim=1) * 20 - 10
+
+    truth = target[:, 0] > 0
+    assert segmentation_loss(logits(truth), target) < 1e-3
+    only_big = truth.clone()
+    only_big[1] = False
+    # missing the one-voxel tumor costs that patch's Dice term (1 - (0 + 1) / (1 + 1) with the +1
+    # smoothing), half of it in the mean over the two patches; a batch Dice would charge 2/129.
+    # The cross-entropy adds 20 (the logit gap) for one of the 512 voxels.
+    assert segmentation_loss(logits(only_big), target) == pytest.approx(0.5 / 2 + 20 / 512, abs=1e-3)
+    empty = torch.zeros_like(target)
+    assert segmentation_loss(logits(torch.zeros_like(truth)), empty) < 1e-3
+    everywhere = torch.ones_like(truth)
+    assert segmentation_loss(logits(everywhere), empty) > 5  # only cross-entropy, and it punishes false alarms
