@@ -55,8 +55,9 @@ def evaluate_case(prediction: np.ndarray, reference: np.ndarray, voxel_ml: float
     if prediction.shape != reference.shape:
         raise ValueError(f"prediction {prediction.shape} and reference {reference.shape} differ in shape")
     p, r = prediction > 0, reference > 0
-    metrics = CaseMetrics(dice=dice(p, r), reference_empty=not r.any(),
-                          overlap_voxels=int(np.logical_and(p, r).sum()), total_voxels=int(p.sum()) + int(r.sum()))
+    overlap, total = int(np.logical_and(p, r).sum()), int(p.sum()) + int(r.sum())
+    metrics = CaseMetrics(dice=2.0 * overlap / total if total else 1.0, reference_empty=not r.any(),
+                          overlap_voxels=overlap, total_voxels=total)
     components, count = ndimage.label(r, structure=_STRUCTURE)
     if count:
         index = np.arange(1, count + 1)
@@ -78,12 +79,13 @@ def summarize(cases: list[CaseMetrics], min_diameter_mm: float = 10.0) -> dict:
     large = [hit for c in cases for d, hit in c.reference_lesions if d >= min_diameter_mm]
     every = [hit for c in cases for _, hit in c.reference_lesions]
     empty = [c for c in cases if c.reference_empty]
+    pooled = sum(c.total_voxels for c in cases)
     return {
         "studies": len(cases),
         "studies_with_tumor": len(with_tumor),
         "mean_dice": round(float(np.mean(with_tumor)), 4) if with_tumor else None,
         "median_dice": round(float(np.median(with_tumor)), 4) if with_tumor else None,
-        "global_dice": round(2 * sum(c.overlap_voxels for c in cases) / total, 4) if (total := sum(c.total_voxels for c in cases)) else None,
+        "global_dice": round(2 * sum(c.overlap_voxels for c in cases) / pooled, 4) if pooled else None,
         f"lesion_sensitivity_ge_{int(min_diameter_mm)}mm": round(float(np.mean(large)), 4) if large else None,
         f"lesions_ge_{int(min_diameter_mm)}mm": len(large),
         "lesion_sensitivity_all": round(float(np.mean(every)), 4) if every else None,
