@@ -170,6 +170,41 @@ def evaluate(
         (model_dir / "MODEL_CARD.md").write_text(model_card(manifest))
 
 
+@app.command()
+def serve(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML configuration (see config/medseg.toml)"),
+    push_phantom: Optional[int] = typer.Option(
+        None, help="demo: once running, push the phantom study with this seed to ourselves and report where the SEG went"),
+) -> None:
+    """Run the DICOM node, worker and HTTP API in one process (Ctrl-C stops it)."""
+    import uvicorn
+
+    from medseg.config import CONFIG_ENV, Settings
+
+    if config is not None:
+        if not config.is_file():
+            raise MedsegError(f"configuration file not found: {config}", code="config.not_found")
+        os.environ[CONFIG_ENV] = str(config)
+    try:
+        settings = Settings()
+    except ValueError as exc:  # tomllib.TOMLDecodeError is a ValueError; ValidationError is handled in main()
+        if isinstance(exc, ValidationError):
+            raise
+        raise MedsegError(f"configuration file is not valid TOML ({exc})", code="config.invalid") from None
+    from medseg.api import create_app
+    from medseg.serve import Service
+
+    service = Service(settings)
+    app_ = create_app(service)
+    if push_phantom is not None:
+        from medseg.demo import push_when_ready
+
+        push_when_ready(service, push_phantom, stdout.print)
+    stdout.print(f"medseg serve: DICOM {settings.node.ae_title}@{settings.node.host}:{settings.node.port}, "
+                 f"HTTP http://{settings.service.http_host}:{settings.service.http_port}, data {settings.service.data_dir}")
+    uvicorn.run(app_, host=settings.service.http_host, port=settings.service.http_port, log_level="warning")
+
+
 def _fail(line: str) -> None:
     """Errors are one plain line (no wrapping, no markup) on stderr."""
     print(line.replace("\n", " "), file=sys.stderr)

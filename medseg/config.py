@@ -7,16 +7,146 @@ defaults. Unsafe or meaningless values are refused at start-up, never coerced.
 
 from __future__ import annotations
 
+import os
+import re
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from medseg.io import GeometryTolerances, SelectionRules
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = "ct-tumor/1.0.0"
+
+
+#: the configuration file `medseg serve --config` names (also settable as MEDSEG_CONFIG)
+CONFIG_ENV = "MEDSEG_CONFIG"
+_AE_TITLE = re.compile(r"^[\x21-\x5b\x5d-\x7e]([\x20-\x5b\x5d-\x7e]{0,14}[\x21-\x5b\x5d-\x7e])?$")
+
+
+def _ae_title(v: str) -> str:
+    """PS3.5 AE title: 1-16 characters of the default repertoire, no backslash, no leading/trailing space."""
+    if not _AE_TITLE.match(v):
+        raise ValueError("must be 1-16 printable ASCII characters without backslash or leading/trailing spaces")
+    return v
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TLSSettings(_Section):
+    """DICOM TLS (PS3.15 B.1). Enabled when a certificate is configured."""
+
+    cert: Path | None = None
+    key: Path | None = None
+    #: CA bundle that client certificates must chain to
+    ca: Path | None = None
+    require_client_cert: bool = True
+    #: a peer that opens TCP but does not finish the handshake in this time is dropped (and audited)
+    handshake_timeout_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _complete(self) -> "TLSSettings":
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key must be given together")
+        if self.cert is not None and self.require_client_cert and self.ca is None:
+            raise ValueError("require_client_cert needs a ca bundle to verify client certificates against")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert is not None
+
+
+class DestinationSettings(_Section):
+    """A DICOM peer we send SEGs to (C-STORE SCU)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    ae_title: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+    tls: bool = False
+    #: CA bundle to verify the destination's certificate, and our client certificate/key
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @field_validator("ae_title")
+    @classmethod
+    def _peer_ae(cls, v: str) -> str:
+        return _ae_title(v)
+
+
+class NodeSettings(_Section):
+    """The DICOM node: our AE, association policy, spool and study assembly."""
+
+    ae_title: str = "MEDSEG"
+    host: str = "127.0.0.1"
+    port: int = Field(default=11112, ge=0, le=65535)
+    max_associations: int = Field(default=10, ge=1)
+    max_pdu: int = Field(default=65536, ge=0)  # 0 = unlimited
+    acse_timeout_s: float = Field(default=30.0, gt=0)
+    dimse_timeout_s: float = Field(default=60.0, gt=0)
+    network_timeout_s: float = Field(default=60.0, gt=0)
+    #: calling AE titles allowed to associate; empty = any (the README says why that is not the default in production)
+    allowed_calling_aets: tuple[str, ...] = ()
+    #: peer IP addresses allowed to connect; empty = any
+    allowed_addresses: tuple[str, ...] = ()
+    tls: TLSSettings = TLSSettings()
+    #: C-STORE answers 0xA700 (out of resources) while free space under the spool is below this
+    disk_floor_mb: float = Field(default=1024.0, ge=0)
+    #: a series is complete when no instance arrived for this long
+    quiet_period_s: float = Field(default=10.0, gt=0)
+    #: a series with a slice gap waits this much longer for the missing slices before it fails visibly
+    continuity_grace_s: float = Field(default=10.0, ge=0)
+    destinations: tuple[DestinationSettings, ...] = ()
+    #: where SEGs go: destination names, "@sender" = the destination whose AE title sent the study
+    send_to: tuple[str, ...] = ("@sender",)
+    send_retries: int = Field(default=5, ge=0)
+    send_backoff_s: float = Field(default=2.0, gt=0)
+    send_backoff_max_s: float = Field(default=300.0, gt=0)
+
+    @field_validator("ae_title")
+    @classmethod
+    def _our_ae(cls, v: str) -> str:
+        return _ae_title(v)
+
+    @field_validator("allowed_calling_aets")
+    @classmethod
+    def _aets(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_ae_title(a) for a in v)
+
+    @model_validator(mode="after")
+    def _routes(self) -> "NodeSettings":
+        names = [d.name for d in self.destinations]
+        if len(set(names)) != len(names):
+            raise ValueError("destination names must be unique")
+        unknown = [n for n in self.send_to if n != "@sender" and n not in names]
+        if unknown:
+            raise ValueError(f"send_to names unknown destinations: {unknown}")
+        return self
+
+
+class ServiceSettings(_Section):
+    """`medseg serve`: where state lives and the HTTP API."""
+
+    #: data directory: spool/, results/ and (by default) the SQLite database
+    data_dir: Path = Path("medseg-data")
+    #: SQLAlchemy URL; empty = SQLite (WAL) at <data_dir>/medseg.db
+    database_url: str = ""
+    #: the HTTP API binds to loopback by default (authentication comes with a later issue)
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=0, le=65535)
+    #: worker threads running segmentations
+    workers: int = Field(default=1, ge=1)
+    #: seconds between polls of the job table by idle workers
+    poll_interval_s: float = Field(default=0.5, gt=0)
+
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'medseg.db').resolve()}"
 
 
 class Settings(BaseSettings):
@@ -34,6 +164,19 @@ class Settings(BaseSettings):
     geometry: GeometryTolerances = GeometryTolerances()
     #: torch CPU threads; 0 = all cores
     cpu_threads: int = Field(default=0, ge=0)
+    node: NodeSettings = NodeSettings()
+    service: ServiceSettings = ServiceSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Priority: explicit arguments, then MEDSEG_* environment, then the TOML file named by MEDSEG_CONFIG."""
+        path = os.environ.get(CONFIG_ENV)
+        sources = [init_settings, env_settings]
+        if path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(path)))
+        return tuple(sources)
 
     @field_validator("default_model")
     @classmethod

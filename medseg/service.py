@@ -61,7 +61,11 @@ def segment_study(
     device: str | None = None,
     nifti: bool = False,
     progress: Progress | None = None,
+    loaded: LoadedModel | None = None,
+    series_uid: str | None = None,
 ) -> SegmentationResult:
+    """Segment one study. ``loaded``: a model already in memory (the worker keeps one);
+    ``series_uid``: segment that series instead of the automatic choice."""
     report = progress or (lambda stage: None)
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -70,13 +74,15 @@ def segment_study(
 
     report("reading study")
     t = time.perf_counter()
-    study = load_study(Path(input_path), settings.selection, settings.geometry)
+    rules = settings.selection.model_copy(update={"series_uid": series_uid}) if series_uid else settings.selection
+    study = load_study(Path(input_path), rules, settings.geometry)
     timings["load"] = time.perf_counter() - t
 
     report("loading model")
     t = time.perf_counter()
-    resolved = resolve_device(device or settings.device)
-    loaded = load_model(settings.model_dir(model), device=resolved)
+    if loaded is None:
+        loaded = load_model(settings.model_dir(model), device=resolve_device(device or settings.device))
+    resolved = loaded.device
     timings["model_load"] = time.perf_counter() - t
 
     outcome = segment_with_fallback(

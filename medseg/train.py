@@ -80,6 +80,10 @@ class TrainConfig(BaseModel):
     norm: str = "BATCH"
     learning_rate: float = 5e-3
     foreground_fraction: float = 0.5
+    #: a tumor-centred patch puts the tumor voxel anywhere within +-this share of the patch from its
+    #: centre. 0.25 taught a centre bias: the 28-minute model found a 25 mm liver tumor when it sat
+    #: mid-window (mean probability 0.81) and lost it at the window edges of sliding-window inference (0.01).
+    foreground_jitter: float = Field(default=0.5, ge=0, le=0.5)
     seed: int = 0
     holdout_phantoms: int = Field(default=20, ge=0)
     min_lesion_ml: float = 0.05
@@ -113,11 +117,12 @@ def sts_cases(sts_dir: Path, holdout: bool) -> list[tuple[str, Volume, Volume]]:
     return out
 
 
-def _patch(case: _Case, size, rng: np.random.Generator, foreground_fraction: float):
+def _patch(case: _Case, size, rng: np.random.Generator, foreground_fraction: float, jitter: float = 0.5):
     shape = np.array(case.image.shape)
     size = np.array(size)
     if len(case.foreground) and rng.random() < foreground_fraction:
-        center = case.foreground[int(rng.integers(len(case.foreground)))].numpy() + rng.integers(-size // 4, size // 4 + 1)
+        reach = (size * jitter).astype(int)
+        center = case.foreground[int(rng.integers(len(case.foreground)))].numpy() + rng.integers(-reach, reach + 1)
     else:
         center = np.array([rng.integers(0, n) for n in shape])
     start = center - size // 2
@@ -189,7 +194,7 @@ def train(cfg: TrainConfig, report: Callable[[str], None] = print) -> ModelManif
         batch_x, batch_y = [], []
         for _ in range(cfg.batch_size):
             pool = real_cases if real_cases and rng.random() < cfg.sts_fraction else phantom_cases
-            x, y = _patch(pool[int(rng.integers(len(pool)))], cfg.patch_zyx, rng, cfg.foreground_fraction)
+            x, y = _patch(pool[int(rng.integers(len(pool)))], cfg.patch_zyx, rng, cfg.foreground_fraction, cfg.foreground_jitter)
             batch_x.append(x)
             batch_y.append(y)
         x = torch.stack(batch_x)[:, None]

@@ -59,7 +59,7 @@ def select_series(series: list[Series], rules: SelectionRules) -> tuple[Series, 
                 reasons[s.series_uid] = "another series was requested explicitly"
     for s in series:
         if s.series_uid not in reasons:
-            reason = _ineligible(s, rules)
+            reason = ineligible_reason(s, rules)
             if reason:
                 reasons[s.series_uid] = reason
 
@@ -90,7 +90,7 @@ def select_series(series: list[Series], rules: SelectionRules) -> tuple[Series, 
     return chosen, decisions
 
 
-def _ineligible(s: Series, rules: SelectionRules) -> str:
+def ineligible_reason(s: Series, rules: SelectionRules) -> str:
     if not s.is_image:
         return "not an image object (e.g. SEG, SR, RT structure set)"
     if s.modality.upper() not in rules.modalities:

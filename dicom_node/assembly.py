@@ -1,0 +1,152 @@
+"""Study assembly: a series is complete once no instance arrived for the quiet period.
+
+Arrivals are tracked in memory (one timestamp per series: no database write per
+instance); the series row is written once per revision (first new instance), so a
+restart finds every series that was still receiving and restarts its quiet period.
+
+When the quiet period passes the series is checked from its headers alone, with the
+same rules the segmentation core applies (``medseg.io``: selection, then geometry):
+
+* not a series we segment (a SEG coming back, a localizer, MR...) -> ``ignored`` with the reason;
+* a geometry problem (a gap in the slices, duplicates...) -> wait ``continuity_grace_s`` more
+  for late slices, then queue the job as ``failed`` with the rule that broke: visible, not lost;
+* otherwise -> a queued job (superseding earlier jobs of the same series).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from dicom_node.spool import Spool
+from medseg.config import Settings
+from medseg.exceptions import GeometryError, InputError
+from medseg.io.geometry import sort_and_check
+from medseg.io.scan import scan_folder
+from medseg.io.selection import ineligible_reason
+from medseg.jobs import JobStore
+
+log = logging.getLogger(__name__)
+Recorder = Callable[..., None]
+
+
+@dataclass
+class _Pending:
+    calling_ae: str
+    last_arrival: float
+    received: int = 0
+    grace_until: float | None = None  # set when a geometry check failed once
+
+
+class Assembly:
+    def __init__(self, spool: Spool, jobs: JobStore, settings: Settings, model_ref: Callable[[], str],
+                 record: Recorder, clock: Callable[[], float] = time.monotonic) -> None:
+        self.spool, self.jobs, self.settings, self.model_ref, self.record = spool, jobs, settings, model_ref, record
+        self.clock = clock
+        self._pending: dict[tuple[str, str], _Pending] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- called from SCP threads ------------------------------------------------------------
+    def arrived(self, study_uid: str, series_uid: str, calling_ae: str) -> None:
+        """A new instance of this series is on disk."""
+        key = (study_uid, series_uid)
+        with self._lock:
+            entry = self._pending.get(key)
+            if entry is None:
+                update = self.jobs.series_seen(study_uid, series_uid, calling_ae)
+                entry = self._pending[key] = _Pending(calling_ae, self.clock())
+                if update.reopened:
+                    self.record("study.series_reopened", study_uid=study_uid, series_uid=series_uid,
+                                revision=update.revision)
+            entry.last_arrival = self.clock()
+            entry.received += 1
+            entry.grace_until = None
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def recover(self) -> int:
+        """Restart the quiet period of every series that was receiving, including ones on disk
+        whose first instance was stored just before a crash (before its row was written)."""
+        self.spool.remove_partials()
+        known = self.jobs.known_series()
+        for study_uid, series_uid, _ in self.spool.series_dirs():
+            if (study_uid, series_uid) not in known:
+                self.jobs.series_seen(study_uid, series_uid, "")
+        now = self.clock()
+        with self._lock:
+            for row in self.jobs.receiving_series():
+                self._pending.setdefault((row.study_uid, row.series_uid), _Pending(row.calling_ae, now))
+            return len(self._pending)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="medseg-assembly", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - the loop must survive; the series stays pending and is retried
+                log.exception("study assembly check failed; will retry")
+
+    def tick(self) -> None:
+        """Complete every series whose quiet period (and grace, if any) has passed."""
+        now = self.clock()
+        quiet = self.settings.node.quiet_period_s
+        with self._lock:
+            due = [(k, e) for k, e in self._pending.items()
+                   if now - e.last_arrival >= quiet and (e.grace_until is None or now >= e.grace_until)]
+        for key, entry in due:
+            self._complete(key, entry)
+
+    def _complete(self, key: tuple[str, str], entry: _Pending) -> None:
+        study_uid, series_uid = key
+        files = self.spool.instances(study_uid, series_uid)
+        ignored, failed = "", None
+        try:
+            scan = scan_folder(self.spool.path_for(study_uid, series_uid))
+            series = next(s for s in scan.series if s.series_uid == series_uid)
+            ignored = ineligible_reason(series, self.settings.selection)
+            if not ignored:
+                sort_and_check(series.headers, self.settings.geometry)
+        except StopIteration:
+            ignored = "no readable instance of this series in the spool"
+        except GeometryError as exc:
+            if entry.grace_until is None and self.settings.node.continuity_grace_s > 0:
+                with self._lock:
+                    if self._pending.get(key) is entry and entry.grace_until is None:
+                        entry.grace_until = self.clock() + self.settings.node.continuity_grace_s
+                self.record("study.continuity_wait", study_uid=study_uid, series_uid=series_uid,
+                            rule=exc.message, wait_s=self.settings.node.continuity_grace_s)
+                return
+            failed = (exc.code, exc.message)
+        except InputError as exc:
+            ignored = exc.message
+        with self._lock:  # held across the write: an arrival now must reopen the series afterwards
+            if self._pending.get(key) is not entry or self.clock() - entry.last_arrival < self.settings.node.quiet_period_s:
+                return  # an instance arrived while we were checking: wait for quiet again
+            del self._pending[key]
+            job = self.jobs.complete_series(study_uid, series_uid, self.model_ref(), len(files),
+                                            ignored_reason=ignored, failed=failed)
+        details = dict(study_uid=study_uid, series_uid=series_uid, instances=len(files),
+                       quiet_period_s=self.settings.node.quiet_period_s)
+        if ignored:
+            self.record("study.series_not_selected", outcome="success", reason=ignored, **details)
+        elif failed:
+            self.record("study.continuity_failed", outcome="failure", reason=failed[1], job_id=job.id if job else None,
+                        **details)
+        elif job is not None:
+            self.record("job.queued", job_id=job.id, model=job.model, revision=job.revision, **details)

@@ -1,0 +1,57 @@
+"""Prometheus metrics of the service (served at /metrics). Metrics fail open (STYLE.md #16)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+log = logging.getLogger(__name__)
+
+
+class ServiceMetrics:
+    """One registry per service instance (tests run several in one process)."""
+
+    def __init__(self, queue_depth: Callable[[], int] | None = None) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.instances = Counter("medseg_instances_received", "DICOM instances stored", ["sop_class"], registry=r)
+        self.duplicates = Counter("medseg_instances_duplicate", "instances already in the spool (acknowledged, not rewritten)",
+                                  registry=r)
+        self.rejected = Counter("medseg_instances_rejected", "C-STORE requests refused", ["status"], registry=r)
+        self.associations = Counter("medseg_associations", "association requests", ["result"], registry=r)
+        self.jobs = Counter("medseg_jobs", "jobs finished by outcome", ["outcome"], registry=r)
+        self.job_duration = Histogram("medseg_job_duration_seconds", "segmentation job duration", registry=r,
+                                      buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600))
+        self.sends = Counter("medseg_seg_sends", "SEG send attempts", ["result"], registry=r)
+        self.queue = Gauge("medseg_queue_depth", "queued jobs", registry=r)
+        if queue_depth is not None:
+            self.queue.set_function(lambda: _fail_open(queue_depth))
+
+    def instance_received(self, sop_class: str, new: bool) -> None:
+        self.instances.labels(sop_class).inc()
+        if not new:
+            self.duplicates.inc()
+
+    def instance_rejected(self, status: int) -> None:
+        self.rejected.labels(f"0x{status:04X}").inc()
+
+    def association(self, result: str) -> None:
+        self.associations.labels(result).inc()
+
+    def job_finished(self, outcome: str, seconds: float | None) -> None:
+        self.jobs.labels(outcome).inc()
+        if seconds is not None:
+            self.job_duration.observe(seconds)
+
+    def send_result(self, ok: bool) -> None:
+        self.sends.labels("success" if ok else "failure").inc()
+
+
+def _fail_open(read: Callable[[], int]) -> float:
+    try:
+        return float(read())
+    except Exception:  # noqa: BLE001 - a metric read must never break a scrape
+        log.warning("metric read failed", exc_info=True)
+        return float("nan")

@@ -1,0 +1,85 @@
+"""`medseg serve`: the DICOM node, study assembly, worker, delivery and HTTP API in one process.
+
+Composition only: every part is built here from :class:`Settings` and started in
+order (database, recovery, SCP, assembly, delivery, worker); the HTTP API starts and
+stops it through FastAPI's lifespan (STYLE.md #3: nothing happens at import time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+from dicom_node.assembly import Assembly
+from dicom_node.scu import DeliveryLoop
+from dicom_node.server import Node
+from dicom_node.spool import Spool
+from medseg.config import Settings
+from medseg.db import init_db, make_engine
+from medseg.events import EventLog
+from medseg.jobs import JobStore
+from medseg.metrics import ServiceMetrics
+from medseg.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        data = Path(settings.service.data_dir).resolve()
+        self.data_dir = data
+        self.engine = make_engine(settings.service.db_url())
+        self.jobs = JobStore(self.engine)
+        self.events = EventLog(data / "events.jsonl")
+        self.metrics = ServiceMetrics(self.jobs.queue_depth)
+        self.spool = Spool(data / "spool", settings.node.disk_floor_mb)
+        self.assembly = Assembly(self.spool, self.jobs, settings, lambda: settings.default_model, self.events)
+        self.node = Node(settings.node, self.spool, self.assembly, self.events, self.metrics)
+        self.delivery = DeliveryLoop(self.jobs, settings.node, self.events, self.metrics)
+        self.worker = Worker(self.jobs, settings, self.spool.root, data / "results", self.events, self.metrics,
+                             route=self.delivery.route, delivered=self.delivery.wake)
+        self.dicom_port: int | None = None
+        self.model_error: str | None = None
+
+    def start(self) -> None:
+        init_db(self.engine)
+        config_hash = hashlib.sha256(self.settings.model_dump_json().encode()).hexdigest()
+        self.events("config.loaded", sha256=config_hash, ae_title=self.settings.node.ae_title)
+        resumed = self.jobs.recover()
+        pending = self.assembly.recover()
+        if resumed or pending:
+            self.events("service.recovered", jobs_requeued=resumed, series_pending=pending)
+        try:
+            self.worker.model(self.settings.default_model)
+        except Exception as exc:  # noqa: BLE001 - not ready; jobs fail visibly with the reason
+            self.model_error = getattr(exc, "message", type(exc).__name__)
+            self.events("model.load_failed", outcome="failure", model=self.settings.default_model,
+                        reason=self.model_error)
+        self.dicom_port = self.node.start()
+        self.assembly.start()
+        self.delivery.start()
+        self.worker.start()
+        self.events("service.started", dicom_port=self.dicom_port, ae_title=self.settings.node.ae_title)
+
+    def stop(self) -> None:
+        self.node.stop()
+        self.assembly.stop()
+        self.worker.stop()
+        self.delivery.stop()
+        self.events("service.stopped")
+        self.engine.dispose()
+
+    def readiness(self) -> dict:
+        checks = {"scp_listening": self.node.listening, "database": _db_ok(self.jobs),
+                  "model_loaded": self.settings.default_model in self.worker._models}
+        return {"ready": all(checks.values()), "checks": checks, "model_error": self.model_error}
+
+
+def _db_ok(jobs: JobStore) -> bool:
+    try:
+        jobs.queue_depth()
+        return True
+    except Exception:  # noqa: BLE001 - readiness reports, it does not raise
+        return False

@@ -1,0 +1,110 @@
+"""The in-process worker: claims queued jobs, runs the segmentation core, hands the SEG to delivery.
+
+It reaches the queue only through :class:`medseg.jobs.JobStore` (``claim_next``,
+``finish``, ``fail``), so a distributed task engine can replace this loop without
+touching the node or the API. Models stay loaded between jobs (one per model ref).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from medseg.config import Settings
+from medseg.exceptions import MedsegError
+from medseg.jobs import Job, JobStore
+from medseg.model_store import LoadedModel, load_model, resolve_device
+
+log = logging.getLogger(__name__)
+Recorder = Callable[..., None]
+
+
+class Worker:
+    def __init__(self, jobs: JobStore, settings: Settings, spool_root: Path, results_root: Path, record: Recorder,
+                 metrics, route: Callable[[str], list[str]], delivered: Callable[[], None] = lambda: None) -> None:
+        self.jobs, self.settings, self.record, self.metrics = jobs, settings, record, metrics
+        self.spool_root, self.results_root = Path(spool_root), Path(results_root)
+        self.route, self.delivered = route, delivered
+        self._models: dict[str, LoadedModel] = {}
+        self._models_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.busy = 0
+
+    def model(self, ref: str) -> LoadedModel:
+        with self._models_lock:
+            if ref not in self._models:
+                loaded = load_model(self.settings.model_dir(ref), device=resolve_device(self.settings.device))
+                self._models[ref] = loaded
+                m = loaded.manifest
+                self.record("model.loaded", actor="system", model=f"{m.name}:{m.version}", sha256=m.weights.sha256,
+                            device=loaded.device)
+            return self._models[ref]
+
+    def start(self) -> None:
+        for i in range(self.settings.service.workers):
+            thread = threading.Thread(target=self._run, name=f"medseg-worker-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                job = self.jobs.claim_next()
+            except Exception:  # noqa: BLE001 - database hiccup: retry after the poll interval
+                log.exception("claiming a job failed")
+                job = None
+            if job is None:
+                self._stop.wait(self.settings.service.poll_interval_s)
+                continue
+            self.busy += 1
+            try:
+                self.run_job(job)
+            finally:
+                self.busy -= 1
+
+    def run_job(self, job: Job) -> None:
+        from medseg.service import segment_study  # torch/MONAI: imported when the first job runs
+
+        ids = dict(job_id=job.id, study_uid=job.study_uid, series_uid=job.series_uid, model=job.model)
+        self.record("job.started", actor="system", revision=job.revision, attempt=job.attempts, **ids)
+        started = time.perf_counter()
+        out_dir = self.results_root / str(job.id)
+        try:
+            loaded = self.model(job.model)
+            result = segment_study(self.spool_root / job.study_uid / job.series_uid, out_dir, self.settings,
+                                   loaded=loaded, series_uid=job.series_uid)
+        except MedsegError as exc:
+            self._failed(job, exc.code, exc.message, ids)
+            return
+        except Exception as exc:  # noqa: BLE001 - the job fails visibly; the worker lives on
+            log.exception("job %s failed", job.id)
+            self._failed(job, "internal", f"internal error ({type(exc).__name__})", ids)
+            return
+        elapsed = time.perf_counter() - started
+        self.metrics.job_finished("segmented", elapsed)
+        summary = {"device": result.device, "degraded": result.degraded, "degraded_reason": result.degraded_reason,
+                   "lesion_count": result.lesion_count, "total_volume_ml": result.total_volume_ml,
+                   "model_sha256": result.model.sha256, "timings_s": result.timings_s}
+        destinations = self.route(job.calling_ae)
+        done = self.jobs.finish(job.id, seg_path=str(out_dir / "seg.dcm"), seg_series_uid=result.seg.series_instance_uid,
+                                seg_sop_uid=result.seg.sop_instance_uid, result=summary, destinations=destinations)
+        self.record("seg.created", actor="system", seg_series_uid=result.seg.series_instance_uid,
+                    seg_sop_uid=result.seg.sop_instance_uid, lesion_count=result.lesion_count, **ids)
+        self.record("job.finished", actor="system", device=result.device, degraded=result.degraded,
+                    duration_s=round(elapsed, 3), destinations=destinations, state=done.state, **ids)
+        self.delivered()
+
+    def _failed(self, job: Job, code: str, message: str, ids: dict) -> None:
+        self.jobs.fail(job.id, code, message)
+        self.metrics.job_finished("failed", None)
+        self.record("job.failed", outcome="failure", actor="system", reason=message, code=code, **ids)
+        self.record("alert.job_failed", outcome="failure", actor="system", reason=message, **ids)
