@@ -19,6 +19,13 @@ from medseg.serve import Service
 from medseg.uids import is_uid
 
 
+def _jobs(request: Request) -> JobStore:
+    return request.app.state.service.jobs
+
+
+Jobs = Annotated[JobStore, Depends(_jobs)]
+
+
 class Problem(Exception):
     def __init__(self, status: int, title: str, detail: str) -> None:
         self.status, self.title, self.detail = status, title, detail
@@ -38,11 +45,6 @@ def create_app(service: Service) -> FastAPI:
     async def _problem(request: Request, exc: Problem):
         return JSONResponse({"type": "about:blank", "title": exc.title, "status": exc.status, "detail": exc.detail},
                             status_code=exc.status, media_type="application/problem+json")
-
-    def jobs_dep(request: Request) -> JobStore:
-        return request.app.state.service.jobs
-
-    Jobs = Annotated[JobStore, Depends(jobs_dep)]
 
     @app.get("/health")
     def health() -> dict:

@@ -199,9 +199,10 @@ def serve(
     if push_phantom is not None:
         from medseg.demo import push_when_ready
 
-        push_when_ready(service, push_phantom, stdout.print)
-    stdout.print(f"medseg serve: DICOM {settings.node.ae_title}@{settings.node.host}:{settings.node.port}, "
-                 f"HTTP http://{settings.service.http_host}:{settings.service.http_port}, data {settings.service.data_dir}")
+        push_when_ready(service, push_phantom, lambda line: print(line, flush=True))
+    print(f"medseg serve: DICOM {settings.node.ae_title}@{settings.node.host}:{settings.node.port}, "
+                 f"HTTP http://{settings.service.http_host}:{settings.service.http_port}, data {settings.service.data_dir}",
+          flush=True)
     uvicorn.run(app_, host=settings.service.http_host, port=settings.service.http_port, log_level="warning")
 
 

@@ -1,0 +1,99 @@
+"""Helpers for the DICOM node tests: free ports, real peers (dcmtk storescp, Orthanc), waiting."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+TCP_NODELAY = {**os.environ, "TCP_NODELAY": "1"}  # Debian's dcmtk leaves Nagle on otherwise
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def wait_port(port: int, timeout: float = 30.0) -> None:
+    def open_() -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+    wait_for(open_, timeout, what=f"port {port}")
+
+
+def storescu(port: int, files, calling_ae: str = "TESTPACS", called_ae: str = "MEDSEG", extra=()) -> subprocess.CompletedProcess:
+    args = ["storescu", "-aet", calling_ae, "-aec", called_ae, *extra, "127.0.0.1", str(port), *map(str, files)]
+    return subprocess.run(args, capture_output=True, text=True, env=TCP_NODELAY, timeout=300)
+
+
+@contextmanager
+def storescp(folder: Path, ae_title: str = "TESTPACS"):
+    """dcmtk storescp as a destination PACS on a free port."""
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    proc = subprocess.Popen(["storescp", "-aet", ae_title, "-od", str(folder), str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=TCP_NODELAY)
+    try:
+        wait_port(port)
+        yield port
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@contextmanager
+def orthanc(folder: Path, modalities: dict):
+    """Orthanc (Debian package) on loopback with a temporary config; yields (http_url, dicom_port, ae_title)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    http_port, dicom_port = free_port(), free_port()
+    config = {
+        "Name": "medseg-test", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
+        "HttpPort": http_port, "DicomPort": dicom_port, "DicomAet": "ORTHANC", "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False, "DicomModalities": modalities, "DicomCheckCalledAet": False,
+        "Plugins": [], "HttpServerEnabled": True, "DicomServerEnabled": True, "StableAge": 1,
+    }
+    (folder / "orthanc.json").write_text(json.dumps(config))
+    log = open(folder / "orthanc.log", "w")
+    proc = subprocess.Popen([shutil.which("Orthanc") or "Orthanc", str(folder / "orthanc.json")], stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{http_port}"
+        wait_for(lambda: _ok(url + "/system"), 60, what="Orthanc to start")
+        yield url, dicom_port, "ORTHANC"
+    finally:
+        proc.kill()
+        proc.wait()
+        log.close()
+
+
+def _ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def events(data_dir: Path, action: str | None = None) -> list[dict]:
+    path = Path(data_dir) / "events.jsonl"
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if action is None or r["action"] == action]

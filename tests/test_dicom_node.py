@@ -1,0 +1,224 @@
+"""The DICOM node against real peers over loopback: dcmtk echoscu/storescu/storescp, pynetdicom SCUs.
+
+Each test runs the whole service in-process (SCP, assembly, worker with the shipped model,
+delivery, HTTP API through FastAPI's TestClient lifespan) on free ports with its own data dir.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from fastapi.testclient import TestClient
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage
+
+from medseg.api import create_app
+from medseg.config import DestinationSettings, NodeSettings, ServiceSettings, Settings
+from medseg.seg import read_seg_mask
+from medseg.serve import Service
+from tests.conftest import PHI_ID, PHI_NAME, small_phantom, write_study
+from tests.node_helpers import TCP_NODELAY, events, free_port, storescp, storescu, wait_for
+
+pytestmark = pytest.mark.model
+
+
+@contextmanager
+def running(tmp_path: Path, dest_port: int | None = None, **node):
+    destinations = [DestinationSettings(name="pacs", ae_title="TESTPACS", host="127.0.0.1", port=dest_port)] if dest_port else []
+    node = {"port": free_port(), "allowed_calling_aets": ("TESTPACS", "PACS2", "PACS3", "PACS4"),
+            "quiet_period_s": 1.0, "continuity_grace_s": 1.0, "disk_floor_mb": 0, "destinations": destinations,
+            "send_backoff_s": 0.2, **node}
+    settings = Settings(node=NodeSettings(**node), service=ServiceSettings(data_dir=tmp_path / "data", poll_interval_s=0.1))
+    service = Service(settings)
+    with TestClient(create_app(service)) as client:
+        yield service, client
+
+
+def jobs_in(service: Service, state: str, n: int = 1, timeout: float = 120):
+    return wait_for(lambda: (lambda js: js if len(js) >= n else None)([j for j in service.jobs.jobs() if j.state == state]),
+                    timeout, what=f"{n} job(s) {state}")
+
+
+def test_echo_and_calling_ae_policy(tmp_path):
+    with running(tmp_path) as (service, _):
+        port = service.dicom_port
+        ok = subprocess.run(["echoscu", "-aet", "TESTPACS", "-aec", "MEDSEG", "127.0.0.1", str(port)],
+                            capture_output=True, env=TCP_NODELAY)
+        bad = subprocess.run(["echoscu", "-aet", "INTRUDER", "-aec", "MEDSEG", "127.0.0.1", str(port)],
+                             capture_output=True, text=True, env=TCP_NODELAY)
+        assert ok.returncode == 0
+        assert bad.returncode != 0 and "Rejected" in bad.stderr
+        rejected = wait_for(lambda: events(service.data_dir, "dicom.association.rejected"), 10, what="rejection event")
+        assert rejected[0]["actor"] == "INTRUDER" and rejected[0]["outcome"] == "failure"
+
+
+def test_study_in_seg_out_matches_the_core(tmp_path, study_dir, shipped_model):
+    with storescp(tmp_path / "pacs") as dest_port, running(tmp_path, dest_port) as (service, client):
+        files = sorted(study_dir.glob("*.dcm"))
+        result = storescu(service.dicom_port, files)
+        assert result.returncode == 0, result.stderr
+        job = jobs_in(service, "sent")[0]
+        received = wait_for(lambda: list((tmp_path / "pacs").glob("SG*")), 10, what="SEG at the destination")
+        seg = pydicom.dcmread(received[0])
+        assert seg.SOPInstanceUID == job.seg_sop_uid
+        assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == job.series_uid
+        assert seg.StudyInstanceUID == job.study_uid
+
+        # the core on the same input, outside the service
+        from medseg.service import segment_study
+        core = segment_study(study_dir, tmp_path / "core", service.settings)
+        sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+        sources.sort(key=lambda d: float(d.ImagePositionPatient[2]))
+        uids = [d.SOPInstanceUID for d in sources]
+        np.testing.assert_array_equal(read_seg_mask(received[0], uids), read_seg_mask(tmp_path / "core" / "seg.dcm", uids))
+        assert core.lesion_count == job.result["lesion_count"]
+
+        study = client.get(f"/studies/{job.study_uid}").json()
+        assert study["jobs"][0]["state"] == "sent" and study["jobs"][0]["deliveries"][0]["state"] == "sent"
+        assert client.get("/ready").json()["ready"] is True
+        metrics = client.get("/metrics").text
+        assert f'medseg_instances_received_total{{sop_class="{CTImageStorage}"}} {float(len(files))}' in metrics
+        timeline = [e["action"] for e in events(service.data_dir) if e.get("study_uid") == job.study_uid]
+        assert timeline[:2] == ["dicom.instances.received", "job.queued"]
+        assert {"job.started", "seg.created", "job.finished", "seg.sent"} <= set(timeline)
+        assert PHI_NAME not in (service.data_dir / "events.jsonl").read_text()
+        assert PHI_ID not in (service.data_dir / "events.jsonl").read_text()
+
+
+def _send(port: int, paths, calling_ae: str = "TESTPACS") -> list[int]:
+    """C-STORE files byte for byte (pynetdicom's chunked mode takes the SOP class from the file
+    meta and sends the dataset as it is on disk, as a misbehaving modality would)."""
+    from pynetdicom import _config
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    ae = AE(ae_title=calling_ae)
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", port, ae_title="MEDSEG")
+    assert assoc.is_established
+    try:
+        return [int(assoc.send_c_store(p).Status) for p in paths]
+    finally:
+        assoc.release()
+        _config.STORE_SEND_CHUNKED_DATASET = False
+
+
+def _variant(src: Path, out: Path, change) -> Path:
+    ds = pydicom.dcmread(src)
+    change(ds)
+    pydicom.dcmwrite(out, ds, enforce_file_format=False)
+    return out
+
+
+def test_bad_instances_get_specific_failure_statuses(tmp_path, study_dir):
+    src = sorted(study_dir.glob("*.dcm"))[0]
+    blank_study = _variant(src, tmp_path / "blank_study.dcm", lambda d: setattr(d, "StudyInstanceUID", ""))
+    blank_class = _variant(src, tmp_path / "blank_class.dcm", lambda d: setattr(d, "SOPClassUID", ""))
+    short = _variant(src, tmp_path / "short.dcm", lambda d: setattr(d, "PixelData", d.PixelData[:1000]))
+    traversal = _variant(src, tmp_path / "traversal.dcm", lambda d: setattr(d, "SeriesInstanceUID", "1.2/../../etc"))
+    truncated = tmp_path / "truncated.dcm"
+    truncated.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
+    with running(tmp_path) as (service, _):
+        statuses = _send(service.dicom_port, [blank_study, blank_class, short, traversal, truncated])
+        assert statuses[0] == 0xC001 and statuses[1] == 0xC001 and statuses[2] == 0xC003 and statuses[3] == 0xC001
+        assert 0xC000 <= statuses[4] <= 0xCFFF
+        assert not list(service.spool.root.rglob("*.dcm")), "nothing refused may reach the spool"
+        rejected = events(service.data_dir, "dicom.instance.rejected")
+        assert [r["status"] for r in rejected[:4]] == ["0xC001", "0xC001", "0xC003", "0xC001"]
+        assert "StudyInstanceUID" in rejected[0]["reason"] and "SOPClassUID" in rejected[1]["reason"]
+
+
+def test_unsupported_sop_class_is_refused_at_negotiation(tmp_path, study_dir):
+    sc = _variant(sorted(study_dir.glob("*.dcm"))[0], tmp_path / "sc.dcm",
+                  lambda d: (setattr(d, "SOPClassUID", "1.2.840.10008.5.1.4.1.1.7"),
+                             setattr(d.file_meta, "MediaStorageSOPClassUID", "1.2.840.10008.5.1.4.1.1.7")))
+    with running(tmp_path) as (service, _):
+        result = storescu(service.dicom_port, [sc])
+        assert result.returncode != 0 and "presentation context" in (result.stderr + result.stdout).lower()
+        assert not list(service.spool.root.rglob("*.dcm"))
+
+
+def test_split_study_makes_one_job_and_a_resend_is_idempotent(tmp_path, study_dir):
+    files = sorted(study_dir.glob("*.dcm"))
+    with running(tmp_path, quiet_period_s=3.0) as (service, client):
+        assert storescu(service.dicom_port, files[:10]).returncode == 0
+        assert storescu(service.dicom_port, files[10:], calling_ae="TESTPACS").returncode == 0
+        job = jobs_in(service, "sent")[0]  # no destination configured: sent = SEG kept in results
+        assert job.instances == len(files)
+        assert storescu(service.dicom_port, files).returncode == 0  # the same study again
+        wait_for(lambda: events(service.data_dir, "dicom.instances.received")[-1]["duplicates"] == len(files), 10)
+        import time
+        time.sleep(4)  # longer than the quiet period: a new job would have been queued by now
+        assert len(service.jobs.jobs()) == 1
+        assert 'medseg_instances_duplicate_total 24.0' in client.get("/metrics").text
+
+
+def test_late_slice_supersedes_with_a_new_seg_series(tmp_path, study_dir):
+    files = sorted(study_dir.glob("*.dcm"), key=lambda f: float(pydicom.dcmread(f).ImagePositionPatient[2]))
+    with storescp(tmp_path / "pacs") as dest_port, running(tmp_path, dest_port) as (service, client):
+        assert storescu(service.dicom_port, files[:-1]).returncode == 0
+        first = jobs_in(service, "sent")[0]
+        assert storescu(service.dicom_port, files[-1:]).returncode == 0
+        second = wait_for(lambda: [j for j in service.jobs.jobs() if j.revision == 2 and j.state == "sent"], 120)[0]
+        old = next(j for j in service.jobs.jobs() if j.id == first.id)
+        assert old.state == "superseded" and second.instances == len(files)
+        assert second.seg_series_uid != first.seg_series_uid
+        assert len(list((tmp_path / "pacs").glob("SG*"))) == 2  # both SEGs, as separate series
+        assert events(service.data_dir, "study.series_reopened")
+
+
+def test_slice_gap_fails_visibly_after_the_grace_period(tmp_path, study_dir):
+    files = sorted(study_dir.glob("*.dcm"), key=lambda f: float(pydicom.dcmread(f).ImagePositionPatient[2]))
+    with running(tmp_path) as (service, client):
+        assert storescu(service.dicom_port, files[:10] + files[11:]).returncode == 0
+        job = jobs_in(service, "failed")[0]
+        assert job.error_code.startswith("geometry.") and "ImagePositionPatient" in job.error
+        assert events(service.data_dir, "study.continuity_wait")
+        assert client.get(f"/studies/{job.study_uid}").json()["jobs"][0]["state"] == "failed"
+
+
+def test_destination_down_retries_then_fails_visibly(tmp_path, study_dir):
+    with running(tmp_path, free_port(), send_retries=2) as (service, client):
+        assert storescu(service.dicom_port, sorted(study_dir.glob("*.dcm"))).returncode == 0
+        job = jobs_in(service, "failed")[0]
+        study = client.get(f"/studies/{job.study_uid}").json()
+        delivery = study["jobs"][0]["deliveries"][0]
+        assert delivery["state"] == "failed" and delivery["attempts"] == 3
+        assert Path(job.seg_path).is_file(), "the SEG is kept, never dropped"
+        assert len(events(service.data_dir, "seg.send_failed")) == 3
+        assert events(service.data_dir, "alert.job_failed")
+        assert 'medseg_seg_sends_total{result="failure"} 3.0' in client.get("/metrics").text
+
+
+def test_disk_floor_answers_out_of_resources(tmp_path, study_dir):
+    with running(tmp_path, disk_floor_mb=10**9) as (service, _):
+        assert _send(service.dicom_port, sorted(study_dir.glob("*.dcm"))[:1]) == [0xA700]
+        assert events(service.data_dir, "alert.disk_floor")
+
+
+def test_four_concurrent_associations(tmp_path):
+    folders = []
+    for i in range(4):
+        folder = tmp_path / f"study{i}"
+        write_study(folder, small_phantom(seed=40 + i, shape=(16, 48, 48), n_tumors=1))
+        folders.append(folder)
+    with running(tmp_path) as (service, _):
+        results = [None] * 4
+        aets = ["TESTPACS", "PACS2", "PACS3", "PACS4"]
+
+        def push(i):
+            results[i] = storescu(service.dicom_port, sorted(folders[i].glob("*.dcm")), calling_ae=aets[i])
+        threads = [threading.Thread(target=push, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(r.returncode == 0 for r in results)
+        done = jobs_in(service, "sent", 4)
+        assert sorted(j.calling_ae for j in done) == sorted(aets)
