@@ -1,0 +1,51 @@
+"""Orthanc (Debian package) as the hospital PACS: it pushes a study to medseg, the SEG comes back into it."""
+
+from __future__ import annotations
+
+import io
+
+import httpx
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
+
+from medseg.seg import read_seg_mask
+from tests.conftest import small_phantom, write_study
+from tests.node_helpers import free_port, orthanc, wait_for
+from tests.test_dicom_node import jobs_in, running
+
+pytestmark = pytest.mark.model
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, JPEG2000Lossless], ids=["explicit", "j2k-lossless"])
+def test_orthanc_pushes_a_study_and_receives_the_seg(tmp_path, syntax):
+    study = tmp_path / "study"
+    write_study(study, small_phantom(seed=11, shape=(20, 64, 64), n_tumors=2), transfer_syntax=syntax)
+    files = sorted(study.glob("*.dcm"))
+    node_port = free_port()
+    with orthanc(tmp_path / "orthanc", {"medseg": ["MEDSEG", "127.0.0.1", node_port]}) as (url, dicom_port, aet):
+        for f in files:
+            httpx.post(f"{url}/instances", content=f.read_bytes(), timeout=30).raise_for_status()
+        study_id = httpx.get(f"{url}/studies").json()[0]
+        with running(tmp_path, allowed_calling_aets=("ORTHANC",), port=node_port, destinations=[
+                {"name": "orthanc", "ae_title": aet, "host": "127.0.0.1", "port": dicom_port}]) as (service, client):
+            r = httpx.post(f"{url}/modalities/medseg/store", content=study_id, timeout=120)
+            assert r.status_code == 200, r.text
+            job = jobs_in(service, "sent")[0]
+            assert job.calling_ae == "ORTHANC"
+            series = wait_for(lambda: (lambda s: s if len(s) == 2 else None)(httpx.get(f"{url}/studies/{study_id}/series").json()),
+                              30, what="the SEG series in Orthanc's copy of the study")
+            seg_series = next(s for s in series if s["MainDicomTags"]["Modality"] == "SEG")
+            seg_file = httpx.get(f"{url}/instances/{seg_series['Instances'][0]}/file").content
+            seg = pydicom.dcmread(io.BytesIO(seg_file))
+            assert seg.SOPInstanceUID == job.seg_sop_uid
+            assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == job.series_uid
+            sources = sorted((pydicom.dcmread(f, stop_before_pixels=True) for f in files),
+                             key=lambda d: float(d.ImagePositionPatient[2]))
+            uids = [d.SOPInstanceUID for d in sources]
+            (tmp_path / "from_orthanc.dcm").write_bytes(seg_file)
+            from medseg.service import segment_study  # the core on the files Orthanc held
+            segment_study(study, tmp_path / "core", service.settings)
+            np.testing.assert_array_equal(read_seg_mask(tmp_path / "from_orthanc.dcm", uids),
+                                          read_seg_mask(tmp_path / "core" / "seg.dcm", uids))
