@@ -5,14 +5,15 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.medseg-installed
 # CPU build of torch that pip finds on these machines; GPU hosts install torch>=2.3 from pyproject instead.
 TORCH  ?= torch==2.13.0
-DEBS   := dcmtk dicom3tools
+DEBS   := dcmtk dicom3tools orthanc openssl
 
 .PHONY: setup system-packages demo test test-all bench clean
 
 setup: $(STAMP)
 
 system-packages:
-	@if ! command -v storescu >/dev/null || ! command -v dciodvfy >/dev/null; then \
+	@if ! command -v storescu >/dev/null || ! command -v dciodvfy >/dev/null || ! command -v Orthanc >/dev/null \
+	    || ! command -v openssl >/dev/null; then \
 	  echo "installing $(DEBS) (apt-get)"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEBS); \
 	fi
@@ -24,10 +25,14 @@ $(STAMP): pyproject.toml | system-packages
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# The main job on the embedded default: make a phantom study and segment it.
+# The main job on the embedded default: `medseg serve` (DICOM node + worker + HTTP API, SQLite and a
+# local spool under demo/medseg-data) with config/medseg.toml; it pushes a phantom study to itself
+# as the demo PACS and prints where the SEG went. dcmtk storescp plays the PACS that receives SEGs
+# (demo/pacs). Ctrl-C stops both.
 demo: setup
-	$(BIN)/medseg phantom --out demo/case1 --seed 123
-	$(BIN)/medseg segment demo/case1/dicom --out demo/result --nifti
+	mkdir -p demo/pacs
+	TCP_NODELAY=1 storescp -aet DEMO-PACS -od demo/pacs 11113 & pacs=$$!; trap "kill $$pacs" EXIT; \
+	$(BIN)/medseg serve --config config/medseg.toml --push-phantom 123
 
 # The test suite CI runs (slow cases excluded; see README).
 test: setup
@@ -38,6 +43,7 @@ test-all: setup
 
 bench: setup
 	$(BIN)/python bench/segment.py
+	$(BIN)/python bench/ingest.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache
