@@ -152,11 +152,15 @@ def handle_accepted(event, record: Recorder, metrics) -> None:
            called_ae=event.assoc.acceptor.ae_title)
 
 
-def handle_rejected(event, record: Recorder, metrics) -> None:
+def handle_rejected(event, record: Recorder, metrics, allowed_calling_aets: tuple[str, ...]) -> None:
     metrics.association("rejected")
     requestor = event.assoc.requestor
+    if allowed_calling_aets and requestor.ae_title not in allowed_calling_aets:
+        reason = "calling AE title not allowed"
+    else:
+        reason = "association request rejected (maximum associations reached or called AE title mismatch)"
     record("dicom.association.rejected", outcome="failure", actor=requestor.ae_title, peer=requestor.address,
-           reason="calling AE title not allowed" if requestor.ae_title else "association request rejected")
+           reason=reason)
 
 
 def handle_ended(event, tally: AssociationTally, record: Recorder) -> None:

@@ -134,7 +134,7 @@ class Node:
             (evt.EVT_C_ECHO, handlers.handle_echo),
             (evt.EVT_C_STORE, handlers.handle_store, list(bound)),
             (evt.EVT_ACCEPTED, handlers.handle_accepted, [self.record, self.metrics]),
-            (evt.EVT_REJECTED, handlers.handle_rejected, [self.record, self.metrics]),
+            (evt.EVT_REJECTED, handlers.handle_rejected, [self.record, self.metrics, self.settings.allowed_calling_aets]),
             (evt.EVT_RELEASED, handlers.handle_ended, [self.tally, self.record]),
             (evt.EVT_ABORTED, handlers.handle_ended, [self.tally, self.record]),
         ]

@@ -40,8 +40,7 @@ class Worker:
                 loaded = load_model(self.settings.model_dir(ref), device=resolve_device(self.settings.device))
                 self._models[ref] = loaded
                 m = loaded.manifest
-                self.record("model.loaded", actor="system", model=f"{m.name}:{m.version}", sha256=m.weights.sha256,
-                            device=loaded.device)
+                self.record("model.loaded", actor="system", model=ref, sha256=m.weights.sha256, device=loaded.device)
             return self._models[ref]
 
     def start(self) -> None:

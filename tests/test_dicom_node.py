@@ -6,8 +6,9 @@ delivery, HTTP API through FastAPI's TestClient lifespan) on free ports with its
 
 from __future__ import annotations
 
-import shutil
+import logging
 import subprocess
+import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,9 +59,11 @@ def test_echo_and_calling_ae_policy(tmp_path):
         assert bad.returncode != 0 and "Rejected" in bad.stderr
         rejected = wait_for(lambda: events(service.data_dir, "dicom.association.rejected"), 10, what="rejection event")
         assert rejected[0]["actor"] == "INTRUDER" and rejected[0]["outcome"] == "failure"
+        assert rejected[0]["reason"] == "calling AE title not allowed"
 
 
-def test_study_in_seg_out_matches_the_core(tmp_path, study_dir, shipped_model):
+def test_study_in_seg_out_matches_the_core(tmp_path, study_dir, shipped_model, caplog):
+    caplog.set_level(logging.DEBUG)
     with storescp(tmp_path / "pacs") as dest_port, running(tmp_path, dest_port) as (service, client):
         files = sorted(study_dir.glob("*.dcm"))
         result = storescu(service.dicom_port, files)
@@ -91,6 +94,7 @@ def test_study_in_seg_out_matches_the_core(tmp_path, study_dir, shipped_model):
         assert {"job.started", "seg.created", "job.finished", "seg.sent"} <= set(timeline)
         assert PHI_NAME not in (service.data_dir / "events.jsonl").read_text()
         assert PHI_ID not in (service.data_dir / "events.jsonl").read_text()
+    assert caplog.records and PHI_NAME not in caplog.text and PHI_ID not in caplog.text
 
 
 def _send(port: int, paths, calling_ae: str = "TESTPACS") -> list[int]:
@@ -222,3 +226,9 @@ def test_four_concurrent_associations(tmp_path):
         assert all(r.returncode == 0 for r in results)
         done = jobs_in(service, "sent", 4)
         assert sorted(j.calling_ae for j in done) == sorted(aets)
+
+
+def test_dicom_node_imports_no_ml_code():
+    code = ("import sys, dicom_node.server, dicom_node.handlers, dicom_node.scu, dicom_node.assembly; "
+            "bad = [m for m in ('torch', 'monai', 'highdicom') if m in sys.modules]; assert not bad, bad")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
