@@ -40,3 +40,38 @@ def test_import_is_instant_and_side_effect_free():
 def test_python_dash_m_runs_the_cli():
     out = subprocess.run([sys.executable, "-m", "medseg", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "segment" in out.stdout and "phantom" in out.stdout
+
+
+@pytest.mark.parametrize("node", [
+    {"ae_title": "A" * 17}, {"ae_title": "BAD\\AE"}, {"ae_title": " LEADING"},
+    {"allowed_calling_aets": ["OK", ""]}, {"send_to": ["nowhere"]},
+    {"destinations": [{"name": "a", "ae_title": "X", "host": "h", "port": 104},
+                      {"name": "a", "ae_title": "Y", "host": "h", "port": 105}]},
+    {"tls": {"cert": "server.pem"}}, {"tls": {"cert": "s.pem", "key": "s.key", "require_client_cert": True}},
+    {"port": 70000}, {"quiet_period_s": 0},
+])
+def test_node_settings_refuse_unsafe_values(node):
+    with pytest.raises(ValidationError):
+        Settings(node=node)
+
+
+def test_toml_file_and_environment(tmp_path, monkeypatch):
+    config = tmp_path / "medseg.toml"
+    config.write_text('[node]\nae_title = "FROMFILE"\nport = 4242\n[service]\nhttp_port = 8123\n')
+    monkeypatch.setenv("MEDSEG_CONFIG", str(config))
+    monkeypatch.setenv("MEDSEG_NODE__PORT", "104")
+    s = Settings()
+    assert s.node.ae_title == "FROMFILE" and s.service.http_port == 8123
+    assert s.node.port == 104, "the environment wins over the file"
+
+
+@pytest.mark.parametrize("text,expected", [
+    ('[node]\nae_title = "WAY_TOO_LONG_AE_TITLE"\n', "invalid setting node.ae_title"),
+    ('[node\nport = 1\n', "not valid TOML"),
+    ('[node]\ncolour = "blue"\n', "invalid setting node.colour"),
+])
+def test_serve_with_a_bad_config_is_one_line_and_exit_2(tmp_path, text, expected):
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    r = subprocess.run([sys.executable, "-m", "medseg", "serve", "--config", str(config)], capture_output=True, text=True)
+    assert r.returncode == 2 and expected in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
