@@ -102,10 +102,23 @@ def tls_context(tls: TLSSettings) -> ssl.SSLContext | None:
     return context
 
 
+class NodeAE(AE):
+    """An AE whose association limit counts only peers that sent an A-ASSOCIATE-RQ.
+
+    pynetdicom counts every acceptor thread, so TCP connections that never request an
+    association would hold all ``max_associations`` slots until their ACSE timeout and turn
+    real PACS away with "local limit exceeded". Such connections still time out and close.
+    """
+
+    @property
+    def active_associations(self):
+        return [a for a in super().active_associations if not a.is_acceptor or a.requestor.primitive is not None]
+
+
 def build_ae(settings: NodeSettings) -> AE:
     _config.LOG_REQUEST_IDENTIFIERS = False  # pynetdicom logs C-FIND/MOVE identifiers (names) otherwise (STYLE #7)
     _config.LOG_RESPONSE_IDENTIFIERS = False
-    ae = AE(ae_title=settings.ae_title)
+    ae = NodeAE(ae_title=settings.ae_title)
     ae.maximum_associations = settings.max_associations
     ae.maximum_pdu_size = settings.max_pdu
     ae.acse_timeout = settings.acse_timeout_s

@@ -75,3 +75,27 @@ def test_peer_address_policy(tmp_path):
         assert result.returncode != 0
         refused = wait_for(lambda: events(service.data_dir, "dicom.connection.refused"), 10)
         assert refused[0]["peer"] == "127.0.0.1"
+
+
+def test_idle_tcp_clients_do_not_block_associations(tmp_path):
+    with running(tmp_path, max_associations=2, acse_timeout_s=2.0) as (service, _):
+        idle = [socket.create_connection(("127.0.0.1", service.dicom_port)) for _ in range(3)]
+        try:
+            started = time.monotonic()
+            result = subprocess.run(["echoscu", "-aet", "TESTPACS", "-aec", "MEDSEG", "127.0.0.1",
+                                     str(service.dicom_port)], capture_output=True)
+            assert result.returncode == 0 and time.monotonic() - started < 5
+        finally:
+            for s in idle:
+                s.close()
+        held = []
+        for _ in range(2):  # two real associations do take the two slots
+            ae = AE(ae_title="TESTPACS")
+            ae.add_requested_context(Verification)
+            held.append(ae.associate("127.0.0.1", service.dicom_port, ae_title="MEDSEG"))
+        assert all(a.is_established for a in held)
+        third = subprocess.run(["echoscu", "-aet", "TESTPACS", "-aec", "MEDSEG", "127.0.0.1", str(service.dicom_port)],
+                               capture_output=True, text=True)
+        assert third.returncode != 0 and "Local Limit Exceeded" in third.stdout + third.stderr
+        for a in held:
+            a.release()
