@@ -99,8 +99,8 @@ class Assembly:
         while not self._stop.wait(0.2):
             try:
                 self.tick()
-            except Exception:  # noqa: BLE001 - the loop must survive; the series stays pending and is retried
-                log.exception("study assembly check failed; will retry")
+            except Exception as exc:  # noqa: BLE001 - the loop must survive; the series stays pending, retried
+                log.error("study assembly check failed (%s); will retry", type(exc).__name__)
 
     def tick(self) -> None:
         """Complete every series whose quiet period (and grace, if any) has passed."""

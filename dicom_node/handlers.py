@@ -82,7 +82,7 @@ def handle_store(event, spool: Spool, assembly: Assembly, tally: AssociationTall
                    free_mb=spool.free_bytes() // 2**20)
         return exc.status
     except Exception as exc:  # noqa: BLE001 - the error boundary: never into the association thread
-        log.exception("C-STORE handler failed")
+        log.error("C-STORE handler failed: %s", type(exc).__name__)  # the type only: messages can quote values
         metrics.instance_rejected(CANNOT_UNDERSTAND)
         record("dicom.instance.rejected", outcome="failure", actor=calling_ae, status=f"0x{CANNOT_UNDERSTAND:04X}",
                reason=f"internal error ({type(exc).__name__})", code="node.internal", sop_class=sop_class)
@@ -97,10 +97,8 @@ def handle_store(event, spool: Spool, assembly: Assembly, tally: AssociationTall
 def _dataset(event):
     try:
         ds = event.dataset
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID  # noqa: B018 - forces parsing of the header
+        ds.get("SOPInstanceUID")  # converts the first values: a corrupt header fails here, not later
         return ds
-    except AttributeError:
-        return ds  # a missing UID is reported by check_instance, naming it
     except Exception as exc:  # noqa: BLE001 - any decoder failure means the dataset is unreadable
         raise InstanceRejected(f"dataset cannot be decoded ({type(exc).__name__}); truncated or corrupt") from None
 

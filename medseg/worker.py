@@ -32,7 +32,6 @@ class Worker:
         self._models_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.busy = 0
 
     def model(self, ref: str) -> LoadedModel:
         with self._models_lock:
@@ -64,11 +63,7 @@ class Worker:
             if job is None:
                 self._stop.wait(self.settings.service.poll_interval_s)
                 continue
-            self.busy += 1
-            try:
-                self.run_job(job)
-            finally:
-                self.busy -= 1
+            self.run_job(job)
 
     def run_job(self, job: Job) -> None:
         from medseg.service import segment_study  # torch/MONAI: imported when the first job runs
@@ -85,7 +80,7 @@ class Worker:
             self._failed(job, exc.code, exc.message, ids)
             return
         except Exception as exc:  # noqa: BLE001 - the job fails visibly; the worker lives on
-            log.exception("job %s failed", job.id)
+            log.error("job %s failed: %s", job.id, type(exc).__name__)  # type only: messages can quote values
             self._failed(job, "internal", f"internal error ({type(exc).__name__})", ids)
             return
         elapsed = time.perf_counter() - started
