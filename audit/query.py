@@ -1,0 +1,84 @@
+"""Filters over the event store: one query answers a postmortem question."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import and_, select, true
+
+from audit.store import AuditLog, events_table as t
+
+
+class AuditFilter(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    study_uid: str | None = None
+    series_uid: str | None = None
+    model: str | None = None  # name:version
+    action: str | None = None  # exact, or a prefix ending in "*" (job.*)
+    actor: str | None = None
+    outcome: str | None = None
+    job_id: int | None = None
+    since: str | None = None  # ISO 8601 UTC, inclusive
+    until: str | None = None  # exclusive
+    limit: int = Field(default=100, ge=1, le=100_000)
+    offset: int = Field(default=0, ge=0)
+
+    def describe(self) -> dict:
+        return self.model_dump(exclude_none=True, exclude={"limit", "offset"})
+
+
+def _conditions(f: AuditFilter) -> list:
+    c = []
+    for name in ("study_uid", "series_uid", "model", "actor", "outcome", "job_id"):
+        value = getattr(f, name)
+        if value is not None:
+            c.append(t.c[name] == value)
+    if f.action:
+        c.append(t.c.action.like(f.action[:-1] + "%") if f.action.endswith("*") else t.c.action == f.action)
+    if f.since:
+        c.append(t.c.ts >= normalize_time(f.since))
+    if f.until:
+        c.append(t.c.ts < normalize_time(f.until))
+    return c
+
+
+def normalize_time(value: str) -> str:
+    """Any ISO 8601 date/time (naive = UTC) in the stored form, so string comparison orders correctly."""
+    import datetime as dt
+
+    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return parsed.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def query(log: AuditLog, f: AuditFilter):
+    statement = select(t).where(and_(true(), *_conditions(f))).order_by(t.c.seq).limit(f.limit).offset(f.offset)
+    return log.rows(statement)
+
+
+def timeline(log: AuditLog, study_uid: str, limit: int = 10_000):
+    """Everything that happened to one study, including its jobs' events that name only the job."""
+    events = query(log, AuditFilter(study_uid=study_uid, limit=limit))
+    job_ids = {e.event.job_id for e in events if e.event.job_id is not None}
+    if job_ids:
+        extra = log.rows(select(t).where(t.c.job_id.in_(job_ids), t.c.study_uid == "").order_by(t.c.seq))
+        events = sorted(events + extra, key=lambda e: e.seq)
+    return events
+
+
+def describe(e) -> str:
+    """One human line of a timeline."""
+    ev = e.event
+    bits = [f"{e.ts[:23]}Z", f"#{e.seq}", ev.action, "" if ev.outcome == "success" else "FAILED", f"by {ev.actor}"]
+    if ev.job_id is not None:
+        bits.append(f"job {ev.job_id}")
+    if ev.model:
+        bits.append(f"model {ev.model}")
+    if ev.destination:
+        bits.append(f"to {ev.destination}")
+    d = ev.details
+    for key in ("count", "reason", "status", "lesion_count", "device", "attempt", "rule", "revision"):
+        if key in d:
+            bits.append(f"{key}={d[key]}")
+    return " ".join(b for b in bits if b)

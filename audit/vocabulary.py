@@ -1,0 +1,51 @@
+"""The ONE vocabulary of audit actions: ``dotted.name -> what it records``.
+
+Adding an action is one line here. Names are ``<domain>.<object>.<verb>`` or
+``<domain>.<verb>``; queries accept a prefix (``job.*``). Each action also maps to the
+DICOM audit event (PS3.15 A.5, DCM codes) used by the ATNA export.
+"""
+
+from __future__ import annotations
+
+# action: (description, DCM EventID code, EventActionCode)
+ACTIONS: dict[str, tuple[str, str, str]] = {
+    "service.started": ("the service started (DICOM port, AE title)", "110100", "E"),
+    "service.stopped": ("the service stopped", "110100", "E"),
+    "service.recovered": ("after a restart: jobs re-queued, series whose quiet period restarts", "110100", "E"),
+    "config.loaded": ("configuration loaded (its sha256)", "110100", "E"),
+    "dicom.association.accepted": ("association accepted (calling AE, peer address)", "110114", "E"),
+    "dicom.association.rejected": ("association rejected (calling AE, peer address, reason)", "110113", "E"),
+    "dicom.connection.refused": ("TCP connection from a peer address not allowed", "110113", "E"),
+    "dicom.tls.handshake_failed": ("TLS handshake failed or timed out", "110113", "E"),
+    "dicom.instances.received": ("instances stored, per association and series (count, SOP classes, syntaxes)", "110104", "C"),
+    "dicom.instance.rejected": ("C-STORE refused (DIMSE status, reason)", "110104", "C"),
+    "alert.disk_floor": ("free disk under the spool below the floor (C-STORE answers 0xA700)", "110113", "E"),
+    "study.series_complete": ("quiet period passed; slice-continuity result", "110103", "R"),
+    "study.series_selected": ("series will be segmented (the rule it passed)", "110103", "R"),
+    "study.series_not_selected": ("series will not be segmented (rule and reason)", "110103", "R"),
+    "study.continuity_wait": ("slice gap: waiting the grace period for late slices", "110103", "R"),
+    "study.series_reopened": ("instances arrived after a job existed: a new revision will supersede it", "110103", "U"),
+    "job.queued": ("job created and queued", "110103", "C"),
+    "job.started": ("worker claimed the job (attempt)", "110103", "R"),
+    "job.finished": ("segmentation done (device, degraded, timings)", "110103", "C"),
+    "job.failed": ("job failed (reason code)", "110103", "E"),
+    "job.superseded": ("a newer revision replaced the job", "110103", "U"),
+    "model.loaded": ("model version loaded (name:version, sha256, device)", "110100", "E"),
+    "model.load_failed": ("model version failed to load or verify", "110100", "E"),
+    "model.fallback_used": ("the previous good model version processed the study", "110100", "E"),
+    "seg.created": ("SEG written (SOP/series UID, lesion count)", "110103", "C"),
+    "seg.sent": ("SEG acknowledged by a destination (status, attempt)", "110104", "R"),
+    "seg.send_failed": ("SEG send attempt failed (status, attempt, will retry)", "110104", "R"),
+    "alert.job_failed": ("alert: a study ended without a delivered SEG", "110113", "E"),
+    "audit.read": ("audit data read through the CLI or API (who, filter)", "110112", "E"),
+    "audit.exported": ("audit events exported (format, range)", "110106", "R"),
+    "audit.anchor": ("chain head recorded outside the database (sequence, hash)", "110100", "E"),
+}
+
+
+def check_action(action: str) -> str:
+    from audit.exceptions import UnknownActionError
+
+    if action not in ACTIONS:
+        raise UnknownActionError(f"audit action {action!r} is not in the vocabulary (audit/vocabulary.py)")
+    return action
