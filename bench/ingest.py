@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.node_helpers import TCP_NODELAY, free_port, orthanc, storescp, wait_for, wait_port  # noqa: E402
+from tests.node_helpers import TCP_NODELAY, events, free_port, orthanc, storescp, wait_for, wait_port  # noqa: E402
 
 
 def make_studies(work: Path, seed: int = 4242) -> dict[str, Path]:
@@ -131,11 +131,8 @@ def _ready(port: int) -> bool:
 
 
 def _event(data: Path, action: str) -> dict | None:
-    path = data / "events.jsonl"
-    if not path.exists():
-        return None
-    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-    return next((r for r in rows if r["action"] == action), None)
+    found = events(data, action)
+    return found[0] if found else None
 
 
 def main() -> None:

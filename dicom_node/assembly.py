@@ -52,17 +52,14 @@ class Assembly:
         self._thread: threading.Thread | None = None
 
     # -- called from SCP threads ------------------------------------------------------------
-    def arrived(self, study_uid: str, series_uid: str, calling_ae: str) -> None:
-        """A new instance of this series is on disk."""
+    def arrived(self, study_uid: str, series_uid: str, calling_ae: str, patient: str = "") -> None:
+        """A new instance of this series is on disk (``patient``: keyed hash of its patient ID)."""
         key = (study_uid, series_uid)
         with self._lock:
             entry = self._pending.get(key)
             if entry is None:
-                update = self.jobs.series_seen(study_uid, series_uid, calling_ae)
+                self.jobs.series_seen(study_uid, series_uid, calling_ae, patient)
                 entry = self._pending[key] = _Pending(calling_ae, self.clock())
-                if update.reopened:
-                    self.record("study.series_reopened", study_uid=study_uid, series_uid=series_uid,
-                                revision=update.revision)
             entry.last_arrival = self.clock()
             entry.received += 1
             entry.grace_until = None
@@ -139,14 +136,5 @@ class Assembly:
             if self._pending.get(key) is not entry or self.clock() - entry.last_arrival < self.settings.node.quiet_period_s:
                 return  # an instance arrived while we were checking: wait for quiet again
             del self._pending[key]
-            job = self.jobs.complete_series(study_uid, series_uid, self.model_ref(), len(files),
-                                            ignored_reason=ignored, failed=failed)
-        details = dict(study_uid=study_uid, series_uid=series_uid, instances=len(files),
-                       quiet_period_s=self.settings.node.quiet_period_s)
-        if ignored:
-            self.record("study.series_not_selected", outcome="success", reason=ignored, **details)
-        elif failed:
-            self.record("study.continuity_failed", outcome="failure", reason=failed[1], job_id=job.id if job else None,
-                        **details)
-        elif job is not None:
-            self.record("job.queued", job_id=job.id, model=job.model, revision=job.revision, **details)
+            self.jobs.complete_series(study_uid, series_uid, self.model_ref(), len(files), ignored_reason=ignored,
+                                      failed=failed, quiet_period_s=self.settings.node.quiet_period_s)

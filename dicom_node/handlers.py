@@ -31,6 +31,7 @@ SUCCESS = 0x0000
 class _SeriesTally:
     sop_classes: set[str] = field(default_factory=set)
     transfer_syntaxes: set[str] = field(default_factory=set)
+    patient: str = ""
     received: int = 0
     duplicates: int = 0
 
@@ -42,9 +43,10 @@ class AssociationTally:
         self._lock = threading.Lock()
         self._by_assoc: dict[int, dict[tuple[str, str], _SeriesTally]] = defaultdict(lambda: defaultdict(_SeriesTally))
 
-    def add(self, assoc, study: str, series: str, sop_class: str, syntax: str, new: bool) -> None:
+    def add(self, assoc, study: str, series: str, sop_class: str, syntax: str, new: bool, patient: str) -> None:
         with self._lock:
             t = self._by_assoc[id(assoc)][(study, series)]
+            t.patient = patient
             t.sop_classes.add(sop_class)
             t.transfer_syntaxes.add(syntax)
             t.received += 1
@@ -55,7 +57,7 @@ class AssociationTally:
             series = self._by_assoc.pop(id(assoc), {})
         for (study, series_uid), t in series.items():
             record("dicom.instances.received", actor=assoc.requestor.ae_title, study_uid=study, series_uid=series_uid,
-                   count=t.received, duplicates=t.duplicates, sop_classes=sorted(t.sop_classes),
+                   patient=t.patient, peer=assoc.requestor.address, count=t.received, duplicates=t.duplicates, sop_classes=sorted(t.sop_classes),
                    transfer_syntaxes=sorted(t.transfer_syntaxes))
 
 
@@ -63,7 +65,9 @@ def handle_echo(event) -> int:
     return SUCCESS
 
 
-def handle_store(event, spool: Spool, assembly: Assembly, tally: AssociationTally, record: Recorder, metrics) -> int:
+def handle_store(event, spool: Spool, assembly: Assembly, tally: AssociationTally, record: Recorder, metrics,
+                 pseudonymize: Callable[[str], str]) -> int:
+    """Store one instance durably, or refuse it with a specific status (README "C-STORE statuses")."""
     calling_ae = event.assoc.requestor.ae_title
     sop_class = str(event.request.AffectedSOPClassUID)
     try:
@@ -72,6 +76,7 @@ def handle_store(event, spool: Spool, assembly: Assembly, tally: AssociationTall
         study, series, sop = check_instance(ds, event.request)
         _check_pixel_data(ds, event.context.transfer_syntax)
         stored = spool.store(study, series, sop, lambda f: f.write(event.encoded_dataset()))  # as received
+        patient = pseudonymize(str(ds.get("PatientID", "") or ""))  # only the keyed hash leaves this line
     except NodeError as exc:
         metrics.instance_rejected(exc.status)
         record("dicom.instance.rejected", outcome="failure", actor=calling_ae, status=f"0x{exc.status:04X}",
@@ -87,10 +92,10 @@ def handle_store(event, spool: Spool, assembly: Assembly, tally: AssociationTall
         record("dicom.instance.rejected", outcome="failure", actor=calling_ae, status=f"0x{CANNOT_UNDERSTAND:04X}",
                reason=f"internal error ({type(exc).__name__})", code="node.internal", sop_class=sop_class)
         return CANNOT_UNDERSTAND
-    tally.add(event.assoc, study, series, sop_class, str(event.context.transfer_syntax), stored.new)
+    tally.add(event.assoc, study, series, sop_class, str(event.context.transfer_syntax), stored.new, patient)
     metrics.instance_received(sop_class, stored.new)
     if stored.new:
-        assembly.arrived(study, series, calling_ae)
+        assembly.arrived(study, series, calling_ae, patient)
     return SUCCESS
 
 

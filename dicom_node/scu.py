@@ -24,8 +24,6 @@ from medseg.config import DestinationSettings, NodeSettings
 from medseg.jobs import JobStore, utcnow
 
 log = logging.getLogger(__name__)
-Recorder = Callable[..., None]
-
 
 def send_file(path: Path, dest: DestinationSettings, calling_ae: str, timeout_s: float = 30.0) -> tuple[bool, str, str]:
     """C-STORE one file. Returns (ok, status, error): status is the DIMSE status in hex or a short word."""
@@ -58,9 +56,9 @@ def send_file(path: Path, dest: DestinationSettings, calling_ae: str, timeout_s:
 class DeliveryLoop:
     """Sends due deliveries from the job table; one thread."""
 
-    def __init__(self, jobs: JobStore, settings: NodeSettings, record: Recorder, metrics,
+    def __init__(self, jobs: JobStore, settings: NodeSettings, metrics,
                  send: Callable[..., tuple[bool, str, str]] = send_file) -> None:
-        self.jobs, self.settings, self.record, self.metrics, self.send = jobs, settings, record, metrics, send
+        self.jobs, self.settings, self.metrics, self.send = jobs, settings, metrics, send
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -116,14 +114,10 @@ class DeliveryLoop:
             if not ok and attempt <= self.settings.send_retries and dest is not None:
                 delay = min(self.settings.send_backoff_s * 2 ** (attempt - 1), self.settings.send_backoff_max_s)
                 retry_at = utcnow() + dt.timedelta(seconds=delay)
-            d, job = self.jobs.delivery_result(delivery.id, ok=ok, status=status, error=error, retry_at=retry_at)
+            # records seg.sent / seg.send_failed (and the alert when retries are exhausted) with the state
+            self.jobs.delivery_result(delivery.id, ok=ok, status=status, error=error, retry_at=retry_at)
             self.metrics.send_result(ok)
-            self.record("seg.sent" if ok else "seg.send_failed", outcome="success" if ok else "failure",
-                        job_id=job.id, study_uid=job.study_uid, series_uid=job.series_uid,
-                        seg_sop_uid=job.seg_sop_uid, destination=d.destination, attempt=attempt, status=status,
-                        reason=error or None, will_retry=retry_at is not None if not ok else None)
-            if job.state == "failed":
-                self.record("alert.job_failed", outcome="failure", job_id=job.id, study_uid=job.study_uid,
-                            reason=job.error)
+            if not ok and retry_at is None:
+                log.warning("delivery %s failed after %d attempts; job visible as failed", delivery.id, attempt)
             done += 1
         return done

@@ -134,15 +134,17 @@ def build_ae(settings: NodeSettings) -> AE:
 class Node:
     """The running SCP: ``start()`` listens (non-blocking), ``stop()`` closes."""
 
-    def __init__(self, settings: NodeSettings, spool: Spool, assembly: Assembly, record: Recorder, metrics) -> None:
+    def __init__(self, settings: NodeSettings, spool: Spool, assembly: Assembly, record: Recorder, metrics,
+                 pseudonymize: Callable[[str], str]) -> None:
         self.settings, self.spool, self.assembly, self.record, self.metrics = settings, spool, assembly, record, metrics
+        self.pseudonymize = pseudonymize
         self.ae = build_ae(settings)
         self.server: NodeServer | None = None
         self.tally = handlers.AssociationTally()
 
     def start(self) -> int:
         """Listen; returns the bound port (useful with port 0)."""
-        bound = (self.spool, self.assembly, self.tally, self.record, self.metrics)
+        bound = (self.spool, self.assembly, self.tally, self.record, self.metrics, self.pseudonymize)
         evt_handlers = [
             (evt.EVT_C_ECHO, handlers.handle_echo),
             (evt.EVT_C_STORE, handlers.handle_store, list(bound)),

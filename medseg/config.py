@@ -149,6 +149,20 @@ class ServiceSettings(_Section):
         return self.database_url or f"sqlite:///{(self.data_dir / 'medseg.db').resolve()}"
 
 
+class AuditSettings(_Section):
+    """The audit trail (audit/): where it lives and how its head is anchored outside the database."""
+
+    #: SQLAlchemy URL; empty = the service database, so job state and its events commit together
+    database_url: str = ""
+    #: write the chain head (sequence, hash) to the anchors file and the log every N events
+    anchor_every: int = Field(default=1000, ge=1)
+    #: anchors file; empty = <data_dir>/audit-anchors.jsonl. Copy it off-host to detect tail truncation.
+    anchors_file: Path | None = None
+    #: key of the patient-ID hash (32+ random bytes); created with mode 0600 on first start if missing.
+    #: empty = <data_dir>/audit.key
+    patient_key_file: Path | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEDSEG_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
@@ -166,6 +180,7 @@ class Settings(BaseSettings):
     cpu_threads: int = Field(default=0, ge=0)
     node: NodeSettings = NodeSettings()
     service: ServiceSettings = ServiceSettings()
+    audit: AuditSettings = AuditSettings()
 
     @classmethod
     def settings_customise_sources(

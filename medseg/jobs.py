@@ -50,6 +50,7 @@ class SeriesRow(Base):
     study_uid: Mapped[str] = mapped_column(String(64), index=True)
     series_uid: Mapped[str] = mapped_column(String(64))
     calling_ae: Mapped[str] = mapped_column(String(16), default="")
+    patient: Mapped[str] = mapped_column(String(64), default="")  # keyed hash of the patient ID
     state: Mapped[str] = mapped_column(String(16), default="receiving")
     revision: Mapped[int] = mapped_column(Integer, default=1)
     first_seen: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
@@ -67,6 +68,7 @@ class Job(Base):
     revision: Mapped[int] = mapped_column(Integer, default=1)
     state: Mapped[str] = mapped_column(String(16), index=True)
     calling_ae: Mapped[str] = mapped_column(String(16), default="")
+    patient: Mapped[str] = mapped_column(String(64), default="")  # keyed hash of the patient ID
     instances: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
@@ -116,23 +118,36 @@ class SeriesUpdate:
 
 
 class JobStore:
-    def __init__(self, engine: Engine) -> None:
+    """Every state change writes its audit event (``audit``: a :class:`medseg.auditing.Auditor`;
+    None only in unit tests of the state machine alone). ``shared_transaction``: the audit
+    trail lives in this database, so the event commits in the state change's own transaction;
+    otherwise it is written first, and a failed audit write aborts the state change."""
+
+    def __init__(self, engine: Engine, audit=None, shared_transaction: bool = True) -> None:
         self.engine = engine
+        self.audit = audit
+        self.shared_transaction = shared_transaction
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
 
+    def _event(self, s: Session, action: str, **fields) -> None:
+        if self.audit is not None:
+            self.audit(action, connection=s.connection() if self.shared_transaction else None, **fields)
+
     # -- study assembly -------------------------------------------------------------------
-    def series_seen(self, study_uid: str, series_uid: str, calling_ae: str) -> SeriesUpdate:
+    def series_seen(self, study_uid: str, series_uid: str, calling_ae: str, patient: str = "") -> SeriesUpdate:
         """Record that (new) instances of a series arrived; reopen it if it was complete."""
         with self.session() as s, s.begin():
             row = s.scalar(select(SeriesRow).where(SeriesRow.study_uid == study_uid, SeriesRow.series_uid == series_uid))
             if row is None:
-                s.add(SeriesRow(study_uid=study_uid, series_uid=series_uid, calling_ae=calling_ae))
+                s.add(SeriesRow(study_uid=study_uid, series_uid=series_uid, calling_ae=calling_ae, patient=patient))
                 return SeriesUpdate(1, False)
             if row.state == "receiving":
                 return SeriesUpdate(row.revision, False)
             row.state, row.revision, row.calling_ae, row.note = "receiving", row.revision + 1, calling_ae, ""
+            self._event(s, "study.series_reopened", actor=calling_ae, study_uid=study_uid, series_uid=series_uid,
+                        patient=row.patient, revision=row.revision)
             return SeriesUpdate(row.revision, True)
 
     def receiving_series(self) -> list[SeriesRow]:
@@ -144,7 +159,8 @@ class JobStore:
             return {(r.study_uid, r.series_uid) for r in s.scalars(select(SeriesRow))}
 
     def complete_series(self, study_uid: str, series_uid: str, model: str, instances: int,
-                        *, ignored_reason: str = "", failed: tuple[str, str] | None = None) -> Job | None:
+                        *, ignored_reason: str = "", failed: tuple[str, str] | None = None,
+                        quiet_period_s: float | None = None) -> Job | None:
         """The quiet period passed: queue a job (superseding older ones), or record why not.
 
         ``ignored_reason``: not a series we segment (no job). ``failed``: (code, message) of
@@ -155,7 +171,11 @@ class JobStore:
             if row is None or row.state != "receiving":
                 return None
             row.state, row.note = ("ignored", ignored_reason) if ignored_reason else ("complete", "")
+            ids = dict(study_uid=study_uid, series_uid=series_uid, patient=row.patient)
+            self._event(s, "study.series_complete", quiet_period_s=quiet_period_s, instances=instances,
+                        slice_continuity="failed" if failed else "not checked" if ignored_reason else "ok", **ids)
             if ignored_reason:
+                self._event(s, "study.series_not_selected", reason=ignored_reason, **ids)
                 return None
             for old in s.scalars(select(Job).where(Job.study_uid == study_uid, Job.series_uid == series_uid,
                                                    Job.state != SUPERSEDED)):
@@ -163,13 +183,22 @@ class JobStore:
                 old.error = f"superseded by revision {row.revision} (instances arrived after the job was created)"
                 s.execute(update(Delivery).where(Delivery.job_id == old.id, Delivery.state == "pending")
                           .values(state="cancelled"))
+                self._event(s, "job.superseded", job_id=old.id, model=old.model, by_revision=row.revision, **ids)
             job = Job(study_uid=study_uid, series_uid=series_uid, model=model, revision=row.revision,
-                      state=QUEUED, calling_ae=row.calling_ae, instances=instances)
+                      state=QUEUED, calling_ae=row.calling_ae, instances=instances, patient=row.patient)
             if failed:
                 job.state, (job.error_code, job.error) = FAILED, failed
                 job.finished_at = utcnow()
+            else:
+                self._event(s, "study.series_selected", rule="passes the selection and geometry rules", **ids)
             s.add(job)
             s.flush()
+            if failed:
+                self._event(s, "job.failed", outcome="failure", job_id=job.id, model=model, code=failed[0],
+                            reason=failed[1], **ids)
+            else:
+                self._event(s, "job.queued", job_id=job.id, model=model, revision=job.revision, instances=instances,
+                            **ids)
             return job
 
     # -- the queue boundary -----------------------------------------------------------------
@@ -181,7 +210,10 @@ class JobStore:
                 claimed = s.execute(update(Job).where(Job.id == job_id, Job.state == QUEUED).values(
                     state=RUNNING, started_at=now, updated_at=now, attempts=Job.attempts + 1)).rowcount
                 if claimed:
-                    return s.get(Job, job_id)
+                    job = s.get(Job, job_id)
+                    self._event(s, "job.started", job_id=job.id, study_uid=job.study_uid, series_uid=job.series_uid,
+                                model=job.model, patient=job.patient, attempt=job.attempts, revision=job.revision)
+                    return job
         return None
 
     def queue_depth(self) -> int:
@@ -189,11 +221,18 @@ class JobStore:
             return s.scalar(select(func.count()).select_from(Job).where(Job.state == QUEUED)) or 0
 
     def finish(self, job_id: int, *, seg_path: str, seg_series_uid: str, seg_sop_uid: str, result: dict,
-               destinations: list[str]) -> Job:
+               destinations: list[str], duration_s: float | None = None, model_sha256: str = "") -> Job:
         """The SEG exists: record it and queue one delivery per destination (none: sent at once)."""
         with self.session() as s, s.begin():
             job = s.get(Job, job_id)
             job.seg_path, job.seg_series_uid, job.seg_sop_uid, job.result = seg_path, seg_series_uid, seg_sop_uid, result
+            ids = dict(job_id=job.id, study_uid=job.study_uid, series_uid=job.series_uid, model=job.model,
+                       sha256=model_sha256, patient=job.patient)
+            self._event(s, "seg.created", sop_uid=seg_sop_uid, seg_series_uid=seg_series_uid,
+                        lesion_count=result.get("lesion_count"), **ids)
+            self._event(s, "job.finished", device=result.get("device"), degraded=result.get("degraded"),
+                        duration_s=duration_s, timings_s=result.get("timings_s"), destinations=destinations,
+                        superseded=job.state == SUPERSEDED, **ids)
             if job.state == SUPERSEDED:
                 return job
             _move(job, DELIVERING)
@@ -210,12 +249,20 @@ class JobStore:
             if job.state != SUPERSEDED:
                 _move(job, FAILED)
             job.error_code, job.error, job.finished_at = code, message, utcnow()
+            ids = dict(job_id=job.id, study_uid=job.study_uid, series_uid=job.series_uid, model=job.model,
+                       patient=job.patient)
+            self._event(s, "job.failed", outcome="failure", code=code, reason=message, **ids)
+            self._event(s, "alert.job_failed", outcome="failure", code=code, reason=message, **ids)
             return job
 
     def recover(self) -> int:
         """After a restart: jobs that were running go back to the queue. Returns how many."""
         with self.session() as s, s.begin():
-            return s.execute(update(Job).where(Job.state == RUNNING).values(state=QUEUED, updated_at=utcnow())).rowcount
+            ids = list(s.scalars(select(Job.id).where(Job.state == RUNNING)))
+            s.execute(update(Job).where(Job.state == RUNNING).values(state=QUEUED, updated_at=utcnow()))
+            if ids:
+                self._event(s, "service.recovered", jobs_requeued=len(ids), job_ids=ids)
+            return len(ids)
 
     # -- deliveries ----------------------------------------------------------------------------
     def due_deliveries(self, now: dt.datetime | None = None) -> list[tuple[Delivery, Job]]:
@@ -233,6 +280,11 @@ class JobStore:
             job = s.get(Job, d.job_id)
             d.attempts += 1
             d.last_status, d.last_error = status, error
+            ids = dict(job_id=job.id, study_uid=job.study_uid, series_uid=job.series_uid, model=job.model,
+                       sop_uid=job.seg_sop_uid, destination=d.destination, patient=job.patient)
+            self._event(s, "seg.sent" if ok else "seg.send_failed", outcome="success" if ok else "failure",
+                        attempt=d.attempts, status=status, reason=error or None,
+                        will_retry=None if ok else retry_at is not None, **ids)
             if ok:
                 d.state, d.sent_at = "sent", utcnow()
             elif retry_at is not None:
@@ -245,6 +297,7 @@ class JobStore:
                     _move(job, FAILED)
                     job.error_code, job.error = "delivery.failed", f"sending to {d.destination} failed: {error}"
                     job.finished_at = utcnow()
+                    self._event(s, "alert.job_failed", outcome="failure", code=job.error_code, reason=job.error, **ids)
                 elif all(x == "sent" for x in states):
                     _move(job, SENT)
                     job.finished_at = utcnow()

@@ -16,8 +16,9 @@ from dicom_node.scu import DeliveryLoop
 from dicom_node.server import Node
 from dicom_node.spool import Spool
 from medseg.config import Settings
+from audit import AuditLog
+from medseg.auditing import Auditor
 from medseg.db import init_db, make_engine
-from medseg.events import EventLog
 from medseg.jobs import JobStore
 from medseg.metrics import ServiceMetrics
 from medseg.worker import Worker
@@ -31,13 +32,17 @@ class Service:
         data = Path(settings.service.data_dir).resolve()
         self.data_dir = data
         self.engine = make_engine(settings.service.db_url())
-        self.jobs = JobStore(self.engine)
-        self.events = EventLog(data / "events.jsonl")
+        audit_engine = make_engine(settings.audit.database_url) if settings.audit.database_url else self.engine
+        self.audit_log = AuditLog(audit_engine)
+        self.events = Auditor(self.audit_log, settings.audit.anchors_file or data / "audit-anchors.jsonl",
+                              settings.audit.patient_key_file or data / "audit.key", settings.audit.anchor_every)
+        # job state and its events commit together when they share the database
+        self.jobs = JobStore(self.engine, self.events, shared_transaction=audit_engine is self.engine)
         self.metrics = ServiceMetrics(self.jobs.queue_depth)
         self.spool = Spool(data / "spool", settings.node.disk_floor_mb)
         self.assembly = Assembly(self.spool, self.jobs, settings, lambda: settings.default_model, self.events)
-        self.node = Node(settings.node, self.spool, self.assembly, self.events, self.metrics)
-        self.delivery = DeliveryLoop(self.jobs, settings.node, self.events, self.metrics)
+        self.node = Node(settings.node, self.spool, self.assembly, self.events, self.metrics, self.events.pseudonymize)
+        self.delivery = DeliveryLoop(self.jobs, settings.node, self.metrics)
         self.worker = Worker(self.jobs, settings, self.spool.root, data / "results", self.events, self.metrics,
                              route=self.delivery.route, delivered=self.delivery.wake)
         self.dicom_port: int | None = None
@@ -45,12 +50,13 @@ class Service:
 
     def start(self) -> None:
         init_db(self.engine)
+        self.audit_log.create()
         config_hash = hashlib.sha256(self.settings.model_dump_json().encode()).hexdigest()
         self.events("config.loaded", sha256=config_hash, ae_title=self.settings.node.ae_title)
-        resumed = self.jobs.recover()
+        self.jobs.recover()  # records service.recovered with the jobs it re-queued
         pending = self.assembly.recover()
-        if resumed or pending:
-            self.events("service.recovered", jobs_requeued=resumed, series_pending=pending)
+        if pending:
+            self.events("service.recovered", series_pending=pending)
         try:
             self.worker.model(self.settings.default_model)
         except Exception as exc:  # noqa: BLE001 - not ready; jobs fail visibly with the reason
@@ -62,6 +68,7 @@ class Service:
         self.delivery.start()
         self.worker.start()
         self.events("service.started", dicom_port=self.dicom_port, ae_title=self.settings.node.ae_title)
+        self.events.anchor()
 
     def stop(self) -> None:
         self.node.stop()
@@ -69,6 +76,7 @@ class Service:
         self.worker.stop()
         self.delivery.stop()
         self.events("service.stopped")
+        self.events.anchor()
         self.engine.dispose()
 
     def readiness(self) -> dict:

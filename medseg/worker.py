@@ -68,8 +68,6 @@ class Worker:
     def run_job(self, job: Job) -> None:
         from medseg.service import segment_study  # torch/MONAI: imported when the first job runs
 
-        ids = dict(job_id=job.id, study_uid=job.study_uid, series_uid=job.series_uid, model=job.model)
-        self.record("job.started", actor="system", revision=job.revision, attempt=job.attempts, **ids)
         started = time.perf_counter()
         out_dir = self.results_root / str(job.id)
         try:
@@ -77,28 +75,23 @@ class Worker:
             result = segment_study(self.spool_root / job.study_uid / job.series_uid, out_dir, self.settings,
                                    loaded=loaded, series_uid=job.series_uid)
         except MedsegError as exc:
-            self._failed(job, exc.code, exc.message, ids)
+            self._failed(job, exc.code, exc.message)
             return
         except Exception as exc:  # noqa: BLE001 - the job fails visibly; the worker lives on
             log.error("job %s failed: %s", job.id, type(exc).__name__)  # type only: messages can quote values
-            self._failed(job, "internal", f"internal error ({type(exc).__name__})", ids)
+            self._failed(job, "internal", f"internal error ({type(exc).__name__})")
             return
         elapsed = time.perf_counter() - started
         self.metrics.job_finished("segmented", elapsed)
         summary = {"device": result.device, "degraded": result.degraded, "degraded_reason": result.degraded_reason,
                    "lesion_count": result.lesion_count, "total_volume_ml": result.total_volume_ml,
                    "model_sha256": result.model.sha256, "timings_s": result.timings_s}
-        destinations = self.route(job.calling_ae)
-        done = self.jobs.finish(job.id, seg_path=str(out_dir / "seg.dcm"), seg_series_uid=result.seg.series_instance_uid,
-                                seg_sop_uid=result.seg.sop_instance_uid, result=summary, destinations=destinations)
-        self.record("seg.created", actor="system", seg_series_uid=result.seg.series_instance_uid,
-                    seg_sop_uid=result.seg.sop_instance_uid, lesion_count=result.lesion_count, **ids)
-        self.record("job.finished", actor="system", device=result.device, degraded=result.degraded,
-                    duration_s=round(elapsed, 3), destinations=destinations, state=done.state, **ids)
+        self.jobs.finish(job.id, seg_path=str(out_dir / "seg.dcm"), seg_series_uid=result.seg.series_instance_uid,
+                         seg_sop_uid=result.seg.sop_instance_uid, result=summary,
+                         destinations=self.route(job.calling_ae), duration_s=round(elapsed, 3),
+                         model_sha256=result.model.sha256)
         self.delivered()
 
-    def _failed(self, job: Job, code: str, message: str, ids: dict) -> None:
-        self.jobs.fail(job.id, code, message)
+    def _failed(self, job: Job, code: str, message: str) -> None:
+        self.jobs.fail(job.id, code, message)  # records job.failed and the alert with the state change
         self.metrics.job_finished("failed", None)
-        self.record("job.failed", outcome="failure", actor="system", reason=message, code=code, **ids)
-        self.record("alert.job_failed", outcome="failure", actor="system", reason=message, **ids)

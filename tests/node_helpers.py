@@ -92,8 +92,19 @@ def _ok(url: str) -> bool:
 
 
 def events(data_dir: Path, action: str | None = None) -> list[dict]:
-    path = Path(data_dir) / "events.jsonl"
-    if not path.exists():
+    """Audit events of a service's data dir (its SQLite database), flattened: details + columns."""
+    from audit import AuditLog
+    from audit.db import make_engine
+    from audit.query import AuditFilter, query
+
+    db = Path(data_dir) / "medseg.db"
+    if not db.exists():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if action is None or r["action"] == action]
+    engine = make_engine(f"sqlite:///{db}")
+    try:
+        rows = query(AuditLog(engine), AuditFilter(action=action, limit=100_000))
+    except Exception:  # noqa: BLE001 - the tables may not exist yet while the service starts
+        return []
+    finally:
+        engine.dispose()
+    return [{**e.event.details, **e.event.model_dump(exclude={"details"}), "seq": e.seq, "time": e.ts} for e in rows]
