@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import and_, select, true
 
 from audit.store import AuditLog, events_table as t
@@ -23,6 +23,16 @@ class AuditFilter(BaseModel):
     limit: int = Field(default=100, ge=1, le=100_000)
     offset: int = Field(default=0, ge=0)
 
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str | None) -> str | None:
+        return None if v is None else v.replace("/", ":")
+
+    @field_validator("since", "until")
+    @classmethod
+    def _iso(cls, v: str | None) -> str | None:
+        return None if v is None else normalize_time(v)
+
     def describe(self) -> dict:
         return self.model_dump(exclude_none=True, exclude={"limit", "offset"})
 
@@ -36,9 +46,9 @@ def _conditions(f: AuditFilter) -> list:
     if f.action:
         c.append(t.c.action.like(f.action[:-1] + "%") if f.action.endswith("*") else t.c.action == f.action)
     if f.since:
-        c.append(t.c.ts >= normalize_time(f.since))
+        c.append(t.c.ts >= f.since)
     if f.until:
-        c.append(t.c.ts < normalize_time(f.until))
+        c.append(t.c.ts < f.until)
     return c
 
 
@@ -46,7 +56,10 @@ def normalize_time(value: str) -> str:
     """Any ISO 8601 date/time (naive = UTC) in the stored form, so string comparison orders correctly."""
     import datetime as dt
 
-    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"not an ISO 8601 date/time: {value[:40]!r}") from None
     if parsed.tzinfo is not None:
         parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
     return parsed.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

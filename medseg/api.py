@@ -10,6 +10,9 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Query, Request
+from pydantic import ValidationError
+
+from audit.query import AuditFilter, query, timeline
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -29,6 +32,13 @@ Jobs = Annotated[JobStore, Depends(_jobs)]
 class Problem(Exception):
     def __init__(self, status: int, title: str, detail: str) -> None:
         self.status, self.title, self.detail = status, title, detail
+
+
+def _first_error(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    return str(exc).splitlines()[0]
 
 
 def create_app(service: Service) -> FastAPI:
@@ -67,6 +77,43 @@ def create_app(service: Service) -> FastAPI:
         if found is None:
             raise Problem(404, "Study not found", "no instance of this study has been received")
         return found
+
+    def audit_read(request: Request, what: str, **filters) -> None:
+        """Every read of audit data is itself audited (who, what filter). Fails closed."""
+        client = request.client.host if request.client else "unknown"
+        request.app.state.service.events("audit.read", actor=f"api:{client}", what=what,
+                                         filter={k: v for k, v in filters.items() if v is not None})
+
+    @app.get("/audit")
+    def audit_events(request: Request, study: str | None = None, series: str | None = None, model: str | None = None,
+                     action: str | None = None, actor: str | None = None, outcome: str | None = None,
+                     job_id: int | None = None, since: str | None = None, until: str | None = None,
+                     limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> dict:
+        try:
+            f = AuditFilter(study_uid=study, series_uid=series, model=model, action=action, actor=actor,
+                            outcome=outcome, job_id=job_id, since=since, until=until, limit=limit, offset=offset)
+            audit_read(request, "events", **f.describe())
+            rows = query(request.app.state.service.audit_log, f)
+        except (ValidationError, ValueError) as exc:
+            raise Problem(400, "Invalid filter", _first_error(exc)) from None
+        return {"events": [e.as_dict() for e in rows], "limit": limit, "offset": offset,
+                "next_offset": offset + limit if len(rows) == limit else None}
+
+    @app.get("/audit/studies/{study_uid}/timeline")
+    def audit_timeline(study_uid: str, request: Request) -> dict:
+        if not is_uid(study_uid):
+            raise Problem(400, "Invalid UID", "study_uid must be a DICOM UID (digits and dots, at most 64 characters)")
+        audit_read(request, "timeline", study_uid=study_uid)
+        rows = timeline(request.app.state.service.audit_log, study_uid)
+        if not rows:
+            raise Problem(404, "Study not found", "the audit trail has no event for this study")
+        return {"study_uid": study_uid, "events": [e.as_dict() for e in rows]}
+
+    @app.get("/audit/head")
+    def audit_head(request: Request) -> dict:
+        """The chain head: record it elsewhere (an anchor) to make truncation of the tail detectable."""
+        seq, digest = request.app.state.service.audit_log.head()
+        return {"seq": seq, "hash": digest}
 
     @app.get("/metrics")
     def metrics(request: Request) -> Response:

@@ -30,7 +30,8 @@ COLUMNS = {"study_uid": "study_uid", "series_uid": "series_uid", "sop_uid": "sop
 class Auditor:
     def __init__(self, log_: AuditLog, anchors_file: Path, key_file: Path, anchor_every: int = 1000) -> None:
         self.log, self.anchors_file, self.anchor_every = log_, Path(anchors_file), anchor_every
-        self.key = _load_key(Path(key_file))
+        self.key_file = Path(key_file)
+        self._key: bytes | None = None
         self._anchor_lock = threading.Lock()
 
     def __call__(self, action: str, *, outcome: str = "success", actor: str = "system", connection=None, **fields):
@@ -41,7 +42,9 @@ class Auditor:
         for key, value in fields.items():
             if value is None:
                 continue
-            if key in COLUMNS:
+            if key == "model":
+                columns["model"] = str(value).replace("/", ":")  # one spelling: name:version
+            elif key in COLUMNS:
                 columns[COLUMNS[key]] = value if key == "job_id" else str(value)
             else:
                 details[key] = value
@@ -52,7 +55,9 @@ class Auditor:
         return stored
 
     def pseudonymize(self, patient_id: str) -> str:
-        return pseudonymize(patient_id, self.key)
+        if self._key is None:
+            self._key = _load_key(self.key_file)
+        return pseudonymize(patient_id, self._key)
 
     def anchor(self) -> tuple[int, str]:
         """Write the current head outside the database (anchors file, fsynced; and the log)."""

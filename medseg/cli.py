@@ -206,6 +206,11 @@ def serve(
     uvicorn.run(app_, host=settings.service.http_host, port=settings.service.http_port, log_level="warning")
 
 
+from medseg.cli_audit import audit_app  # noqa: E402  (sub-commands; imports nothing heavy at load)
+
+app.add_typer(audit_app, name="audit")
+
+
 def _fail(line: str) -> None:
     """Errors are one plain line (no wrapping, no markup) on stderr."""
     print(line.replace("\n", " "), file=sys.stderr)
@@ -213,7 +218,9 @@ def _fail(line: str) -> None:
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns typer.Exit's code in this mode
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except MedsegError as exc:
         _fail(f"medseg: error: {exc.message} [{exc.code}]")
         sys.exit(EXIT_USER_ERROR)
