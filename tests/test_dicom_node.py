@@ -22,6 +22,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
+from audit.verify import verify
 from medseg.api import create_app
 from medseg.config import DestinationSettings, NodeSettings, ServiceSettings, Settings
 from medseg.seg import read_seg_mask
@@ -214,20 +215,32 @@ def test_four_concurrent_associations(tmp_path):
         folder = tmp_path / f"study{i}"
         write_study(folder, small_phantom(seed=40 + i, shape=(16, 48, 48), n_tumors=1))
         folders.append(folder)
-    with running(tmp_path) as (service, _):
+    with running(tmp_path) as (service, client):
         results = [None] * 4
         aets = ["TESTPACS", "PACS2", "PACS3", "PACS4"]
+        reading = threading.Event()
 
         def push(i):
             results[i] = storescu(service.dicom_port, sorted(folders[i].glob("*.dcm")), calling_ae=aets[i])
+
+        def read_audit():  # API reads are audited too: a third kind of concurrent writer
+            while not reading.is_set():
+                assert client.get("/audit", params={"limit": 5}).status_code == 200
         threads = [threading.Thread(target=push, args=(i,)) for i in range(4)]
+        reader = threading.Thread(target=read_audit)
+        reader.start()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         assert all(r.returncode == 0 for r in results)
         done = jobs_in(service, "sent", 4)
+        reading.set()
+        reader.join()
         assert sorted(j.calling_ae for j in done) == sorted(aets)
+        result = verify(service.audit_log)
+        assert result.ok and result.events == result.head_seq
+        assert len(events(service.data_dir, "audit.read")) > 0 and len(events(service.data_dir, "seg.created")) == 4
 
 
 def test_dicom_node_imports_no_ml_code():
