@@ -33,6 +33,7 @@ class Auditor:
         self.key_file = Path(key_file)
         self._key: bytes | None = None
         self._anchor_lock = threading.Lock()
+        self._anchored_seq = 0
 
     def __call__(self, action: str, *, outcome: str = "success", actor: str = "system", connection=None, **fields):
         return self.record(action, outcome=outcome, actor=actor, connection=connection, **fields)
@@ -50,8 +51,8 @@ class Auditor:
                 details[key] = value
         event = AuditEvent(action=action, outcome=outcome, actor=actor or "unknown", details=details, **columns)
         stored = self.log.append(event, connection=connection)
-        if stored.seq % self.anchor_every == 0 and connection is None:
-            self.anchor()
+        if connection is None and stored.seq - self._anchored_seq >= self.anchor_every:
+            self.anchor()  # (events inside a caller's transaction are anchored by the next one after it)
         return stored
 
     def pseudonymize(self, patient_id: str) -> str:
@@ -69,6 +70,7 @@ class Auditor:
                 f.flush()
                 os.fsync(f.fileno())
             log.info("audit anchor seq=%d hash=%s", seq, digest)
+            self._anchored_seq = seq
             return seq, digest
 
 

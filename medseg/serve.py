@@ -81,7 +81,7 @@ class Service:
 
     def readiness(self) -> dict:
         checks = {"scp_listening": self.node.listening, "database": _db_ok(self.jobs),
-                  "model_loaded": self.settings.default_model in self.worker._models}
+                  "model_loaded": self.worker.has_model(self.settings.default_model)}
         return {"ready": all(checks.values()), "checks": checks, "model_error": self.model_error}
 
 

@@ -42,6 +42,10 @@ class Worker:
                 self.record("model.loaded", actor="system", model=ref, sha256=m.weights.sha256, device=loaded.device)
             return self._models[ref]
 
+    def has_model(self, ref: str) -> bool:
+        with self._models_lock:
+            return ref in self._models
+
     def start(self) -> None:
         for i in range(self.settings.service.workers):
             thread = threading.Thread(target=self._run, name=f"medseg-worker-{i}", daemon=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import threading
 from pathlib import Path
 
@@ -137,3 +138,17 @@ def test_atna_export_validates_against_the_ps3_15_schema(log):
 def test_timeline_includes_job_events_without_study(log):
     log.append(AuditEvent(action="job.started", job_id=1))
     assert [e.event.action for e in timeline(log, "1.2.1")] == ["job.queued", "job.queued", "job.queued", "job.started"]
+
+
+def test_auditor_anchors_every_n_events_and_hashes_patient_ids(tmp_path, log):
+    from medseg.auditing import Auditor
+
+    auditor = Auditor(log, tmp_path / "anchors.jsonl", tmp_path / "audit.key", anchor_every=5)
+    for i in range(12):
+        auditor("job.queued", job_id=i, model="ct-tumor/1.0.0", patient=auditor.pseudonymize("PHI_SENTINEL_ID_0042"))
+    anchors = [json.loads(x) for x in (tmp_path / "anchors.jsonl").read_text().splitlines()]
+    assert [a["seq"] for a in anchors] == [11, 16, 21]  # first event, then every 5 (the fixture holds 10)
+    assert (tmp_path / "audit.key").stat().st_mode & 0o777 == 0o600
+    rows = query(log, AuditFilter(model="ct-tumor:1.0.0", limit=100))
+    assert rows and all(r.event.patient and "PHI" not in r.event.patient for r in rows)
+    assert verify(log, [(a["seq"], a["hash"]) for a in anchors]).ok
