@@ -1,6 +1,6 @@
 """Train the shipped demonstration model on phantoms (and real STS tumors), on CPU.
 
-``medseg train --out models/ct-tumor/1.0.0`` reproduces the committed model:
+``medseg train --out models/ct-tumor/1.1.0 --version 1.1.0`` reproduces the committed default model:
 the phantom seeds, the real cases used for training and those held out, the
 recipe and the measured held-out metrics all land in ``manifest.json``.
 Every case goes through the same ``pipeline.preprocess`` the service uses, so
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 STS_HOLDOUT = ("STS_002", "STS_006", "STS_012", "STS_019", "STS_024", "STS_029", "STS_033", "STS_038")
 HOLDOUT_PHANTOM_SEED0 = 900_000
 VALIDATION_PHANTOM_SEED0 = 800_000
-PEAK_PROBABILITY_CANDIDATES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
+PEAK_PROBABILITY_CANDIDATES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999)
 TUMOR_LABEL = LabelSpec(
     value=1,
     name="Tumor",
@@ -337,7 +337,7 @@ that labels tumor voxels in CT, at {m.input.spacing_xyz_mm} mm (x, y, z), HU win
 exercise the product end to end. It has not been validated on clinical data and must not inform
 any diagnosis. Every SEG it produces says it is AI-generated and needs review.
 
-**Reproduce.** `medseg train --out models/{m.name}/{m.version} --sts-dir ../shared/data/sts-ct
+**Reproduce.** `medseg train --out models/{m.name}/{m.version} --version {m.version} --sts-dir ../shared/data/sts-ct
 --iterations {m.training.get('iterations_run')} --minutes 600` with the config recorded in `manifest.json`
 (`training.config`). The default run stops at its time budget, so the iteration count depends on
 the machine; fixing `--iterations` as above runs as many iterations (the cosine learning-rate
