@@ -1,7 +1,9 @@
 """Benchmark: DICOM ingest of `medseg serve` vs dcmtk `storescp`, and end-to-end turnaround, in one run.
 
 1. Ingest: the same `storescu` run (one association, every file of a study) against
-   * dcmtk ``storescp`` writing each instance to disk (the peer), and
+   * dcmtk ``storescp`` writing each instance to disk (the peer),
+   * a bare pynetdicom SCP whose handler stores nothing (the ceiling of the toolkit medseg's node
+     is built on: what any pynetdicom node can reach on this machine), and
    * ``medseg serve`` (SCP + spool with fsync of every instance and its directory),
    for a 200-slice 512x512 CT study and a 1,000-slice study; prints instances/s and the ratio.
    The dcmtk tools run with ``TCP_NODELAY=1`` (Debian's build otherwise leaves Nagle on and
@@ -91,21 +93,41 @@ class MedsegServer:
         self.proc.wait(timeout=60)
 
 
+class BarePynetdicom:
+    """A pynetdicom storage SCP with a handler that returns success and keeps nothing."""
+
+    def __enter__(self):
+        from pynetdicom import AE, AllStoragePresentationContexts, evt
+
+        ae = AE("BARE")
+        for cx in AllStoragePresentationContexts:
+            ae.add_supported_context(cx.abstract_syntax)
+        self.port = free_port()
+        self.server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, lambda e: 0)])
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+
+
 def ingest(studies: dict[str, Path], work: Path, repeats: int) -> list[dict]:
     rows = []
     for name, folder in studies.items():
         n = len(list(folder.glob("*.dcm")))
-        best = {"storescp": float("inf"), "medseg": float("inf")}
+        best = {"storescp": float("inf"), "bare": float("inf"), "medseg": float("inf")}
         for r in range(repeats):
             out = work / f"storescp-{r}"
             with storescp(out, "STORESCP") as port:
                 best["storescp"] = min(best["storescp"], storescu_seconds(port, folder, "STORESCP"))
             shutil.rmtree(out, ignore_errors=True)
+            with BarePynetdicom() as bare:
+                best["bare"] = min(best["bare"], storescu_seconds(bare.port, folder, "BARE"))
             with MedsegServer(work, quiet_s=3600) as server:  # no job during the measurement
                 best["medseg"] = min(best["medseg"], storescu_seconds(server.dicom_port, folder, "MEDSEG"))
             shutil.rmtree(server.data, ignore_errors=True)
         rows.append({"study": name, "instances": n, "storescp_per_s": n / best["storescp"],
-                     "medseg_per_s": n / best["medseg"], "ratio": best["storescp"] / best["medseg"]})
+                     "bare_pynetdicom_per_s": n / best["bare"], "medseg_per_s": n / best["medseg"],
+                     "ratio": best["storescp"] / best["medseg"], "ratio_to_bare": best["bare"] / best["medseg"]})
     return rows
 
 
@@ -145,9 +167,11 @@ def main() -> None:
     print(f"host: {os.cpu_count()} CPU cores; workdir {work}")
     studies = make_studies(work)
     rows = ingest(studies, work, args.repeats)
-    print(f"\n{'study':<12} {'instances':>9} {'storescp/s':>11} {'medseg/s':>9} {'ratio':>6}")
+    print(f"\n{'study':<12} {'instances':>9} {'storescp/s':>11} {'bare pynetdicom/s':>18} {'medseg/s':>9} "
+          f"{'medseg/storescp':>16} {'medseg/bare':>12}")
     for r in rows:
-        print(f"{r['study']:<12} {r['instances']:>9} {r['storescp_per_s']:>11.1f} {r['medseg_per_s']:>9.1f} {r['ratio']:>6.2f}")
+        print(f"{r['study']:<12} {r['instances']:>9} {r['storescp_per_s']:>11.1f} {r['bare_pynetdicom_per_s']:>18.1f} "
+              f"{r['medseg_per_s']:>9.1f} {r['ratio']:>16.2f} {r['ratio_to_bare']:>12.2f}")
     t = turnaround(studies["200 slices"], work)
     print(f"\nturnaround, 200 slices, quiet period {t['quiet_period_s']:g} s: last instance acknowledged -> SEG "
           f"acknowledged by Orthanc: {t['turnaround_s']:.1f} s (segmentation job {t['job_s']} s)")

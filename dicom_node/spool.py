@@ -56,7 +56,7 @@ class Spool:
         parts = [validate_uid(study_uid, "StudyInstanceUID"), validate_uid(series_uid, "SeriesInstanceUID")]
         if sop_uid is not None:
             parts.append(validate_uid(sop_uid, "SOPInstanceUID") + ".dcm")
-        path = self.root.joinpath(*parts).resolve()
+        path = Path(os.path.normpath(os.path.join(self.root, *parts)))  # lexical: no syscalls per instance
         if not path.is_relative_to(self.root):  # cannot happen after validation; kept as the last guard
             raise InvalidIdentifierError("identifier resolves outside the spool")
         return path
