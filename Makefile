@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml | system-packages
 # (demo/pacs). Ctrl-C stops both.
 demo: setup
 	mkdir -p demo/pacs
-	TCP_NODELAY=1 storescp -aet DEMO-PACS -od demo/pacs 11113 & pacs=$$!; trap "kill $$pacs" EXIT; \
+	TCP_NODELAY=1 storescp -aet DEMO-PACS -od demo/pacs 11113 & pacs=$$!; trap "kill $$pacs" EXIT INT TERM; \
 	$(BIN)/medseg serve --config config/medseg.toml --push-phantom 123
 
 # The test suite CI runs (slow cases excluded; see README).
@@ -44,6 +44,7 @@ test-all: setup
 bench: setup
 	$(BIN)/python bench/segment.py
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/audit.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache
