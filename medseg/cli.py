@@ -206,9 +206,11 @@ def serve(
     uvicorn.run(app_, host=settings.service.http_host, port=settings.service.http_port, log_level="warning")
 
 
-from medseg.cli_audit import audit_app  # noqa: E402  (sub-commands; imports nothing heavy at load)
+from medseg.cli_audit import audit_app  # noqa: E402  (sub-commands; import nothing heavy at load)
+from medseg.cli_models import models_app  # noqa: E402
 
 app.add_typer(audit_app, name="audit")
+app.add_typer(models_app, name="models")
 
 
 def _fail(line: str) -> None:

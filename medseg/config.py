@@ -144,6 +144,9 @@ class ServiceSettings(_Section):
     workers: int = Field(default=1, ge=1)
     #: seconds between polls of the job table by idle workers
     poll_interval_s: float = Field(default=0.5, gt=0)
+    #: a model version that has not finished a study's inference in this time has failed on it
+    #: (the study then goes to the previous good version)
+    model_time_budget_s: float = Field(default=600.0, gt=0)
 
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'medseg.db').resolve()}"

@@ -84,6 +84,12 @@ class ModelOutputError(ModelError):
     code = "model.bad_output"
 
 
+class ModelTimeBudgetError(ModelError):
+    """A model version did not finish a study's inference within the configured time budget."""
+
+    code = "model.time_budget"
+
+
 class SegGeometryError(MedsegError):
     """A SEG about to be written would not overlay its source images correctly."""
 

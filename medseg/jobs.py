@@ -64,7 +64,8 @@ class Job(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_uid: Mapped[str] = mapped_column(String(64), index=True)
     series_uid: Mapped[str] = mapped_column(String(64))
-    model: Mapped[str] = mapped_column(String(128))  # name/version
+    model: Mapped[str] = mapped_column(String(128))  # name/version assigned when queued (the active one)
+    model_used: Mapped[str] = mapped_column(String(128), default="")  # name/version that produced the SEG
     revision: Mapped[int] = mapped_column(Integer, default=1)
     state: Mapped[str] = mapped_column(String(16), index=True)
     calling_ae: Mapped[str] = mapped_column(String(16), default="")
@@ -221,16 +222,19 @@ class JobStore:
             return s.scalar(select(func.count()).select_from(Job).where(Job.state == QUEUED)) or 0
 
     def finish(self, job_id: int, *, seg_path: str, seg_series_uid: str, seg_sop_uid: str, result: dict,
-               destinations: list[str], duration_s: float | None = None, model_sha256: str = "") -> Job:
+               destinations: list[str], duration_s: float | None = None, model_sha256: str = "",
+               model_used: str = "") -> Job:
         """The SEG exists: record it and queue one delivery per destination (none: sent at once)."""
         with self.session() as s, s.begin():
             job = s.get(Job, job_id)
             job.seg_path, job.seg_series_uid, job.seg_sop_uid, job.result = seg_path, seg_series_uid, seg_sop_uid, result
-            ids = dict(job_id=job.id, study_uid=job.study_uid, series_uid=job.series_uid, model=job.model,
+            job.model_used = model_used or job.model
+            ids = dict(job_id=job.id, study_uid=job.study_uid, series_uid=job.series_uid, model=job.model_used,
                        sha256=model_sha256, patient=job.patient)
             self._event(s, "seg.created", sop_uid=seg_sop_uid, seg_series_uid=seg_series_uid,
                         lesion_count=result.get("lesion_count"), **ids)
             self._event(s, "job.finished", device=result.get("device"), degraded=result.get("degraded"),
+                        fallback=result.get("fallback"), queued_model=job.model,
                         duration_s=duration_s, timings_s=result.get("timings_s"), destinations=destinations,
                         superseded=job.state == SUPERSEDED, **ids)
             if job.state == SUPERSEDED:
@@ -330,6 +334,14 @@ class JobStore:
                     "series": [{"series_uid": r.series_uid, "state": r.state, "revision": r.revision,
                                 "calling_ae": r.calling_ae, "note": r.note} for r in series],
                     "jobs": jobs}
+
+    def segmented_by(self, model_ref: str, since: dt.datetime | None = None) -> list[Job]:
+        """Jobs whose SEG came from ``model_ref`` (name/version), finished at or after ``since``."""
+        with self.session() as s:
+            q = select(Job).where(Job.model_used == model_ref, Job.seg_sop_uid != "").order_by(Job.id)
+            if since is not None:
+                q = q.where(Job.started_at >= since)
+            return list(s.scalars(q))
 
     def jobs(self, study_uid: str | None = None) -> list[Job]:
         with self.session() as s:

@@ -111,6 +111,23 @@ class WeightsSpec(_Frozen):
         return v
 
 
+class ReferenceSpec(_Frozen):
+    """The version's own result on a fixed phantom, which a promotion must reproduce (the gate)."""
+
+    phantom_seed: int
+    shape_krc: tuple[int, int, int]
+    spacing_krc_mm: tuple[float, float, float]
+    n_tumors: int = Field(ge=0)
+    mask_file: str  # uint8 NIfTI in the model folder
+    mask_sha256: str
+    min_dice: float = Field(default=0.99, gt=0, le=1)
+
+    @field_validator("mask_file")
+    @classmethod
+    def _plain_name(cls, v):
+        return WeightsSpec._plain_name(v)
+
+
 class ModelManifest(_Frozen):
     schema_version: Literal[1] = 1
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,47}$")
@@ -125,6 +142,7 @@ class ModelManifest(_Frozen):
     weights: WeightsSpec
     training: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
+    reference: ReferenceSpec | None = None
 
     @field_validator("labels")
     @classmethod

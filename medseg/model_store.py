@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from medseg.exceptions import ChecksumError, DeviceError, ModelError
+from medseg.exceptions import ChecksumError, DeviceError, ModelError, ModelTimeBudgetError
 from medseg.manifest import ModelManifest
 
 
@@ -39,9 +42,22 @@ class LoadedModel:
     network: torch.nn.Module
     path: Path
     device: str
+    _budget: threading.local = field(default_factory=threading.local, repr=False)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        deadline = getattr(self._budget, "deadline", None)
+        if deadline is not None and time.monotonic() > deadline:
+            raise ModelTimeBudgetError(f"{self.manifest.ref}: inference exceeded its time budget")
         return self.network(x)
+
+    @contextmanager
+    def time_budget(self, seconds: float | None):
+        """Inference windows started after ``seconds`` raise ModelTimeBudgetError (this thread only)."""
+        self._budget.deadline = None if seconds is None else time.monotonic() + seconds
+        try:
+            yield self
+        finally:
+            self._budget.deadline = None
 
     def to(self, device: str) -> "LoadedModel":
         self.network.to(device)

@@ -21,6 +21,7 @@ from medseg.auditing import Auditor
 from medseg.db import init_db, make_engine
 from medseg.jobs import JobStore
 from medseg.metrics import ServiceMetrics
+from medseg.registry import Registry
 from medseg.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -40,29 +41,33 @@ class Service:
         self.jobs = JobStore(self.engine, self.events, shared_transaction=audit_engine is self.engine)
         self.metrics = ServiceMetrics(self.jobs.queue_depth)
         self.spool = Spool(data / "spool", settings.node.disk_floor_mb)
-        self.assembly = Assembly(self.spool, self.jobs, settings, lambda: settings.default_model, self.events)
+        self.registry = Registry(self.engine, settings.models_root, audit=self.events)
+        self.assembly = Assembly(self.spool, self.jobs, settings, lambda: self.registry.active_ref(settings.default_model),
+                                 self.events)
         self.node = Node(settings.node, self.spool, self.assembly, self.events, self.metrics, self.events.pseudonymize)
         self.delivery = DeliveryLoop(self.jobs, settings.node, self.metrics)
         self.worker = Worker(self.jobs, settings, self.spool.root, data / "results", self.events, self.metrics,
-                             route=self.delivery.route, delivered=self.delivery.wake)
+                             route=self.delivery.route, delivered=self.delivery.wake,
+                             fallback_chain=self.registry.fallback_chain)
         self.dicom_port: int | None = None
         self.model_error: str | None = None
 
     def start(self) -> None:
         init_db(self.engine)
         self.audit_log.create()
+        self.registry.bootstrap(self.settings.default_model)
         config_hash = hashlib.sha256(self.settings.model_dump_json().encode()).hexdigest()
         self.events("config.loaded", sha256=config_hash, ae_title=self.settings.node.ae_title)
         self.jobs.recover()  # records service.recovered with the jobs it re-queued
         pending = self.assembly.recover()
         if pending:
             self.events("service.recovered", series_pending=pending)
+        active = self.registry.active_ref(self.settings.default_model)
         try:
-            self.worker.model(self.settings.default_model)
-        except Exception as exc:  # noqa: BLE001 - not ready; jobs fail visibly with the reason
+            self.worker.model(active)
+        except Exception as exc:  # noqa: BLE001 - jobs fall back per study; /ready says why
             self.model_error = getattr(exc, "message", type(exc).__name__)
-            self.events("model.load_failed", outcome="failure", model=self.settings.default_model,
-                        reason=self.model_error)
+            self.events("model.load_failed", outcome="failure", model=active, reason=self.model_error)
         self.dicom_port = self.node.start()
         self.assembly.start()
         self.delivery.start()
@@ -81,7 +86,7 @@ class Service:
 
     def readiness(self) -> dict:
         checks = {"scp_listening": self.node.listening, "database": _db_ok(self.jobs),
-                  "model_loaded": self.worker.has_model(self.settings.default_model)}
+                  "model_loaded": self.worker.has_model(self.registry.active_ref(self.settings.default_model))}
         return {"ready": all(checks.values()), "checks": checks, "model_error": self.model_error}
 
 

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Callable
 
 from medseg.config import Settings
-from medseg.exceptions import MedsegError
+from medseg.exceptions import MedsegError, ModelError
 from medseg.jobs import Job, JobStore
 from medseg.model_store import LoadedModel, load_model, resolve_device
+from medseg.registry import split_ref
 
 log = logging.getLogger(__name__)
 Recorder = Callable[..., None]
@@ -24,8 +25,11 @@ Recorder = Callable[..., None]
 
 class Worker:
     def __init__(self, jobs: JobStore, settings: Settings, spool_root: Path, results_root: Path, record: Recorder,
-                 metrics, route: Callable[[str], list[str]], delivered: Callable[[], None] = lambda: None) -> None:
+                 metrics, route: Callable[[str], list[str]], delivered: Callable[[], None] = lambda: None,
+                 fallback_chain: Callable[[str, str], list[str]] | None = None) -> None:
         self.jobs, self.settings, self.record, self.metrics = jobs, settings, record, metrics
+        #: (name, first version) -> versions to try in order (the registry's fallback chain)
+        self.fallback_chain = fallback_chain or (lambda name, version: [version])
         self.spool_root, self.results_root = Path(spool_root), Path(results_root)
         self.route, self.delivered = route, delivered
         self._models: dict[str, LoadedModel] = {}
@@ -41,6 +45,10 @@ class Worker:
                 m = loaded.manifest
                 self.record("model.loaded", actor="system", model=ref, sha256=m.weights.sha256, device=loaded.device)
             return self._models[ref]
+
+    def _forget(self, ref: str) -> None:
+        with self._models_lock:
+            self._models.pop(ref, None)
 
     def has_model(self, ref: str) -> bool:
         with self._models_lock:
@@ -70,30 +78,55 @@ class Worker:
             self.run_job(job)
 
     def run_job(self, job: Job) -> None:
+        """Segment with the job's model version; if that version fails on this study (load, checksum,
+        exception, non-finite or out-of-contract output, time budget) the previous good versions are
+        tried in turn (safety rule 4). Input problems fail the job: another model would not help."""
         from medseg.service import segment_study  # torch/MONAI: imported when the first job runs
 
         started = time.perf_counter()
         out_dir = self.results_root / str(job.id)
-        try:
-            loaded = self.model(job.model)
-            result = segment_study(self.spool_root / job.study_uid / job.series_uid, out_dir, self.settings,
-                                   loaded=loaded, series_uid=job.series_uid)
-        except MedsegError as exc:
-            self._failed(job, exc.code, exc.message)
-            return
-        except Exception as exc:  # noqa: BLE001 - the job fails visibly; the worker lives on
-            log.error("job %s failed: %s", job.id, type(exc).__name__)  # type only: messages can quote values
-            self._failed(job, "internal", f"internal error ({type(exc).__name__})")
+        name, first = split_ref(job.model)
+        failures: list[dict] = []
+        result = None
+        for version in self.fallback_chain(name, first):
+            ref = f"{name}/{version}"
+            try:
+                loaded = self.model(ref)
+                with loaded.time_budget(self.settings.service.model_time_budget_s):
+                    result = segment_study(self.spool_root / job.study_uid / job.series_uid, out_dir, self.settings,
+                                           loaded=loaded, series_uid=job.series_uid)
+                break
+            except MedsegError as exc:
+                if not isinstance(exc, ModelError):
+                    self._failed(job, exc.code, exc.message)
+                    return
+                failures.append({"version": version, "code": exc.code, "reason": exc.message})
+            except Exception as exc:  # noqa: BLE001 - a version that crashes has failed on this study
+                log.error("job %s: model %s failed: %s", job.id, ref, type(exc).__name__)
+                failures.append({"version": version, "code": "model.exception",
+                                 "reason": f"{type(exc).__name__} during segmentation"})
+            self._forget(ref)
+            self.record("model.failed", outcome="failure", actor="system", job_id=job.id, study_uid=job.study_uid,
+                        model=ref, code=failures[-1]["code"], reason=failures[-1]["reason"])
+        if result is None:
+            tried = "; ".join(f"{f['version']}: {f['reason']}" for f in failures)
+            self._failed(job, "model.no_good_version", f"no model version could segment this study ({tried})")
             return
         elapsed = time.perf_counter() - started
         self.metrics.job_finished("segmented", elapsed)
+        used = f"{name}/{result.model.version}"
         summary = {"device": result.device, "degraded": result.degraded, "degraded_reason": result.degraded_reason,
                    "lesion_count": result.lesion_count, "total_volume_ml": result.total_volume_ml,
-                   "model_sha256": result.model.sha256, "timings_s": result.timings_s}
+                   "model_used": used, "model_sha256": result.model.sha256, "fallback": bool(failures),
+                   "fallback_reasons": failures, "timings_s": result.timings_s}
+        if failures:
+            ids = dict(actor="system", job_id=job.id, study_uid=job.study_uid, series_uid=job.series_uid)
+            self.record("model.fallback_used", model=used, failed=failures, **ids)
+            self.record("alert.model_fallback", outcome="failure", model=used, failed=failures, **ids)
         self.jobs.finish(job.id, seg_path=str(out_dir / "seg.dcm"), seg_series_uid=result.seg.series_instance_uid,
                          seg_sop_uid=result.seg.sop_instance_uid, result=summary,
                          destinations=self.route(job.calling_ae), duration_s=round(elapsed, 3),
-                         model_sha256=result.model.sha256)
+                         model_sha256=result.model.sha256, model_used=used)
         self.delivered()
 
     def _failed(self, job: Job, code: str, message: str) -> None:

@@ -1,0 +1,142 @@
+"""`medseg models list | show V | promote V --reason | rollback [--to V] --reason | reference V`."""
+
+from __future__ import annotations
+
+import getpass
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+models_app = typer.Typer(no_args_is_help=True, help="Model registry: list, promote, roll back (with the gate).")
+out = Console()
+ConfigOpt = typer.Option(None, "--config", "-c", help="TOML configuration (default: MEDSEG_CONFIG / environment)")
+NameOpt = typer.Option(None, "--name", help="model name (default: the configured default model's)")
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        return "cli:unknown"
+
+
+def _open(config: Optional[Path]):
+    import os
+
+    from audit import AuditLog
+    from medseg.auditing import Auditor
+    from medseg.config import CONFIG_ENV, Settings
+    from medseg.db import init_db, make_engine
+    from medseg.registry import Registry
+    from medseg.jobs import JobStore
+
+    if config is not None:
+        os.environ[CONFIG_ENV] = str(config)
+    settings = Settings()
+    data = Path(settings.service.data_dir)
+    engine = make_engine(settings.service.db_url())
+    init_db(engine)
+    audit_engine = make_engine(settings.audit.database_url) if settings.audit.database_url else engine
+    log = AuditLog(audit_engine)
+    log.create()
+    auditor = Auditor(log, settings.audit.anchors_file or data / "audit-anchors.jsonl",
+                      settings.audit.patient_key_file or data / "audit.key", settings.audit.anchor_every)
+    registry = Registry(engine, settings.models_root, audit=auditor)
+    registry.bootstrap(settings.default_model)
+    return settings, registry, JobStore(engine, auditor), auditor
+
+
+def _name(settings, name: Optional[str]) -> str:
+    from medseg.registry import split_ref
+
+    return name or split_ref(settings.default_model)[0]
+
+
+@models_app.command("list")
+def list_cmd(name: Optional[str] = NameOpt, config: Optional[Path] = ConfigOpt) -> None:
+    """Versions in the model store, which one is active, and their gate reference."""
+    from medseg.manifest import ModelManifest
+
+    settings, registry, _, _ = _open(config)
+    model = _name(settings, name)
+    active = registry.active(model)
+    table = Table("version", "active", "sha256", "reference", "held-out mean Dice", "description")
+    for v in registry.versions(model):
+        m = ModelManifest.load(settings.models_root / model / v)
+        dice = m.metrics.get("holdout_phantoms", {}).get("mean_dice", "")
+        table.add_row(v, "*" if v == active else "", m.weights.sha256[:12], "yes" if m.reference else "no",
+                      str(dice), m.description[:50])
+    out.print(table)
+
+
+@models_app.command()
+def show(version: str = typer.Argument(...), name: Optional[str] = NameOpt, config: Optional[Path] = ConfigOpt) -> None:
+    """One version's manifest summary and the registry history."""
+    from medseg.manifest import ModelManifest
+
+    settings, registry, _, _ = _open(config)
+    model = _name(settings, name)
+    m = ModelManifest.load(settings.models_root / model / version)
+    print(json.dumps({"model": m.ref, "active": registry.active(model) == version, "sha256": m.weights.sha256,
+                      "architecture": m.architecture.model_dump(), "input": m.input.model_dump(mode="json"),
+                      "reference": m.reference.model_dump(mode="json") if m.reference else None,
+                      "metrics": m.metrics,
+                      "history": [h.as_dict() for h in registry.history(model)]}, indent=2, default=str))
+
+
+def _gate_or_refuse(settings, registry, auditor, model: str, version: str) -> None:
+    from medseg import gate
+    from medseg.registry import RegistryError
+
+    if version not in registry.versions(model):
+        raise RegistryError(f"{model}/{version} is not in the model store", code="registry.unknown_version")
+    result = gate.check(settings.models_root / model / version)
+    if not result.ok:
+        auditor("model.gate_failed", outcome="failure", actor=_actor(), model=f"{model}:{version}", reason=result.reason)
+        raise RegistryError(f"{model}/{version} refused by the promotion gate: {result.reason}", code="registry.gate_failed")
+    print(f"gate passed: {result.reason} (Dice {result.dice:.4f})")
+
+
+@models_app.command()
+def promote(version: str = typer.Argument(...), reason: str = typer.Option(..., help="why (recorded)"),
+            name: Optional[str] = NameOpt, config: Optional[Path] = ConfigOpt) -> None:
+    """Make a version active after it passes the gate; new jobs use it."""
+    settings, registry, _, auditor = _open(config)
+    model = _name(settings, name)
+    _gate_or_refuse(settings, registry, auditor, model, version)
+    previous, new = registry.switch(model, version, action="promote", actor=_actor(), reason=reason)
+    print(f"{model}: {previous or '-'} -> {new} is now active")
+
+
+@models_app.command()
+def rollback(reason: str = typer.Option(..., help="why (recorded)"),
+             to: Optional[str] = typer.Option(None, "--to", help="version (default: the previously active one)"),
+             name: Optional[str] = NameOpt, config: Optional[Path] = ConfigOpt) -> None:
+    """Switch back (gate first) and list every study the rolled-back version segmented since it became active."""
+    settings, registry, jobs, auditor = _open(config)
+    model = _name(settings, name)
+    bad = registry.active(model)
+    target = to or registry.rollback_target(model)
+    since = max((h.at for h in registry.history(model) if h.to_version == bad), default=None)
+    _gate_or_refuse(settings, registry, auditor, model, target)
+    registry.switch(model, target, action="rollback", actor=_actor(), reason=reason)
+    affected = jobs.segmented_by(f"{model}/{bad}", since)
+    print(f"{model}: {bad} -> {target} is now active. Studies segmented by {bad} since it became active: {len(affected)}")
+    for j in affected:
+        print(f"  study {j.study_uid} series {j.series_uid} job {j.id} state {j.state} SEG {j.seg_sop_uid or '-'}")
+
+
+@models_app.command()
+def reference(version: str = typer.Argument(...), name: Optional[str] = NameOpt,
+              config: Optional[Path] = ConfigOpt) -> None:
+    """Record a version's result on the fixed phantom as the reference its promotions must reproduce."""
+    from medseg import gate
+
+    settings, registry, _, _ = _open(config)
+    model = _name(settings, name)
+    ref = gate.make_reference(settings.models_root / model / version)
+    print(f"{model}/{version}: reference recorded ({ref.mask_file}, sha256 {ref.mask_sha256[:12]}...)")
