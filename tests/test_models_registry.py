@@ -1,0 +1,167 @@
+"""Model registry, promotion gate and per-study fallback, with real model versions.
+
+The two shipped versions (1.0.0, 1.1.0: trained differently) are copied into a temporary model
+store, and broken versions are *derived* from 1.1.0 the way real incidents look: weights
+corrupted on disk, NaN in a layer, a manifest whose window size makes the network raise, a
+network with the wrong number of output channels, an inference setting far too slow for the
+time budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pydicom
+import pytest
+import torch
+
+from medseg import gate
+from medseg.config import NodeSettings, ServiceSettings, Settings
+from medseg.manifest import ModelManifest
+from medseg.model_store import build_network
+from tests.conftest import REPO
+from tests.node_helpers import events, free_port, storescp, storescu, wait_for
+
+pytestmark = pytest.mark.model
+SHIPPED = REPO / "models" / "ct-tumor"
+
+
+def _derive(store: Path, version: str, *, weights=None, manifest=None, corrupt=False) -> str:
+    """A new version folder from 1.1.0, with changed weights and/or manifest fields."""
+    src, dst = store / "1.1.0", store / version
+    shutil.copytree(src, dst)
+    m = ModelManifest.load(dst)
+    data = m.model_dump(mode="json")
+    data["version"] = version
+    if manifest:
+        manifest(data)
+    if weights:
+        net = build_network(ModelManifest.model_validate(data))
+        state = torch.load(src / "model.pt", weights_only=True)
+        state = weights(net, state)
+        torch.save(state, dst / "model.pt")
+        data["weights"]["sha256"] = hashlib.sha256((dst / "model.pt").read_bytes()).hexdigest()
+    (dst / "manifest.json").write_text(json.dumps(data, indent=2))
+    if corrupt:
+        blob = bytearray((dst / "model.pt").read_bytes())
+        blob[len(blob) // 2] ^= 0xFF
+        (dst / "model.pt").write_bytes(bytes(blob))
+    return version
+
+
+def _nan(net, state):
+    key = [k for k in state if k.endswith("bias")][-1]
+    state[key] = torch.full_like(state[key], float("nan"))
+    return state
+
+
+def _three_channels(net, state):
+    return net.state_dict()  # a freshly initialised network with out_channels=3
+
+
+BROKEN = {
+    "corrupt": dict(corrupt=True),
+    "nan": dict(weights=_nan),
+    "raises": dict(manifest=lambda d: d["input"].update(roi_size_zyx=[30, 62, 62])),
+    "wrong-shape": dict(manifest=lambda d: d["architecture"]["args"].update(out_channels=3), weights=_three_channels),
+    "too-slow": dict(manifest=lambda d: d["inference"].update(overlap=0.98, sw_batch_size=1)),  # >2,000 windows
+}
+
+
+@pytest.fixture
+def store(tmp_path) -> Path:
+    root = tmp_path / "models"
+    (root / "ct-tumor").mkdir(parents=True)
+    for v in ("1.0.0", "1.1.0"):
+        shutil.copytree(SHIPPED / v, root / "ct-tumor" / v)
+    return root
+
+
+def _cli(tmp_path, store, *args):
+    env = {"MEDSEG_SERVICE__DATA_DIR": str(tmp_path / "data"), "MEDSEG_MODELS_ROOT": str(store), "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "-m", "medseg", "models", *args], capture_output=True, text=True, env=env)
+
+
+def test_promote_and_rollback_through_the_gate(tmp_path, store):
+    bad = _derive(store / "ct-tumor", "1.2.0", corrupt=True)
+    assert _cli(tmp_path, store, "promote", "1.0.0", "--reason", "compare").returncode == 0
+    refused = _cli(tmp_path, store, "promote", bad, "--reason", "new model")
+    assert refused.returncode == 2 and "refused by the promotion gate" in refused.stderr and "sha256" in refused.stderr
+    back = _cli(tmp_path, store, "rollback", "--reason", "1.0.0 misses tumors")
+    assert back.returncode == 0 and "1.0.0 -> 1.1.0" in back.stdout
+    to_bad = _cli(tmp_path, store, "rollback", "--to", bad, "--reason", "try")
+    assert to_bad.returncode == 2 and "gate" in to_bad.stderr
+    shown = json.loads(_cli(tmp_path, store, "show", "1.1.0").stdout)
+    assert shown["active"] is True
+    assert [(h["action"], h["to"]) for h in shown["history"]] == [("bootstrap", "1.1.0"), ("promote", "1.0.0"),
+                                                                  ("rollback", "1.1.0")]
+    assert [h["actor"].startswith("cli:") for h in shown["history"][1:]] == [True, True]
+    gate_events = events(tmp_path / "data", "model.gate_failed")
+    assert len(gate_events) == 2 and all(e["outcome"] == "failure" for e in gate_events)
+
+
+def test_gate_rejects_a_version_that_does_not_reproduce_its_reference(tmp_path, store):
+    other = _derive(store / "ct-tumor", "1.2.0", manifest=lambda d: d["postprocess"].update(min_peak_probability=1.0))
+    result = gate.check(store / "ct-tumor" / other)
+    assert not result.ok and "not reproduced" in result.reason and result.dice < 0.99
+    assert gate.check(store / "ct-tumor" / "1.0.0").ok
+
+
+def _service(tmp_path, store, dest_port, budget=600.0):
+    from medseg.api import create_app
+    from medseg.serve import Service
+
+    settings = Settings(models_root=store, default_model="ct-tumor/1.1.0",
+                        node=NodeSettings(port=free_port(), allowed_calling_aets=("TESTPACS",), quiet_period_s=1.0,
+                                          disk_floor_mb=0, destinations=[{"name": "pacs", "ae_title": "TESTPACS",
+                                                                          "host": "127.0.0.1", "port": dest_port}]),
+                        service=ServiceSettings(data_dir=tmp_path / "data", poll_interval_s=0.1,
+                                                model_time_budget_s=budget))
+    service = Service(settings)
+    return service, create_app(service)
+
+
+@pytest.mark.parametrize("kind", list(BROKEN))
+def test_a_failing_active_version_falls_back_per_study(tmp_path, store, study_dir, kind):
+    from fastapi.testclient import TestClient
+
+    bad = _derive(store / "ct-tumor", "1.2.0", **BROKEN[kind])
+    with storescp(tmp_path / "pacs") as dest_port:
+        service, app = _service(tmp_path, store, dest_port, budget=5.0)  # 1.1.0 needs < 1 s on this study
+        with TestClient(app):
+            # the incident: a version that would fail its gate is active (switched without the gate)
+            service.registry.switch("ct-tumor", bad, action="promote", actor="test", reason="incident under test")
+            assert storescu(service.dicom_port, sorted(study_dir.glob("*.dcm"))).returncode == 0
+            job = wait_for(lambda: [j for j in service.jobs.jobs() if j.state in ("sent", "failed")], 180)[0]
+            assert job.state == "sent", job.error
+            assert job.model == f"ct-tumor/{bad}" and job.model_used == "ct-tumor/1.1.0"
+            assert job.result["fallback"] is True and job.result["fallback_reasons"][0]["version"] == bad
+            seg = pydicom.dcmread(wait_for(lambda: list((tmp_path / "pacs").glob("SG*")), 20)[0])
+            algorithm = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+            assert algorithm.AlgorithmVersion == "1.1.0", "the SEG names the version actually used"
+            assert events(service.data_dir, "model.failed")[0]["model"] == f"ct-tumor:{bad}"
+            assert events(service.data_dir, "model.fallback_used")[0]["model"] == "ct-tumor:1.1.0"
+            assert events(service.data_dir, "alert.model_fallback")
+
+
+def test_no_good_version_left_fails_visibly(tmp_path, store, study_dir):
+    from fastapi.testclient import TestClient
+
+    for v in ("1.0.0", "1.1.0"):  # every version on disk is corrupted
+        blob = bytearray((store / "ct-tumor" / v / "model.pt").read_bytes())
+        blob[100] ^= 0xFF
+        (store / "ct-tumor" / v / "model.pt").write_bytes(bytes(blob))
+    with storescp(tmp_path / "pacs") as dest_port:
+        service, app = _service(tmp_path, store, dest_port)
+        with TestClient(app) as client:
+            assert client.get("/ready").status_code == 503
+            assert storescu(service.dicom_port, sorted(study_dir.glob("*.dcm"))).returncode == 0
+            job = wait_for(lambda: [j for j in service.jobs.jobs() if j.state == "failed"], 120)[0]
+            assert job.error_code == "model.no_good_version" and "1.1.0" in job.error
+            assert not list((tmp_path / "pacs").glob("SG*")), "never a SEG from a broken model"
+            assert events(service.data_dir, "alert.job_failed")
