@@ -165,3 +165,34 @@ def test_no_good_version_left_fails_visibly(tmp_path, store, study_dir):
             assert job.error_code == "model.no_good_version" and "1.1.0" in job.error
             assert not list((tmp_path / "pacs").glob("SG*")), "never a SEG from a broken model"
             assert events(service.data_dir, "alert.job_failed")
+
+
+def test_rollback_lists_exactly_the_studies_the_bad_version_touched(tmp_path, store):
+    from fastapi.testclient import TestClient
+
+    from tests.conftest import small_phantom, write_study
+
+    studies = []
+    for i in range(3):
+        folder = tmp_path / f"study{i}"
+        datasets = write_study(folder, small_phantom(seed=60 + i, shape=(16, 48, 48), n_tumors=1))
+        studies.append((folder, str(datasets[0].StudyInstanceUID)))
+    with storescp(tmp_path / "pacs") as dest_port:
+        service, app = _service(tmp_path, store, dest_port)
+        with TestClient(app):
+            def push_and_wait(i, n_sent):
+                assert storescu(service.dicom_port, sorted(studies[i][0].glob("*.dcm"))).returncode == 0
+                wait_for(lambda: len([j for j in service.jobs.jobs() if j.state == "sent"]) == n_sent, 120)
+
+            push_and_wait(0, 1)  # on 1.1.0
+            assert _cli(tmp_path, store, "promote", "1.0.0", "--reason", "evaluate older model").returncode == 0
+            push_and_wait(1, 2)  # on 1.0.0
+            push_and_wait(2, 3)  # on 1.0.0
+            back = _cli(tmp_path, store, "rollback", "--reason", "1.0.0 misses tumors")
+            assert back.returncode == 0, back.stderr
+            listed = {line.split()[1] for line in back.stdout.splitlines() if line.strip().startswith("study ")}
+            assert listed == {studies[1][1], studies[2][1]}
+            assert "since it became active: 2" in back.stdout
+            assert service.registry.active("ct-tumor") == "1.1.0"
+            rolled = events(service.data_dir, "model.rolled_back")
+            assert rolled[0]["model"] == "ct-tumor:1.1.0" and rolled[0]["reason"] == "1.0.0 misses tumors"
