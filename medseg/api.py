@@ -115,6 +115,16 @@ def create_app(service: Service) -> FastAPI:
         seq, digest = request.app.state.service.audit_log.head()
         return {"seq": seq, "hash": digest}
 
+    @app.get("/models")
+    def models(request: Request) -> dict:
+        """The registry: versions in the store, the active one, and how it got there."""
+        from medseg.registry import split_ref
+
+        service = request.app.state.service
+        name = split_ref(service.settings.default_model)[0]
+        return {"name": name, "active": service.registry.active(name), "versions": service.registry.versions(name),
+                "history": [h.as_dict() for h in service.registry.history(name)]}
+
     @app.get("/metrics")
     def metrics(request: Request) -> Response:
         return Response(generate_latest(request.app.state.service.metrics.registry), media_type=CONTENT_TYPE_LATEST)

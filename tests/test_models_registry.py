@@ -179,7 +179,7 @@ def test_rollback_lists_exactly_the_studies_the_bad_version_touched(tmp_path, st
         studies.append((folder, str(datasets[0].StudyInstanceUID)))
     with storescp(tmp_path / "pacs") as dest_port:
         service, app = _service(tmp_path, store, dest_port)
-        with TestClient(app):
+        with TestClient(app) as client:
             def push_and_wait(i, n_sent):
                 assert storescu(service.dicom_port, sorted(studies[i][0].glob("*.dcm"))).returncode == 0
                 wait_for(lambda: len([j for j in service.jobs.jobs() if j.state == "sent"]) == n_sent, 120)
@@ -194,5 +194,8 @@ def test_rollback_lists_exactly_the_studies_the_bad_version_touched(tmp_path, st
             assert listed == {studies[1][1], studies[2][1]}
             assert "since it became active: 2" in back.stdout
             assert service.registry.active("ct-tumor") == "1.1.0"
+            registry = client.get("/models").json()
+            assert registry["active"] == "1.1.0" and registry["versions"] == ["1.0.0", "1.1.0"]
+            assert [h["action"] for h in registry["history"]] == ["bootstrap", "promote", "rollback"]
             rolled = events(service.data_dir, "model.rolled_back")
             assert rolled[0]["model"] == "ct-tumor:1.1.0" and rolled[0]["reason"] == "1.0.0 misses tumors"
