@@ -42,6 +42,8 @@ ACTIONS: dict[str, tuple[str, str, str]] = {
     "seg.sent": ("SEG acknowledged by a destination (status, attempt)", "110104", "R"),
     "seg.send_failed": ("SEG send attempt failed (status, attempt, will retry)", "110104", "R"),
     "alert.job_failed": ("alert: a study ended without a delivered SEG", "110113", "E"),
+    "review.worklist_added": ("study put on the re-review worklist (job, model, reason)", "110103", "U"),
+    "job.reprocess_queued": ("a study re-queued on purpose on another model version (new SEG series)", "110103", "C"),
     "audit.read": ("audit data read through the CLI or API (who, filter)", "110112", "E"),
     "audit.exported": ("audit events exported (format, range)", "110106", "R"),
     "audit.anchor": ("chain head recorded outside the database (sequence, hash)", "110100", "E"),

@@ -125,6 +125,13 @@ def create_app(service: Service) -> FastAPI:
         return {"name": name, "active": service.registry.active(name), "versions": service.registry.versions(name),
                 "history": [h.as_dict() for h in service.registry.history(name)]}
 
+    @app.get("/worklist")
+    def worklist(request: Request) -> dict:
+        """Studies waiting for re-review (after a rollback)."""
+        from medseg.worklist import Worklist
+
+        return {"items": [i.as_dict() for i in Worklist(request.app.state.service.engine).open_items()]}
+
     @app.get("/metrics")
     def metrics(request: Request) -> Response:
         return Response(generate_latest(request.app.state.service.metrics.registry), media_type=CONTENT_TYPE_LATEST)

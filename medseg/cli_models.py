@@ -115,8 +115,13 @@ def promote(version: str = typer.Argument(...), reason: str = typer.Option(..., 
 @models_app.command()
 def rollback(reason: str = typer.Option(..., help="why (recorded)"),
              to: Optional[str] = typer.Option(None, "--to", help="version (default: the previously active one)"),
+             reprocess: bool = typer.Option(False, "--reprocess", help="re-run the affected studies on the target "
+                                            "version; their new SEGs go out as new series"),
              name: Optional[str] = NameOpt, config: Optional[Path] = ConfigOpt) -> None:
-    """Switch back (gate first) and list every study the rolled-back version segmented since it became active."""
+    """Switch back (gate first), list every study the rolled-back version segmented since it became
+    active, and put them on the re-review worklist."""
+    from medseg.worklist import Worklist
+
     settings, registry, jobs, auditor = _open(config)
     model = _name(settings, name)
     bad = registry.active(model)
@@ -128,6 +133,12 @@ def rollback(reason: str = typer.Option(..., help="why (recorded)"),
     print(f"{model}: {bad} -> {target} is now active. Studies segmented by {bad} since it became active: {len(affected)}")
     for j in affected:
         print(f"  study {j.study_uid} series {j.series_uid} job {j.id} state {j.state} SEG {j.seg_sop_uid or '-'}")
+    Worklist(jobs.engine, auditor).add(affected, f"segmented by {model}/{bad}, rolled back: {reason}", _actor())
+    print(f"{len(affected)} study(ies) put on the re-review worklist (medseg review worklist)")
+    if reprocess:
+        for j in affected:
+            new = jobs.reprocess(j.id, f"{model}/{target}", reason=f"rollback of {bad}: {reason}", actor=_actor())
+            print(f"  reprocessing study {j.study_uid} on {target}: job {new.id}")
 
 
 @models_app.command()

@@ -15,6 +15,8 @@ class Base(DeclarativeBase):
 
 
 def init_db(engine: Engine) -> None:
-    import medseg.jobs  # noqa: F401  (registers the tables)
+    import medseg.jobs  # noqa: F401  (register the tables)
+    import medseg.registry  # noqa: F401
+    import medseg.worklist  # noqa: F401
 
     Base.metadata.create_all(engine)

@@ -335,6 +335,25 @@ class JobStore:
                                 "calling_ae": r.calling_ae, "note": r.note} for r in series],
                     "jobs": jobs}
 
+    def reprocess(self, job_id: int, model: str, *, reason: str, actor: str) -> Job:
+        """Queue the job's series again on ``model`` on purpose: a new revision, so the new SEG is a new
+        series and what the viewer already showed is never overwritten; the old job is superseded."""
+        with self.session() as s, s.begin():
+            old = s.get(Job, job_id)
+            row = s.scalar(select(SeriesRow).where(SeriesRow.study_uid == old.study_uid,
+                                                   SeriesRow.series_uid == old.series_uid))
+            row.revision += 1
+            if old.state != SUPERSEDED:
+                _move(old, SUPERSEDED)
+                old.error = f"superseded by reprocessing on {model}: {reason}"
+            job = Job(study_uid=old.study_uid, series_uid=old.series_uid, model=model, revision=row.revision,
+                      state=QUEUED, calling_ae=old.calling_ae, instances=old.instances, patient=old.patient)
+            s.add(job)
+            s.flush()
+            self._event(s, "job.reprocess_queued", actor=actor, job_id=job.id, study_uid=job.study_uid,
+                        series_uid=job.series_uid, model=model, patient=job.patient, replaces_job=old.id, reason=reason)
+            return job
+
     def segmented_by(self, model_ref: str, since: dt.datetime | None = None) -> list[Job]:
         """Jobs whose SEG came from ``model_ref`` (name/version), finished at or after ``since``."""
         with self.session() as s:

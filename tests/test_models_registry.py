@@ -188,7 +188,7 @@ def test_rollback_lists_exactly_the_studies_the_bad_version_touched(tmp_path, st
             assert _cli(tmp_path, store, "promote", "1.0.0", "--reason", "evaluate older model").returncode == 0
             push_and_wait(1, 2)  # on 1.0.0
             push_and_wait(2, 3)  # on 1.0.0
-            back = _cli(tmp_path, store, "rollback", "--reason", "1.0.0 misses tumors")
+            back = _cli(tmp_path, store, "rollback", "--reason", "1.0.0 misses tumors", "--reprocess")
             assert back.returncode == 0, back.stderr
             listed = {line.split()[1] for line in back.stdout.splitlines() if line.strip().startswith("study ")}
             assert listed == {studies[1][1], studies[2][1]}
@@ -199,3 +199,16 @@ def test_rollback_lists_exactly_the_studies_the_bad_version_touched(tmp_path, st
             assert [h["action"] for h in registry["history"]] == ["bootstrap", "promote", "rollback"]
             rolled = events(service.data_dir, "model.rolled_back")
             assert rolled[0]["model"] == "ct-tumor:1.1.0" and rolled[0]["reason"] == "1.0.0 misses tumors"
+            worklist = client.get("/worklist").json()["items"]
+            assert {i["study_uid"] for i in worklist} == listed and {i["model"] for i in worklist} == {"ct-tumor/1.0.0"}
+            cli_list = subprocess.run([sys.executable, "-m", "medseg", "review", "worklist", "--format", "json"],
+                                      capture_output=True, text=True,
+                                      env={"MEDSEG_SERVICE__DATA_DIR": str(tmp_path / "data"),
+                                           "MEDSEG_MODELS_ROOT": str(store), "PATH": "/usr/bin:/bin"})
+            assert {i["study_uid"] for i in json.loads(cli_list.stdout)} == listed
+            # --reprocess: both studies run again on 1.1.0 and their new SEGs arrive as new series
+            redone = wait_for(lambda: (lambda js: js if len(js) == 2 else None)(
+                [j for j in service.jobs.jobs() if j.revision == 2 and j.state == "sent"]), 120)
+            assert {j.study_uid for j in redone} == listed and {j.model_used for j in redone} == {"ct-tumor/1.1.0"}
+            segs = [pydicom.dcmread(p, stop_before_pixels=True) for p in (tmp_path / "pacs").glob("SG*")]
+            assert len(segs) == 5 and len({d.SeriesInstanceUID for d in segs}) == 5, "never overwriting a SEG"
