@@ -151,3 +151,21 @@ def reference(version: str = typer.Argument(...), name: Optional[str] = NameOpt,
     model = _name(settings, name)
     ref = gate.make_reference(settings.models_root / model / version)
     print(f"{model}/{version}: reference recorded ({ref.mask_file}, sha256 {ref.mask_sha256[:12]}...)")
+
+
+@models_app.command("import-bundle")
+def import_bundle_cmd(path: Path = typer.Argument(..., help="MONAI bundle folder"),
+                      name: Optional[str] = typer.Option(None, help="model name (default: from the folder name)"),
+                      version: Optional[str] = typer.Option(None, help="version (default: metadata.json version)"),
+                      trust: bool = typer.Option(False, "--trust", help="allow MONAI '$' expressions (runs their code)"),
+                      config: Optional[Path] = ConfigOpt) -> None:
+    """Convert a MONAI bundle into a model version (network, spacing, window, labels) with a gate reference."""
+    from medseg.bundle import import_bundle
+
+    settings, registry, _, auditor = _open(config)
+    m = import_bundle(path, settings.models_root, name=name, version=version, trust=trust)
+    auditor("model.imported", actor=_actor(), model=m.ref, sha256=m.weights.sha256, trusted=trust,
+            source=m.training.get("source"))
+    print(f"imported {m.ref} ({m.architecture.name}, spacing {m.input.spacing_xyz_mm} mm, window {m.input.window_hu}, "
+          f"labels {[label.name for label in m.labels]}); promote it with `medseg models promote {m.version} "
+          f"--name {m.name} --reason ...`")

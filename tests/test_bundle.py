@@ -1,0 +1,99 @@
+"""`medseg models import-bundle` on bundles the test writes in the MONAI bundle layout, around real weights."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medseg import gate
+from medseg.manifest import ModelManifest
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.model
+SOURCE = REPO / "models" / "ct-tumor" / "1.0.0"
+
+
+def make_bundle(root: Path, roi="@roi_size", extra: dict | None = None) -> Path:
+    m = ModelManifest.load(SOURCE)
+    bundle = root / "Liver_Lesion_Bundle"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "models").mkdir()
+    shutil.copyfile(SOURCE / "model.pt", bundle / "models" / "model.pt")
+    (bundle / "configs" / "metadata.json").write_text(json.dumps({
+        "name": "Liver lesion segmentation", "version": "0.3.1", "intended_use": "research",
+        "network_data_format": {"inputs": {"image": {"num_channels": 1}},
+                                "outputs": {"pred": {"num_channels": 2, "channel_def": {"0": "background", "1": "liver tumor"}}}},
+    }))
+    inference = {
+        "roi_size": list(reversed(m.input.roi_size_zyx)),
+        "network_def": {"_target_": "UNet", **m.architecture.args},
+        "preprocessing": {"_target_": "Compose", "transforms": [
+            {"_target_": "LoadImaged", "keys": "image"},
+            {"_target_": "Spacingd", "keys": "image", "pixdim": list(m.input.spacing_xyz_mm), "mode": "bilinear"},
+            {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": m.input.window_hu[0],
+             "a_max": m.input.window_hu[1], "b_min": 0.0, "b_max": 1.0, "clip": True}]},
+        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": roi, "sw_batch_size": 2, "overlap": 0.25},
+        **(extra or {}),
+    }
+    (bundle / "configs" / "inference.json").write_text(json.dumps(inference))
+    return bundle
+
+
+def _cli(tmp_path, store, *args):
+    env = {"MEDSEG_SERVICE__DATA_DIR": str(tmp_path / "data"), "MEDSEG_MODELS_ROOT": str(store), "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "-m", "medseg", "models", "import-bundle", *map(str, args)],
+                          capture_output=True, text=True, env=env)
+
+
+def test_bundle_becomes_a_model_version_that_segments_like_its_source(tmp_path):
+    store = tmp_path / "models"
+    result = _cli(tmp_path, store, make_bundle(tmp_path))
+    assert result.returncode == 0, result.stderr
+    folder = store / "liver-lesion-bundle" / "0.3.1"
+    imported, source = ModelManifest.load(folder), ModelManifest.load(SOURCE)
+    assert imported.pipeline_spec().spacing_zyx == source.pipeline_spec().spacing_zyx
+    assert imported.pipeline_spec().window_hu == source.pipeline_spec().window_hu
+    assert imported.pipeline_spec().roi_size == source.pipeline_spec().roi_size
+    assert [(label.name, label.type.meaning) for label in imported.labels] == [("liver tumor", "Neoplasm")]
+    assert gate.check(folder).ok
+    # same weights and input handling as 1.0.0; a bundle has no peak-probability filter, so compare
+    # with 1.0.0 run with the imported version's post-processing
+    import dataclasses
+
+    from medseg.io.nifti import read_nifti
+    from medseg.model_store import load_model
+    from medseg.pipeline import segment
+    spec = dataclasses.replace(source.pipeline_spec(), min_peak_probability=imported.postprocess.min_peak_probability,
+                               min_lesion_ml=imported.postprocess.min_lesion_ml)
+    expected = segment(gate._phantom().image, load_model(SOURCE), spec).mask.array
+    np.testing.assert_array_equal(read_nifti(folder / imported.reference.mask_file).array, expected)
+
+
+def test_code_expressions_need_trust(tmp_path):
+    store = tmp_path / "models"
+    bundle = make_bundle(tmp_path, roi="$[64, 64, 32]")
+    refused = _cli(tmp_path, store, bundle)
+    assert refused.returncode == 2 and "--trust" in refused.stderr and "inferer#roi_size" in refused.stderr
+    assert not store.exists() or not any(store.rglob("manifest.json"))
+    trusted = _cli(tmp_path, store, bundle, "--trust")
+    assert trusted.returncode == 0, trusted.stderr
+    assert ModelManifest.load(store / "liver-lesion-bundle" / "0.3.1").input.roi_size_zyx == (32, 64, 64)
+
+
+def test_torchscript_and_mismatched_weights_are_refused(tmp_path):
+    bundle = make_bundle(tmp_path)
+    (bundle / "models" / "model.pt").rename(bundle / "models" / "model.ts")
+    r = _cli(tmp_path, tmp_path / "models", bundle)
+    assert r.returncode == 2 and "TorchScript" in r.stderr
+    (bundle / "models" / "model.ts").rename(bundle / "models" / "model.pt")
+    config = json.loads((bundle / "configs" / "inference.json").read_text())
+    config["network_def"]["channels"] = [4, 8, 16, 32, 64]
+    (bundle / "configs" / "inference.json").write_text(json.dumps(config))
+    r = _cli(tmp_path, tmp_path / "models", bundle)
+    assert r.returncode == 2 and "does not fit network_def" in r.stderr
