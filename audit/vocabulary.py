@@ -35,6 +35,8 @@ ACTIONS: dict[str, tuple[str, str, str]] = {
     "model.fallback_used": ("the previous good model version processed the study", "110100", "E"),
     "model.failed": ("a model version failed on a study (load, checksum, exception, output, time budget)", "110100", "E"),
     "model.imported": ("a MONAI bundle was imported as a model version (trusted or not)", "110100", "C"),
+    "model.shadow_set": ("a candidate version set (or cleared) to run in shadow on live studies", "110100", "U"),
+    "model.shadow_run": ("a shadow candidate segmented a study (stored, not sent; agreement)", "110103", "C"),
     "model.promoted": ("a model version became active (actor, reason, gate result)", "110100", "U"),
     "model.rolled_back": ("the active version was rolled back (actor, reason)", "110100", "U"),
     "model.gate_failed": ("a promotion or rollback was refused by the gate (reason)", "110100", "E"),

@@ -126,7 +126,7 @@ def rollback(reason: str = typer.Option(..., help="why (recorded)"),
     model = _name(settings, name)
     bad = registry.active(model)
     target = to or registry.rollback_target(model)
-    since = max((h.at for h in registry.history(model) if h.to_version == bad), default=None)
+    since = max((h.at for h in registry.history(model) if h.action != "shadow" and h.to_version == bad), default=None)
     _gate_or_refuse(settings, registry, auditor, model, target)
     registry.switch(model, target, action="rollback", actor=_actor(), reason=reason)
     affected = jobs.segmented_by(f"{model}/{bad}", since)
@@ -169,3 +169,30 @@ def import_bundle_cmd(path: Path = typer.Argument(..., help="MONAI bundle folder
     print(f"imported {m.ref} ({m.architecture.name}, spacing {m.input.spacing_xyz_mm} mm, window {m.input.window_hu}, "
           f"labels {[label.name for label in m.labels]}); promote it with `medseg models promote {m.version} "
           f"--name {m.name} --reason ...`")
+
+
+@models_app.command("shadow")
+def shadow_cmd(version: Optional[str] = typer.Argument(None, help="candidate version (omit with --off)"),
+               off: bool = typer.Option(False, "--off", help="stop shadowing"),
+               reason: str = typer.Option(..., help="why (recorded)"),
+               name: Optional[str] = NameOpt, config: Optional[Path] = ConfigOpt) -> None:
+    """Run a candidate version on live studies after the active one: results stored, compared, never sent."""
+    from medseg.registry import RegistryError
+
+    settings, registry, _, _ = _open(config)
+    model = _name(settings, name)
+    if off == (version is not None):
+        raise RegistryError("give a version, or --off", code="registry.bad_arguments")
+    registry.set_shadow(model, None if off else version, actor=_actor(), reason=reason)
+    print(f"{model}: shadow {'off' if off else version}")
+
+
+@models_app.command()
+def compare(candidate: str = typer.Argument(..., help="candidate version"), name: Optional[str] = NameOpt,
+            config: Optional[Path] = ConfigOpt) -> None:
+    """Agreement of a shadowed candidate with the active version over the studies it ran on."""
+    from medseg.shadow import ShadowStore
+
+    settings, _, jobs, _ = _open(config)
+    model = _name(settings, name)
+    print(json.dumps(ShadowStore(jobs.engine).compare(f"{model}/{candidate}"), indent=2))

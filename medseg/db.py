@@ -17,6 +17,7 @@ class Base(DeclarativeBase):
 def init_db(engine: Engine) -> None:
     import medseg.jobs  # noqa: F401  (register the tables)
     import medseg.registry  # noqa: F401
+    import medseg.shadow  # noqa: F401
     import medseg.worklist  # noqa: F401
 
     Base.metadata.create_all(engine)

@@ -35,6 +35,7 @@ class ModelState(Base):
 
     name: Mapped[str] = mapped_column(String(48), primary_key=True)
     active: Mapped[str] = mapped_column(String(64))
+    shadow: Mapped[str] = mapped_column(String(64), default="")  # candidate run in shadow on live studies
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
@@ -109,6 +110,8 @@ class Registry:
         """``first`` (default: the active version), then earlier active versions, most recent first."""
         chain = [first or self.active(name)]
         for h in reversed(self.history(name)):
+            if h.action == "shadow":
+                continue
             for v in (h.from_version, h.to_version):
                 if v and v not in chain:
                     chain.append(v)
@@ -135,10 +138,28 @@ class Registry:
                         model=f"{name}:{version}", previous=f"{name}:{previous}" if previous else None, reason=reason)
             return previous, version
 
+    def shadow(self, name: str) -> str | None:
+        with Session(self.engine) as s:
+            row = s.get(ModelState, name)
+            return (row.shadow or None) if row else None
+
+    def set_shadow(self, name: str, version: str | None, *, actor: str, reason: str) -> None:
+        if version is not None and version not in self.versions(name):
+            raise RegistryError(f"{name}/{version} is not in the model store", code="registry.unknown_version")
+        with Session(self.engine) as s, s.begin():
+            row = s.get(ModelState, name)
+            if row is None:
+                raise RegistryError(f"{name}: no active version yet", code="registry.not_bootstrapped")
+            row.shadow = version or ""
+            s.add(RegistryHistory(name=name, action="shadow", from_version=row.active, to_version=version or "",
+                                  actor=actor, reason=reason))
+            self._event(s, "model.shadow_set", actor=actor, model=f"{name}:{version}" if version else None,
+                        reason=reason, enabled=version is not None)
+
     def rollback_target(self, name: str) -> str:
         """The version that was active before the current one."""
         active = self.active(name)
         for h in reversed(self.history(name)):
-            if h.to_version == active and h.from_version:
+            if h.action != "shadow" and h.to_version == active and h.from_version:
                 return h.from_version
         raise RegistryError(f"{name}: no previous version to roll back to", code="registry.no_previous")

@@ -22,6 +22,7 @@ from medseg.db import init_db, make_engine
 from medseg.jobs import JobStore
 from medseg.metrics import ServiceMetrics
 from medseg.registry import Registry
+from medseg.shadow import ShadowStore
 from medseg.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ class Service:
         self.delivery = DeliveryLoop(self.jobs, settings.node, self.metrics)
         self.worker = Worker(self.jobs, settings, self.spool.root, data / "results", self.events, self.metrics,
                              route=self.delivery.route, delivered=self.delivery.wake,
-                             fallback_chain=self.registry.fallback_chain)
+                             fallback_chain=self.registry.fallback_chain, shadow_of=self.registry.shadow,
+                             shadow_store=ShadowStore(self.engine, self.events))
         self.dicom_port: int | None = None
         self.model_error: str | None = None
 

@@ -26,10 +26,13 @@ Recorder = Callable[..., None]
 class Worker:
     def __init__(self, jobs: JobStore, settings: Settings, spool_root: Path, results_root: Path, record: Recorder,
                  metrics, route: Callable[[str], list[str]], delivered: Callable[[], None] = lambda: None,
-                 fallback_chain: Callable[[str, str], list[str]] | None = None) -> None:
+                 fallback_chain: Callable[[str, str], list[str]] | None = None,
+                 shadow_of: Callable[[str], str | None] = lambda name: None, shadow_store=None) -> None:
         self.jobs, self.settings, self.record, self.metrics = jobs, settings, record, metrics
         #: (name, first version) -> versions to try in order (the registry's fallback chain)
         self.fallback_chain = fallback_chain or (lambda name, version: [version])
+        #: model name -> candidate version running in shadow (registry), and where its results go
+        self.shadow_of, self.shadow_store = shadow_of, shadow_store
         self.spool_root, self.results_root = Path(spool_root), Path(results_root)
         self.route, self.delivered = route, delivered
         self._models: dict[str, LoadedModel] = {}
@@ -86,6 +89,7 @@ class Worker:
         started = time.perf_counter()
         out_dir = self.results_root / str(job.id)
         name, first = split_ref(job.model)
+        candidate = self.shadow_of(name) if self.shadow_store is not None else None
         failures: list[dict] = []
         result = None
         for version in self.fallback_chain(name, first):
@@ -94,7 +98,7 @@ class Worker:
                 loaded = self.model(ref)
                 with loaded.time_budget(self.settings.service.model_time_budget_s):
                     result = segment_study(self.spool_root / job.study_uid / job.series_uid, out_dir, self.settings,
-                                           loaded=loaded, series_uid=job.series_uid)
+                                           loaded=loaded, series_uid=job.series_uid, nifti=candidate is not None)
                 break
             except MedsegError as exc:
                 if not isinstance(exc, ModelError):
@@ -128,6 +132,31 @@ class Worker:
                          destinations=self.route(job.calling_ae), duration_s=round(elapsed, 3),
                          model_sha256=result.model.sha256, model_used=used)
         self.delivered()
+        if candidate and f"{name}/{candidate}" != used:
+            self._shadow(job, f"{name}/{candidate}", used, result, out_dir)
+
+    def _shadow(self, job: Job, ref: str, active: str, active_result, out_dir: Path) -> None:
+        """Run the shadow candidate on the same series; store and compare, never send."""
+        from medseg.evaluation import dice
+        from medseg.io.nifti import read_nifti
+        from medseg.service import segment_study
+        from medseg.shadow import ShadowResult
+
+        row = ShadowResult(job_id=job.id, study_uid=job.study_uid, candidate=ref, active=active,
+                           lesions_active=active_result.lesion_count, volume_active_ml=active_result.total_volume_ml,
+                           seconds_active=active_result.timings_s.get("total", 0.0))
+        shadow_dir = out_dir / f"shadow-{ref.split('/')[-1]}"
+        try:
+            loaded = self.model(ref)
+            with loaded.time_budget(self.settings.service.model_time_budget_s):
+                result = segment_study(self.spool_root / job.study_uid / job.series_uid, shadow_dir, self.settings,
+                                       loaded=loaded, series_uid=job.series_uid, nifti=True)
+            row.dice = dice(read_nifti(shadow_dir / "mask.nii.gz").array, read_nifti(out_dir / "mask.nii.gz").array)
+            row.lesions_candidate, row.volume_candidate_ml = result.lesion_count, result.total_volume_ml
+            row.seconds_candidate = result.timings_s.get("total", 0.0)
+        except Exception as exc:  # noqa: BLE001 - a failing candidate is evidence, not an outage
+            row.error = getattr(exc, "message", type(exc).__name__)
+        self.shadow_store.add(row)
 
     def _failed(self, job: Job, code: str, message: str) -> None:
         self.jobs.fail(job.id, code, message)  # records job.failed and the alert with the state change

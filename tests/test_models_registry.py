@@ -212,3 +212,24 @@ def test_rollback_lists_exactly_the_studies_the_bad_version_touched(tmp_path, st
             assert {j.study_uid for j in redone} == listed and {j.model_used for j in redone} == {"ct-tumor/1.1.0"}
             segs = [pydicom.dcmread(p, stop_before_pixels=True) for p in (tmp_path / "pacs").glob("SG*")]
             assert len(segs) == 5 and len({d.SeriesInstanceUID for d in segs}) == 5, "never overwriting a SEG"
+
+
+def test_shadow_results_are_stored_and_compared_never_sent(tmp_path, store, study_dir):
+    from fastapi.testclient import TestClient
+
+    with storescp(tmp_path / "pacs") as dest_port:
+        service, app = _service(tmp_path, store, dest_port)
+        with TestClient(app):
+            assert _cli(tmp_path, store, "shadow", "1.0.0", "--reason", "candidate evaluation").returncode == 0
+            assert storescu(service.dicom_port, sorted(study_dir.glob("*.dcm"))).returncode == 0
+            wait_for(lambda: events(service.data_dir, "model.shadow_run"), 120, what="the shadow run")
+            job = service.jobs.jobs()[0]
+            assert job.state == "sent" and job.model_used == "ct-tumor/1.1.0"
+            assert (service.data_dir / "results" / str(job.id) / "shadow-1.0.0" / "seg.dcm").is_file()
+            import time
+            time.sleep(2)
+            assert len(list((tmp_path / "pacs").glob("SG*"))) == 1, "the shadow SEG is never sent"
+            report = json.loads(_cli(tmp_path, store, "compare", "1.0.0").stdout)
+            assert report["studies"] == 1 and report["failures"] == 0 and 0 <= report["dice_mean"] <= 1
+            assert report["active"] == ["ct-tumor/1.1.0"] and "latency_ratio_median" in report
+            assert service.registry.fallback_chain("ct-tumor") == ["1.1.0"], "a shadow is never a fallback"
