@@ -46,6 +46,7 @@ ACTIONS: dict[str, tuple[str, str, str]] = {
     "seg.send_failed": ("SEG send attempt failed (status, attempt, will retry)", "110104", "R"),
     "alert.job_failed": ("alert: a study ended without a delivered SEG", "110113", "E"),
     "review.worklist_added": ("study put on the re-review worklist (job, model, reason)", "110103", "U"),
+    "job.repointed": ("queued jobs moved to another model version (rollback before they started)", "110103", "U"),
     "job.reprocess_queued": ("a study re-queued on purpose on another model version (new SEG series)", "110103", "C"),
     "audit.read": ("audit data read through the CLI or API (who, filter)", "110112", "E"),
     "audit.exported": ("audit events exported (format, range)", "110106", "R"),

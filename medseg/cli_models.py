@@ -129,6 +129,9 @@ def rollback(reason: str = typer.Option(..., help="why (recorded)"),
     since = max((h.at for h in registry.history(model) if h.action != "shadow" and h.to_version == bad), default=None)
     _gate_or_refuse(settings, registry, auditor, model, target)
     registry.switch(model, target, action="rollback", actor=_actor(), reason=reason)
+    moved = jobs.repoint_queued(f"{model}/{bad}", f"{model}/{target}", actor=_actor(), reason=f"rollback: {reason}")
+    if moved:
+        print(f"{moved} queued job(s) that had not started will run on {target}")
     affected = jobs.segmented_by(f"{model}/{bad}", since)
     print(f"{model}: {bad} -> {target} is now active. Studies segmented by {bad} since it became active: {len(affected)}")
     for j in affected:
@@ -137,6 +140,9 @@ def rollback(reason: str = typer.Option(..., help="why (recorded)"),
     print(f"{len(affected)} study(ies) put on the re-review worklist (medseg review worklist)")
     if reprocess:
         for j in affected:
+            if j.state == "running":
+                print(f"  study {j.study_uid}: still running on {bad}; reprocess it when it has finished")
+                continue
             new = jobs.reprocess(j.id, f"{model}/{target}", reason=f"rollback of {bad}: {reason}", actor=_actor())
             print(f"  reprocessing study {j.study_uid} on {target}: job {new.id}")
 

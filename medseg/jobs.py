@@ -355,12 +355,25 @@ class JobStore:
             return job
 
     def segmented_by(self, model_ref: str, since: dt.datetime | None = None) -> list[Job]:
-        """Jobs whose SEG came from ``model_ref`` (name/version), finished at or after ``since``."""
+        """Jobs whose SEG came from ``model_ref`` (name/version) since ``since``, and jobs running on it
+        now (they finish on the version they started with, so their SEG will come from it too)."""
         with self.session() as s:
-            q = select(Job).where(Job.model_used == model_ref, Job.seg_sop_uid != "").order_by(Job.id)
+            done = (Job.model_used == model_ref) & (Job.seg_sop_uid != "")
+            running = (Job.model == model_ref) & (Job.state == RUNNING)
+            q = select(Job).where(done | running).order_by(Job.id)
             if since is not None:
                 q = q.where(Job.started_at >= since)
             return list(s.scalars(q))
+
+    def repoint_queued(self, model_ref: str, new_ref: str, *, actor: str, reason: str) -> int:
+        """Queued jobs that have not started on ``model_ref`` will run on ``new_ref`` instead."""
+        with self.session() as s, s.begin():
+            ids = list(s.scalars(select(Job.id).where(Job.model == model_ref, Job.state == QUEUED)))
+            if ids:
+                s.execute(update(Job).where(Job.id.in_(ids)).values(model=new_ref, updated_at=utcnow()))
+                self._event(s, "job.repointed", actor=actor, model=new_ref, previous=model_ref, job_ids=ids,
+                            reason=reason)
+            return len(ids)
 
     def jobs(self, study_uid: str | None = None) -> list[Job]:
         with self.session() as s:

@@ -233,3 +233,27 @@ def test_shadow_results_are_stored_and_compared_never_sent(tmp_path, store, stud
             assert report["studies"] == 1 and report["failures"] == 0 and 0 <= report["dice_mean"] <= 1
             assert report["active"] == ["ct-tumor/1.1.0"] and "latency_ratio_median" in report
             assert service.registry.fallback_chain("ct-tumor") == ["1.1.0"], "a shadow is never a fallback"
+
+
+def test_rollback_while_a_job_runs(tmp_path, store, study_dir):
+    from fastapi.testclient import TestClient
+
+    from tests.conftest import small_phantom, write_study
+
+    slow = _derive(store / "ct-tumor", "1.0.1", manifest=lambda d: d["inference"].update(overlap=0.96, sw_batch_size=1))
+    other = tmp_path / "other"
+    write_study(other, small_phantom(seed=77, shape=(16, 48, 48), n_tumors=1))
+    with storescp(tmp_path / "pacs") as dest_port:
+        service, app = _service(tmp_path, store, dest_port)
+        with TestClient(app):
+            service.registry.switch("ct-tumor", slow, action="promote", actor="test", reason="slow candidate")
+            assert storescu(service.dicom_port, sorted(study_dir.glob("*.dcm"))).returncode == 0
+            wait_for(lambda: events(service.data_dir, "job.started"), 60, 0.05, what="the job to start")
+            back = _cli(tmp_path, store, "rollback", "--to", "1.1.0", "--reason", "too slow")
+            assert back.returncode == 0, back.stderr
+            assert "state running" in back.stdout, "a study still running on the rolled-back version is listed"
+            assert storescu(service.dicom_port, sorted(other.glob("*.dcm"))).returncode == 0
+            done = wait_for(lambda: (lambda js: js if len(js) == 2 else None)(
+                [j for j in service.jobs.jobs() if j.state == "sent"]), 300)
+            assert [j.model_used for j in done] == [f"ct-tumor/{slow}", "ct-tumor/1.1.0"], \
+                "the running job finished on the version it started with; the new job used the rolled-back-to one"
