@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Query, Request
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from audit.query import AuditFilter, query, timeline
 from fastapi.responses import JSONResponse, Response
@@ -20,6 +20,12 @@ from medseg import __version__
 from medseg.jobs import JobStore
 from medseg.serve import Service
 from medseg.uids import is_uid
+
+
+class RollbackRequest(BaseModel):
+    reason: str = Field(min_length=1, max_length=500)
+    to: str | None = None
+    reprocess: bool = False
 
 
 def _jobs(request: Request) -> JobStore:
@@ -124,6 +130,23 @@ def create_app(service: Service) -> FastAPI:
         name = split_ref(service.settings.default_model)[0]
         return {"name": name, "active": service.registry.active(name), "versions": service.registry.versions(name),
                 "history": [h.as_dict() for h in service.registry.history(name)]}
+
+    @app.post("/models/{name}/rollback")
+    def rollback_model(name: str, body: RollbackRequest, request: Request) -> dict:
+        """The CLI's rollback (gate, switch, affected studies, worklist, optional reprocess).
+        Until authentication lands (a later issue) the API binds to loopback by default."""
+        from medseg import model_ops
+        from medseg.registry import RegistryError
+
+        service = request.app.state.service
+        client = request.client.host if request.client else "unknown"
+        try:
+            report = model_ops.rollback(service.registry, service.jobs, service.events, name, to=body.to,
+                                        actor=f"api:{client}", reason=body.reason, reprocess=body.reprocess)
+        except RegistryError as exc:
+            raise Problem(409 if exc.code in ("registry.gate_failed", "registry.no_previous") else 400,
+                          "Rollback refused", exc.message) from None
+        return report.as_dict()
 
     @app.get("/worklist")
     def worklist(request: Request) -> dict:

@@ -88,27 +88,16 @@ def show(version: str = typer.Argument(...), name: Optional[str] = NameOpt, conf
                       "history": [h.as_dict() for h in registry.history(model)]}, indent=2, default=str))
 
 
-def _gate_or_refuse(settings, registry, auditor, model: str, version: str) -> None:
-    from medseg import gate
-    from medseg.registry import RegistryError
-
-    if version not in registry.versions(model):
-        raise RegistryError(f"{model}/{version} is not in the model store", code="registry.unknown_version")
-    result = gate.check(settings.models_root / model / version)
-    if not result.ok:
-        auditor("model.gate_failed", outcome="failure", actor=_actor(), model=f"{model}:{version}", reason=result.reason)
-        raise RegistryError(f"{model}/{version} refused by the promotion gate: {result.reason}", code="registry.gate_failed")
-    print(f"gate passed: {result.reason} (Dice {result.dice:.4f})")
-
-
 @models_app.command()
 def promote(version: str = typer.Argument(...), reason: str = typer.Option(..., help="why (recorded)"),
             name: Optional[str] = NameOpt, config: Optional[Path] = ConfigOpt) -> None:
     """Make a version active after it passes the gate; new jobs use it."""
+    from medseg import model_ops
+
     settings, registry, _, auditor = _open(config)
     model = _name(settings, name)
-    _gate_or_refuse(settings, registry, auditor, model, version)
-    previous, new = registry.switch(model, version, action="promote", actor=_actor(), reason=reason)
+    previous, new, result = model_ops.promote(registry, auditor, model, version, actor=_actor(), reason=reason)
+    print(f"gate passed: {result['reason']} (Dice {result['dice']:.4f})")
     print(f"{model}: {previous or '-'} -> {new} is now active")
 
 
@@ -120,31 +109,23 @@ def rollback(reason: str = typer.Option(..., help="why (recorded)"),
              name: Optional[str] = NameOpt, config: Optional[Path] = ConfigOpt) -> None:
     """Switch back (gate first), list every study the rolled-back version segmented since it became
     active, and put them on the re-review worklist."""
-    from medseg.worklist import Worklist
+    from medseg import model_ops
 
     settings, registry, jobs, auditor = _open(config)
     model = _name(settings, name)
-    bad = registry.active(model)
-    target = to or registry.rollback_target(model)
-    since = max((h.at for h in registry.history(model) if h.action != "shadow" and h.to_version == bad), default=None)
-    _gate_or_refuse(settings, registry, auditor, model, target)
-    registry.switch(model, target, action="rollback", actor=_actor(), reason=reason)
-    moved = jobs.repoint_queued(f"{model}/{bad}", f"{model}/{target}", actor=_actor(), reason=f"rollback: {reason}")
-    if moved:
-        print(f"{moved} queued job(s) that had not started will run on {target}")
-    affected = jobs.segmented_by(f"{model}/{bad}", since)
-    print(f"{model}: {bad} -> {target} is now active. Studies segmented by {bad} since it became active: {len(affected)}")
-    for j in affected:
-        print(f"  study {j.study_uid} series {j.series_uid} job {j.id} state {j.state} SEG {j.seg_sop_uid or '-'}")
-    Worklist(jobs.engine, auditor).add(affected, f"segmented by {model}/{bad}, rolled back: {reason}", _actor())
-    print(f"{len(affected)} study(ies) put on the re-review worklist (medseg review worklist)")
-    if reprocess:
-        for j in affected:
-            if j.state == "running":
-                print(f"  study {j.study_uid}: still running on {bad}; reprocess it when it has finished")
-                continue
-            new = jobs.reprocess(j.id, f"{model}/{target}", reason=f"rollback of {bad}: {reason}", actor=_actor())
-            print(f"  reprocessing study {j.study_uid} on {target}: job {new.id}")
+    r = model_ops.rollback(registry, jobs, auditor, model, to=to, actor=_actor(), reason=reason, reprocess=reprocess)
+    print(f"gate passed: {r.gate['reason']} (Dice {r.gate['dice']:.4f})")
+    if r.requeued_not_started:
+        print(f"{r.requeued_not_started} queued job(s) that had not started will run on {r.active}")
+    print(f"{model}: {r.rolled_back} -> {r.active} is now active. "
+          f"Studies segmented by {r.rolled_back} since it became active: {len(r.affected)}")
+    for a in r.affected:
+        print(f"  study {a['study_uid']} series {a['series_uid']} job {a['job_id']} state {a['state']} "
+              f"SEG {a['seg_sop_uid'] or '-'}")
+    print(f"{len(r.affected)} study(ies) put on the re-review worklist (medseg review worklist)")
+    for p in r.reprocessed:
+        print(f"  reprocessing study {p['study_uid']} on {r.active}: job {p['job_id']}" if p["job_id"]
+              else f"  study {p['study_uid']}: {p['note']}")
 
 
 @models_app.command()

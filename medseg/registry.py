@@ -106,14 +106,20 @@ class Registry:
             return list(s.scalars(select(RegistryHistory).where(RegistryHistory.name == name)
                                   .order_by(RegistryHistory.id)))
 
+    def rolled_back(self, name: str) -> set[str]:
+        """Versions taken out of service by a rollback: not good, so never a fallback or rollback target."""
+        return {h.from_version for h in self.history(name) if h.action == "rollback" and h.from_version}
+
     def fallback_chain(self, name: str, first: str | None = None) -> list[str]:
-        """``first`` (default: the active version), then earlier active versions, most recent first."""
+        """``first`` (default: the active version), then earlier active versions that were not rolled
+        back, most recent first."""
         chain = [first or self.active(name)]
+        bad = self.rolled_back(name)
         for h in reversed(self.history(name)):
             if h.action == "shadow":
                 continue
             for v in (h.from_version, h.to_version):
-                if v and v not in chain:
+                if v and v not in chain and v not in bad:
                     chain.append(v)
         return [v for v in chain if v]
 
@@ -157,9 +163,8 @@ class Registry:
                         reason=reason, enabled=version is not None)
 
     def rollback_target(self, name: str) -> str:
-        """The version that was active before the current one."""
-        active = self.active(name)
-        for h in reversed(self.history(name)):
-            if h.action != "shadow" and h.to_version == active and h.from_version:
-                return h.from_version
-        raise RegistryError(f"{name}: no previous version to roll back to", code="registry.no_previous")
+        """The most recent earlier active version that was not itself rolled back."""
+        candidates = self.fallback_chain(name)[1:]
+        if not candidates:
+            raise RegistryError(f"{name}: no previous good version to roll back to", code="registry.no_previous")
+        return candidates[0]
