@@ -52,13 +52,13 @@ class Assembly:
         self._thread: threading.Thread | None = None
 
     # -- called from SCP threads ------------------------------------------------------------
-    def arrived(self, study_uid: str, series_uid: str, calling_ae: str, patient: str = "") -> None:
+    def arrived(self, study_uid: str, series_uid: str, calling_ae: str, patient: str = "", accession: str = "") -> None:
         """A new instance of this series is on disk (``patient``: keyed hash of its patient ID)."""
         key = (study_uid, series_uid)
         with self._lock:
             entry = self._pending.get(key)
             if entry is None:
-                self.jobs.series_seen(study_uid, series_uid, calling_ae, patient)
+                self.jobs.series_seen(study_uid, series_uid, calling_ae, patient, accession)
                 entry = self._pending[key] = _Pending(calling_ae, self.clock())
             entry.last_arrival = self.clock()
             entry.received += 1

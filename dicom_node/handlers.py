@@ -95,7 +95,7 @@ def handle_store(event, spool: Spool, assembly: Assembly, tally: AssociationTall
     tally.add(event.assoc, study, series, sop_class, str(event.context.transfer_syntax), stored.new, patient)
     metrics.instance_received(sop_class, stored.new)
     if stored.new:
-        assembly.arrived(study, series, calling_ae, patient)
+        assembly.arrived(study, series, calling_ae, patient, str(ds.get("AccessionNumber", "") or "")[:16])
     return SUCCESS
 
 

@@ -120,8 +120,8 @@ def rollback(reason: str = typer.Option(..., help="why (recorded)"),
     print(f"{model}: {r.rolled_back} -> {r.active} is now active. "
           f"Studies segmented by {r.rolled_back} since it became active: {len(r.affected)}")
     for a in r.affected:
-        print(f"  study {a['study_uid']} series {a['series_uid']} job {a['job_id']} state {a['state']} "
-              f"SEG {a['seg_sop_uid'] or '-'}")
+        print(f"  study {a['study_uid']} accession {a['accession'] or '-'} series {a['series_uid']} job {a['job_id']} "
+              f"state {a['state']} SEG {a['seg_sop_uid'] or '-'} reviewed {'yes' if a['reviewed'] else 'no'}")
     print(f"{len(r.affected)} study(ies) put on the re-review worklist (medseg review worklist)")
     for p in r.reprocessed:
         print(f"  reprocessing study {p['study_uid']} on {r.active}: job {p['job_id']}" if p["job_id"]

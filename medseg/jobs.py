@@ -51,6 +51,7 @@ class SeriesRow(Base):
     series_uid: Mapped[str] = mapped_column(String(64))
     calling_ae: Mapped[str] = mapped_column(String(16), default="")
     patient: Mapped[str] = mapped_column(String(64), default="")  # keyed hash of the patient ID
+    accession: Mapped[str] = mapped_column(String(16), default="")  # to find the study in the PACS (never audited)
     state: Mapped[str] = mapped_column(String(16), default="receiving")
     revision: Mapped[int] = mapped_column(Integer, default=1)
     first_seen: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
@@ -70,6 +71,7 @@ class Job(Base):
     state: Mapped[str] = mapped_column(String(16), index=True)
     calling_ae: Mapped[str] = mapped_column(String(16), default="")
     patient: Mapped[str] = mapped_column(String(64), default="")  # keyed hash of the patient ID
+    accession: Mapped[str] = mapped_column(String(16), default="")
     instances: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
@@ -137,12 +139,14 @@ class JobStore:
             self.audit(action, connection=s.connection() if self.shared_transaction else None, **fields)
 
     # -- study assembly -------------------------------------------------------------------
-    def series_seen(self, study_uid: str, series_uid: str, calling_ae: str, patient: str = "") -> SeriesUpdate:
+    def series_seen(self, study_uid: str, series_uid: str, calling_ae: str, patient: str = "",
+                    accession: str = "") -> SeriesUpdate:
         """Record that (new) instances of a series arrived; reopen it if it was complete."""
         with self.session() as s, s.begin():
             row = s.scalar(select(SeriesRow).where(SeriesRow.study_uid == study_uid, SeriesRow.series_uid == series_uid))
             if row is None:
-                s.add(SeriesRow(study_uid=study_uid, series_uid=series_uid, calling_ae=calling_ae, patient=patient))
+                s.add(SeriesRow(study_uid=study_uid, series_uid=series_uid, calling_ae=calling_ae, patient=patient,
+                                accession=accession))
                 return SeriesUpdate(1, False)
             if row.state == "receiving":
                 return SeriesUpdate(row.revision, False)
@@ -186,7 +190,8 @@ class JobStore:
                           .values(state="cancelled"))
                 self._event(s, "job.superseded", job_id=old.id, model=old.model, by_revision=row.revision, **ids)
             job = Job(study_uid=study_uid, series_uid=series_uid, model=model, revision=row.revision,
-                      state=QUEUED, calling_ae=row.calling_ae, instances=instances, patient=row.patient)
+                      state=QUEUED, calling_ae=row.calling_ae, instances=instances, patient=row.patient,
+                      accession=row.accession)
             if failed:
                 job.state, (job.error_code, job.error) = FAILED, failed
                 job.finished_at = utcnow()
@@ -347,7 +352,8 @@ class JobStore:
                 _move(old, SUPERSEDED)
                 old.error = f"superseded by reprocessing on {model}: {reason}"
             job = Job(study_uid=old.study_uid, series_uid=old.series_uid, model=model, revision=row.revision,
-                      state=QUEUED, calling_ae=old.calling_ae, instances=old.instances, patient=old.patient)
+                      state=QUEUED, calling_ae=old.calling_ae, instances=old.instances, patient=old.patient,
+                      accession=old.accession)
             s.add(job)
             s.flush()
             self._event(s, "job.reprocess_queued", actor=actor, job_id=job.id, study_uid=job.study_uid,

@@ -24,6 +24,8 @@ class ServiceMetrics:
         self.jobs = Counter("medseg_jobs", "jobs finished by outcome", ["outcome"], registry=r)
         self.job_duration = Histogram("medseg_job_duration_seconds", "segmentation job duration", registry=r,
                                       buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600))
+        self.fallbacks = Counter("medseg_model_fallbacks", "studies processed by a previous model version",
+                                 registry=r)
         self.sends = Counter("medseg_seg_sends", "SEG send attempts", ["result"], registry=r)
         self.queue = Gauge("medseg_queue_depth", "queued jobs", registry=r)
         if queue_depth is not None:

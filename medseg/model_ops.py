@@ -58,8 +58,10 @@ def rollback(registry: Registry, jobs: JobStore, audit, model: str, *, to: str |
     affected = jobs.segmented_by(f"{model}/{bad}", since)
     Worklist(jobs.engine, audit).add(affected, f"segmented by {model}/{bad}, rolled back: {reason}", actor)
     report = RollbackReport(model, bad, target, result.as_dict(), moved,
-                            [{"study_uid": j.study_uid, "series_uid": j.series_uid, "job_id": j.id, "state": j.state,
-                              "seg_sop_uid": j.seg_sop_uid, "reviewed": False} for j in affected])
+                            [{"study_uid": j.study_uid, "accession": j.accession, "series_uid": j.series_uid,
+                              "job_id": j.id, "state": j.state, "seg_sop_uid": j.seg_sop_uid,
+                              # reviews arrive with quality monitoring (radiologist corrections); none can exist yet
+                              "reviewed": False} for j in affected])
     if reprocess:
         for j in affected:
             if j.state == RUNNING:

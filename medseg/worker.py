@@ -127,6 +127,7 @@ class Worker:
             ids = dict(actor="system", job_id=job.id, study_uid=job.study_uid, series_uid=job.series_uid)
             self.record("model.fallback_used", model=used, failed=failures, **ids)
             self.record("alert.model_fallback", outcome="failure", model=used, failed=failures, **ids)
+            self.metrics.fallbacks.inc()
         self.jobs.finish(job.id, seg_path=str(out_dir / "seg.dcm"), seg_series_uid=result.seg.series_instance_uid,
                          seg_sop_uid=result.seg.sop_instance_uid, result=summary,
                          destinations=self.route(job.calling_ae), duration_s=round(elapsed, 3),

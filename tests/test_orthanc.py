@@ -63,7 +63,7 @@ def test_rollback_reprocess_sends_a_new_seg_series_to_orthanc(tmp_path):
     for v in ("1.0.0", "1.1.0"):
         shutil.copytree(REPO / "models" / "ct-tumor" / v, store / v)
     study = tmp_path / "study"
-    write_study(study, small_phantom(seed=12, shape=(20, 64, 64), n_tumors=2))
+    write_study(study, small_phantom(seed=12, shape=(20, 64, 64), n_tumors=2), accession_number="ACC0042")
     node_port = free_port()
     env = {"MEDSEG_SERVICE__DATA_DIR": str(tmp_path / "data"), "MEDSEG_MODELS_ROOT": str(tmp_path / "models"),
            "PATH": "/usr/bin:/bin"}
@@ -85,7 +85,8 @@ def test_rollback_reprocess_sends_a_new_seg_series_to_orthanc(tmp_path):
             assert r.status_code == 200, r.text
             report = r.json()
             assert report["rolled_back"] == "1.0.0" and report["active"] == "1.1.0"
-            assert [a["job_id"] for a in report["affected"]] == [first.id] and len(report["reprocessed"]) == 1
+            assert [(a["job_id"], a["accession"], a["reviewed"]) for a in report["affected"]] == [(first.id, "ACC0042", False)]
+            assert len(report["reprocessed"]) == 1
 
             def segs():
                 series = httpx.get(f"{url}/studies/{study_id}/series").json()
