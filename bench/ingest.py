@@ -35,7 +35,6 @@ from tests.node_helpers import TCP_NODELAY, events, free_port, orthanc, storescp
 
 
 def make_studies(work: Path, seed: int = 4242) -> dict[str, Path]:
-    import numpy as np
     import pydicom
     from pydicom.uid import generate_uid
 

@@ -74,6 +74,17 @@ class Auditor:
             return seq, digest
 
 
+def auditor_for(settings, service_engine) -> Auditor:
+    """The configured audit trail: its own database if ``[audit] database_url`` is set, else the
+    service's (so job state and its events share transactions); default files under the data dir."""
+    from audit.db import make_engine
+
+    data = Path(settings.service.data_dir)
+    engine = make_engine(settings.audit.database_url) if settings.audit.database_url else service_engine
+    return Auditor(AuditLog(engine), settings.audit.anchors_file or data / "audit-anchors.jsonl",
+                   settings.audit.patient_key_file or data / "audit.key", settings.audit.anchor_every)
+
+
 def _load_key(path: Path) -> bytes:
     if path.exists():
         key = path.read_bytes()

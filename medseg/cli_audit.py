@@ -24,8 +24,7 @@ COLUMNS = ("seq", "ts", "action", "outcome", "actor", "study_uid", "job_id", "mo
 def _open(config: Optional[Path]):
     import os
 
-    from audit import AuditLog
-    from medseg.auditing import Auditor
+    from medseg.auditing import auditor_for
     from medseg.config import CONFIG_ENV, Settings
     from medseg.db import make_engine
     from medseg.exceptions import MedsegError
@@ -35,16 +34,13 @@ def _open(config: Optional[Path]):
             raise MedsegError(f"configuration file not found: {config}", code="config.not_found")
         os.environ[CONFIG_ENV] = str(config)
     settings = Settings()
-    data = Path(settings.service.data_dir)
     url = settings.audit.database_url or settings.service.db_url()
     if url.startswith("sqlite") and not Path(url.split("///", 1)[-1]).exists():
         raise MedsegError(f"no audit database at {url.split('///', 1)[-1]} (check [service] data_dir)",
                           code="audit.not_found")
-    log = AuditLog(make_engine(url))
-    log.create()
-    auditor = Auditor(log, settings.audit.anchors_file or data / "audit-anchors.jsonl",
-                      settings.audit.patient_key_file or data / "audit.key", settings.audit.anchor_every)
-    return log, auditor
+    auditor = auditor_for(settings, make_engine(settings.service.db_url()))
+    auditor.log.create()
+    return auditor.log, auditor
 
 
 def _actor() -> str:

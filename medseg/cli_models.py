@@ -27,8 +27,7 @@ def _actor() -> str:
 def _open(config: Optional[Path]):
     import os
 
-    from audit import AuditLog
-    from medseg.auditing import Auditor
+    from medseg.auditing import auditor_for
     from medseg.config import CONFIG_ENV, Settings
     from medseg.db import init_db, make_engine
     from medseg.registry import Registry
@@ -37,17 +36,13 @@ def _open(config: Optional[Path]):
     if config is not None:
         os.environ[CONFIG_ENV] = str(config)
     settings = Settings()
-    data = Path(settings.service.data_dir)
     engine = make_engine(settings.service.db_url())
     init_db(engine)
-    audit_engine = make_engine(settings.audit.database_url) if settings.audit.database_url else engine
-    log = AuditLog(audit_engine)
-    log.create()
-    auditor = Auditor(log, settings.audit.anchors_file or data / "audit-anchors.jsonl",
-                      settings.audit.patient_key_file or data / "audit.key", settings.audit.anchor_every)
+    auditor = auditor_for(settings, engine)
+    auditor.log.create()
     registry = Registry(engine, settings.models_root, audit=auditor)
     registry.bootstrap(settings.default_model)
-    return settings, registry, JobStore(engine, auditor), auditor
+    return settings, registry, JobStore(engine, auditor, shared_transaction=auditor.log.engine is engine), auditor
 
 
 def _name(settings, name: Optional[str]) -> str:

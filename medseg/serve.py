@@ -16,8 +16,7 @@ from dicom_node.scu import DeliveryLoop
 from dicom_node.server import Node
 from dicom_node.spool import Spool
 from medseg.config import Settings
-from audit import AuditLog
-from medseg.auditing import Auditor
+from medseg.auditing import auditor_for
 from medseg.db import init_db, make_engine
 from medseg.jobs import JobStore
 from medseg.metrics import ServiceMetrics
@@ -34,12 +33,10 @@ class Service:
         data = Path(settings.service.data_dir).resolve()
         self.data_dir = data
         self.engine = make_engine(settings.service.db_url())
-        audit_engine = make_engine(settings.audit.database_url) if settings.audit.database_url else self.engine
-        self.audit_log = AuditLog(audit_engine)
-        self.events = Auditor(self.audit_log, settings.audit.anchors_file or data / "audit-anchors.jsonl",
-                              settings.audit.patient_key_file or data / "audit.key", settings.audit.anchor_every)
+        self.events = auditor_for(settings, self.engine)
+        self.audit_log = self.events.log
         # job state and its events commit together when they share the database
-        self.jobs = JobStore(self.engine, self.events, shared_transaction=audit_engine is self.engine)
+        self.jobs = JobStore(self.engine, self.events, shared_transaction=self.audit_log.engine is self.engine)
         self.metrics = ServiceMetrics(self.jobs.queue_depth)
         self.spool = Spool(data / "spool", settings.node.disk_floor_mb)
         self.registry = Registry(self.engine, settings.models_root, audit=self.events)
