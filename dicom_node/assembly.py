@@ -43,8 +43,11 @@ class _Pending:
 
 class Assembly:
     def __init__(self, spool: Spool, jobs: JobStore, settings: Settings, model_ref: Callable[[], str],
-                 record: Recorder, clock: Callable[[], float] = time.monotonic) -> None:
+                 record: Recorder, clock: Callable[[], float] = time.monotonic,
+                 on_segmentations: Callable[[list, str], object] | None = None) -> None:
         self.spool, self.jobs, self.settings, self.model_ref, self.record = spool, jobs, settings, model_ref, record
+        #: a complete SEG series (e.g. a radiologist's correction): (files, calling AE) -> review intake
+        self.on_segmentations = on_segmentations
         self.clock = clock
         self._pending: dict[tuple[str, str], _Pending] = {}
         self._lock = threading.Lock()
@@ -109,6 +112,16 @@ class Assembly:
         for key, entry in due:
             self._complete(key, entry)
 
+    def _segmentations(self, key: tuple[str, str], entry: _Pending, files: list) -> None:
+        """A SEG series came in (a corrected result): hand it to review intake; it is not segmented."""
+        with self._lock:
+            if self._pending.get(key) is not entry:
+                return
+            del self._pending[key]
+            self.jobs.complete_series(*key, self.model_ref(), len(files), quiet_period_s=self.settings.node.quiet_period_s,
+                                      ignored_reason="a segmentation (SEG): handed to review intake, not segmented")
+        self.on_segmentations(files, entry.calling_ae)
+
     def _complete(self, key: tuple[str, str], entry: _Pending) -> None:
         study_uid, series_uid = key
         files = self.spool.instances(study_uid, series_uid)
@@ -116,6 +129,9 @@ class Assembly:
         try:
             scan = scan_folder(self.spool.path_for(study_uid, series_uid))
             series = next(s for s in scan.series if s.series_uid == series_uid)
+            if series.modality == "SEG" and self.on_segmentations is not None:
+                self._segmentations(key, entry, files)
+                return
             ignored = ineligible_reason(series, self.settings.selection)
             if not ignored:
                 sort_and_check(series.headers, self.settings.geometry)

@@ -155,6 +155,10 @@ def create_app(service: Service) -> FastAPI:
 
         return {"items": [i.as_dict() for i in Worklist(request.app.state.service.engine).open_items()]}
 
+    from medseg.api_monitoring import add_routes
+
+    add_routes(app, Problem)
+
     @app.get("/metrics")
     def metrics(request: Request) -> Response:
         return Response(generate_latest(request.app.state.service.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -208,28 +208,12 @@ def serve(
 
 from medseg.cli_audit import audit_app  # noqa: E402  (sub-commands; import nothing heavy at load)
 from medseg.cli_models import models_app  # noqa: E402
+from medseg.cli_review import monitor_app, review_app  # noqa: E402
 
-review_app = typer.Typer(no_args_is_help=True, help="Radiologist review: the re-review worklist.")
 app.add_typer(audit_app, name="audit")
 app.add_typer(models_app, name="models")
 app.add_typer(review_app, name="review")
-
-
-@review_app.command()
-def worklist(config: Optional[Path] = typer.Option(None, "--config", "-c"),
-             fmt: str = typer.Option("table", "--format", help="table | json")) -> None:
-    """Studies waiting for re-review (e.g. after a model rollback)."""
-    from medseg.cli_models import _open
-    from medseg.worklist import Worklist
-
-    _, _, jobs, _ = _open(config)
-    items = [i.as_dict() for i in Worklist(jobs.engine).open_items()]
-    if fmt == "json":
-        print(json.dumps(items, indent=1))
-        return
-    for i in items:
-        print(f"{i['created_at'][:19]}  study {i['study_uid']}  job {i['job_id']}  {i['model']}  {i['reason']}")
-    print(f"{len(items)} open item(s)")
+app.add_typer(monitor_app, name="monitor")
 
 
 def _fail(line: str) -> None:

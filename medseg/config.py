@@ -166,6 +166,74 @@ class AuditSettings(_Section):
     patient_key_file: Path | None = None
 
 
+#: quality metrics an SLO can watch, and which direction is good
+SLO_METRICS = {"dice": "min", "lesion_sensitivity": "min", "lesion_sensitivity_ge10": "min", "fn_rate": "max"}
+
+
+class SLOSettings(_Section):
+    """One service-level objective on review metrics of a model version, e.g. ``fn_rate <= 0.15``."""
+
+    name: str = Field(pattern=r"^[a-z0-9_.-]{1,64}$")
+    #: dice, fn_rate (voxel false-negative rate), lesion_sensitivity, lesion_sensitivity_ge10
+    metric: str
+    #: the objective: a floor for dice/sensitivity, a ceiling for fn_rate
+    objective: float = Field(gt=0, lt=1)
+    #: alert: notify only; fallback: also roll the model back to the previous version
+    policy: str = Field(default="alert", pattern=r"^(alert|fallback)$")
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v: str) -> str:
+        if v not in SLO_METRICS:
+            raise ValueError(f"must be one of {sorted(SLO_METRICS)}")
+        return v
+
+
+class MonitoringSettings(_Section):
+    """Quality monitoring: review windows, SLOs, drift monitors and where alerts go."""
+
+    #: the long window: the last N reviews of a model version ...
+    window_reviews: int = Field(default=50, ge=2)
+    #: ... within the last T days
+    window_days: float = Field(default=30.0, gt=0)
+    #: the short window (burn rate now): the last N reviews
+    short_window_reviews: int = Field(default=10, ge=2)
+    #: no alert from a window with fewer reviews than this (3 reviews must not page anyone)
+    min_reviews: int = Field(default=5, ge=3)
+    #: confidence level of the intervals; an SLO is breached only when the whole interval misses it
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    slos: tuple[SLOSettings, ...] = (
+        SLOSettings(name="lesion-sensitivity", metric="lesion_sensitivity", objective=0.90, policy="alert"),
+        SLOSettings(name="voxel-fn-rate", metric="fn_rate", objective=0.15, policy="fallback"),
+    )
+    #: drift: the first N studies of a model name are the baseline, the last N the current window
+    drift_baseline: int = Field(default=50, ge=5)
+    drift_window: int = Field(default=50, ge=5)
+    #: webhook for alerts (HTTP POST, JSON); empty = none. Retried with exponential backoff.
+    webhook_url: str = ""
+    webhook_retries: int = Field(default=5, ge=0)
+    webhook_backoff_s: float = Field(default=2.0, gt=0)
+    webhook_timeout_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+    @model_validator(mode="after")
+    def _windows(self) -> "MonitoringSettings":
+        if self.short_window_reviews > self.window_reviews:
+            raise ValueError("short_window_reviews must not exceed window_reviews")
+        if self.min_reviews > self.window_reviews:
+            raise ValueError("min_reviews must not exceed window_reviews")
+        names = [s.name for s in self.slos]
+        if len(set(names)) != len(names):
+            raise ValueError("SLO names must be unique")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEDSEG_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
@@ -184,6 +252,7 @@ class Settings(BaseSettings):
     node: NodeSettings = NodeSettings()
     service: ServiceSettings = ServiceSettings()
     audit: AuditSettings = AuditSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
 
     @classmethod
     def settings_customise_sources(

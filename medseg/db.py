@@ -16,6 +16,7 @@ class Base(DeclarativeBase):
 
 def init_db(engine: Engine) -> None:
     import medseg.jobs  # noqa: F401  (register the tables)
+    import medseg.monitoring.store  # noqa: F401
     import medseg.registry  # noqa: F401
     import medseg.shadow  # noqa: F401
     import medseg.worklist  # noqa: F401

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from medseg import gate
 from medseg.jobs import RUNNING, JobStore
+from medseg.monitoring.store import MonitoringStore
 from medseg.registry import Registry, RegistryError
 from medseg.worklist import Worklist
 
@@ -56,12 +57,12 @@ def rollback(registry: Registry, jobs: JobStore, audit, model: str, *, to: str |
     registry.switch(model, target, action="rollback", actor=actor, reason=reason)
     moved = jobs.repoint_queued(f"{model}/{bad}", f"{model}/{target}", actor=actor, reason=f"rollback: {reason}")
     affected = jobs.segmented_by(f"{model}/{bad}", since)
-    Worklist(jobs.engine, audit).add(affected, f"segmented by {model}/{bad}, rolled back: {reason}", actor)
+    reviewed = MonitoringStore(jobs.engine).reviewed_jobs(j.id for j in affected)
+    Worklist(jobs.engine, audit).add(affected, f"segmented by {model}/{bad}, rolled back: {reason}", actor, reviewed)
     report = RollbackReport(model, bad, target, result.as_dict(), moved,
                             [{"study_uid": j.study_uid, "accession": j.accession, "series_uid": j.series_uid,
                               "job_id": j.id, "state": j.state, "seg_sop_uid": j.seg_sop_uid,
-                              # reviews arrive with quality monitoring (radiologist corrections); none can exist yet
-                              "reviewed": False} for j in affected])
+                              "reviewed": j.id in reviewed} for j in affected])
     if reprocess:
         for j in affected:
             if j.state == RUNNING:
@@ -71,3 +72,25 @@ def rollback(registry: Registry, jobs: JobStore, audit, model: str, *, to: str |
             new = jobs.reprocess(j.id, f"{model}/{target}", reason=f"rollback of {bad}: {reason}", actor=actor)
             report.reprocessed.append({"study_uid": j.study_uid, "job_id": new.id})
     return report
+
+
+def slo_fallback(registry: Registry, jobs: JobStore, audit):
+    """The SLO policy ``fallback`` (quality monitoring): roll the breaching version back through
+    :func:`rollback` (gate, switch, affected studies onto the worklist), with the evidence as reason."""
+    from medseg.registry import split_ref
+
+    def act(model_ref: str, status, alert_id: int) -> str:
+        name, version = split_ref(model_ref)
+        if registry.active(name) != version:
+            return f"no rollback: {model_ref} is not the active version"
+        reason = f"SLO {status.name} breached (alert {alert_id}): {status.why}"
+        try:
+            report = rollback(registry, jobs, audit, name, to=None, actor="monitor", reason=reason)
+        except RegistryError as exc:
+            audit("alert.fallback_failed", outcome="failure", actor="monitor", model=model_ref, alert_id=alert_id,
+                  reason=exc.message)
+            return f"fallback failed: {exc.message}"
+        return (f"rolled back {name}/{report.rolled_back} -> {name}/{report.active}; {len(report.affected)} "
+                "affected studies put on the re-review worklist")
+
+    return act

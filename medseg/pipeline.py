@@ -61,6 +61,8 @@ class Lesion:
     centroid_lps_mm: tuple[float, float, float]
     extent_mm: tuple[float, float, float]  # bounding box along x, y, z (patient axes)
     mean_probability: float
+    #: mean binary entropy (bits) of the lesion's probability: 0 = certain, 1 = a coin flip
+    mean_entropy: float = 0.0
 
 
 @dataclass
@@ -181,7 +183,8 @@ def postprocess(
         for i, box in enumerate(ndimage.find_objects(components), start=1):
             member = components[box] == i
             size = int(member.sum())
-            peak = float(confidence[box][member].max())
+            inside = confidence[box][member]
+            peak = float(inside.max())
             if size < min_voxels or peak < spec.min_peak_probability:
                 labels[box][member] = 0
                 continue
@@ -193,7 +196,8 @@ def postprocess(
                     volume_ml=round(size * voxel_ml, 3),
                     centroid_lps_mm=tuple(round(float(v), 2) for v in lps.mean(0)),  # type: ignore[arg-type]
                     extent_mm=tuple(round(float(v), 1) for v in np.ptp(lps, axis=0) + np.abs(canonical_affine[:3, :3]).sum(1)),  # type: ignore[arg-type]
-                    mean_probability=round(float(confidence[box][member].mean()), 3),
+                    mean_probability=round(float(inside.mean()), 3),
+                    mean_entropy=round(_binary_entropy(inside), 3),
                 )
             )
     lesions.sort(key=lambda lesion: -lesion.volume_ml)
@@ -201,6 +205,12 @@ def postprocess(
     full = np.zeros(prep.canonical_shape, np.uint8)
     full[prep.crop] = labels
     return np.ascontiguousarray(prep.reorientation.invert(full)), lesions
+
+
+def _binary_entropy(p: np.ndarray) -> float:
+    """Mean binary entropy in bits (of the winning class's probability for multi-label models)."""
+    q = np.clip(p.astype(np.float64), 1e-7, 1 - 1e-7)
+    return float(np.mean(-(q * np.log2(q) + (1 - q) * np.log2(1 - q))))
 
 
 def segment(

@@ -25,6 +25,7 @@ class LesionOut(_Out):
     centroid_lps_mm: tuple[float, float, float]
     extent_mm: tuple[float, float, float]
     mean_probability: float
+    mean_entropy: float = 0.0
 
 
 class InputInfo(_Out):
@@ -58,3 +59,5 @@ class SegmentationResult(_Out):
     outputs: dict[str, str]
     seg: SegOut | None = None
     timings_s: dict[str, float]
+    #: label-free numbers for drift monitoring (medseg.monitoring.drift.study_features); no PHI
+    features: dict = {}

@@ -20,6 +20,12 @@ from medseg.auditing import auditor_for
 from medseg.db import init_db, make_engine
 from medseg.jobs import JobStore
 from medseg.metrics import ServiceMetrics
+from medseg.model_ops import slo_fallback
+from medseg.monitoring.alerts import AlertManager, WebhookLoop
+from medseg.monitoring.monitor import QualityMonitor
+from medseg.monitoring.prom import MonitoringCollector
+from medseg.monitoring.store import MonitoringStore
+from medseg.reviews import ReviewIntake
 from medseg.registry import Registry
 from medseg.shadow import ShadowStore
 from medseg.worker import Worker
@@ -40,14 +46,18 @@ class Service:
         self.metrics = ServiceMetrics(self.jobs.queue_depth)
         self.spool = Spool(data / "spool", settings.node.disk_floor_mb)
         self.registry = Registry(self.engine, settings.models_root, audit=self.events)
+        self.monitor = build_monitor(settings, self.registry, self.jobs, self.events)
+        self.metrics.registry.register(MonitoringCollector(self.monitor))
+        self.reviews = ReviewIntake(self.jobs, self.spool.root, data / "reviews", self.events, self.monitor)
+        self.webhooks = WebhookLoop(self.monitor.alerts)
         self.assembly = Assembly(self.spool, self.jobs, settings, lambda: self.registry.active_ref(settings.default_model),
-                                 self.events)
+                                 self.events, on_segmentations=self.reviews.receive_segs)
         self.node = Node(settings.node, self.spool, self.assembly, self.events, self.metrics, self.events.pseudonymize)
         self.delivery = DeliveryLoop(self.jobs, settings.node, self.metrics)
         self.worker = Worker(self.jobs, settings, self.spool.root, data / "results", self.events, self.metrics,
                              route=self.delivery.route, delivered=self.delivery.wake,
                              fallback_chain=self.registry.fallback_chain, shadow_of=self.registry.shadow,
-                             shadow_store=ShadowStore(self.engine, self.events))
+                             shadow_store=ShadowStore(self.engine, self.events), observe=self.monitor.observe_study)
         self.dicom_port: int | None = None
         self.model_error: str | None = None
 
@@ -70,6 +80,7 @@ class Service:
         self.dicom_port = self.node.start()
         self.assembly.start()
         self.delivery.start()
+        self.webhooks.start()
         self.worker.start()
         self.events("service.started", dicom_port=self.dicom_port, ae_title=self.settings.node.ae_title)
         self.events.anchor()
@@ -79,6 +90,7 @@ class Service:
         self.assembly.stop()
         self.worker.stop()
         self.delivery.stop()
+        self.webhooks.stop()
         self.events("service.stopped")
         self.events.anchor()
         self.engine.dispose()
@@ -87,6 +99,13 @@ class Service:
         checks = {"scp_listening": self.node.listening, "database": _db_ok(self.jobs),
                   "model_loaded": self.worker.has_model(self.registry.active_ref(self.settings.default_model))}
         return {"ready": all(checks.values()), "checks": checks, "model_error": self.model_error}
+
+
+def build_monitor(settings: Settings, registry: Registry, jobs: JobStore, events) -> QualityMonitor:
+    """Quality monitoring wired to the rollback path (shared by the service and the CLI)."""
+    store = MonitoringStore(jobs.engine)
+    alerts = AlertManager(store, settings.monitoring, events)
+    return QualityMonitor(store, settings.monitoring, alerts, fallback=slo_fallback(registry, jobs, events))
 
 
 def _db_ok(jobs: JobStore) -> bool:

@@ -19,6 +19,7 @@ import torch
 from medseg import __version__
 from medseg.config import Settings
 from medseg.io import LoadedStudy, load_study, write_nifti
+from medseg.monitoring.drift import study_features
 from medseg.model_store import LoadedModel, load_model, resolve_device
 from medseg.pipeline import PipelineSpec, Predictor, SegmentationOutput, segment
 from medseg.schemas import InputInfo, LesionOut, ModelRef, SegmentationResult, SegOut
@@ -129,7 +130,7 @@ def _result(study, outcome: RunOutcome, loaded: LoadedModel, outputs, seg_out, t
     names = {label.value: label.name for label in loaded.manifest.labels}
     lesions = [
         LesionOut(label=l.label, label_name=names[l.label], volume_ml=l.volume_ml, centroid_lps_mm=l.centroid_lps_mm,
-                  extent_mm=l.extent_mm, mean_probability=l.mean_probability)
+                  extent_mm=l.extent_mm, mean_probability=l.mean_probability, mean_entropy=l.mean_entropy)
         for l in outcome.output.lesions
     ]
     return SegmentationResult(
@@ -155,4 +156,5 @@ def _result(study, outcome: RunOutcome, loaded: LoadedModel, outputs, seg_out, t
         outputs=outputs,
         seg=seg_out,
         timings_s={k: round(v, 3) for k, v in timings.items()},
+        features=study_features(volume, lesions),
     )

@@ -27,7 +27,8 @@ class Worker:
     def __init__(self, jobs: JobStore, settings: Settings, spool_root: Path, results_root: Path, record: Recorder,
                  metrics, route: Callable[[str], list[str]], delivered: Callable[[], None] = lambda: None,
                  fallback_chain: Callable[[str, str], list[str]] | None = None,
-                 shadow_of: Callable[[str], str | None] = lambda name: None, shadow_store=None) -> None:
+                 shadow_of: Callable[[str], str | None] = lambda name: None, shadow_store=None,
+                 observe: Callable[[int, str, dict], None] = lambda job_id, model, features: None) -> None:
         self.jobs, self.settings, self.record, self.metrics = jobs, settings, record, metrics
         #: (name, first version) -> versions to try in order (the registry's fallback chain)
         self.fallback_chain = fallback_chain or (lambda name, version: [version])
@@ -35,6 +36,8 @@ class Worker:
         self.shadow_of, self.shadow_store = shadow_of, shadow_store
         self.spool_root, self.results_root = Path(spool_root), Path(results_root)
         self.route, self.delivered = route, delivered
+        #: (job id, name/version, label-free features) after each segmentation: drift monitoring
+        self.observe = observe
         self._models: dict[str, LoadedModel] = {}
         self._models_lock = threading.Lock()
         self._stop = threading.Event()
@@ -133,6 +136,7 @@ class Worker:
                          destinations=self.route(job.calling_ae), duration_s=round(elapsed, 3),
                          model_sha256=result.model.sha256, model_used=used)
         self.delivered()
+        self.observe(job.id, used, result.features)
         if candidate and f"{name}/{candidate}" != used:
             self._shadow(job, f"{name}/{candidate}", used, result, out_dir)
 
