@@ -64,7 +64,7 @@ def submit(
     for lesion in r.scores.get("missed", []):
         print(f"  missed lesion: {lesion['diameter_mm']} mm, {lesion['volume_ml']} mL at LPS {lesion['centroid_lps_mm']}")
     for s in outcome.slos:
-        print(f"  SLO {s.name}: {'BREACHED' if s.breached else 'ok'} ({s.why})")
+        print(f"  SLO {s.slo}: {'BREACHED' if s.breached else 'ok'} ({s.why})")
 
 
 @review_app.command("list")
@@ -130,7 +130,7 @@ def report(model: Optional[str] = typer.Option(None, help="NAME:VERSION (default
                       _ci(w["lesion_sensitivity"]), _ci(w["lesion_sensitivity_ge10"]))
         for s in m["slos"]:
             sign = ">=" if s["direction"] == "min" else "<="
-            slos.add_row(m["model"], s["name"], f"{s['metric']} {sign} {s['objective']}", _ci(s["long"]),
+            slos.add_row(m["model"], s["slo"], f"{s['metric']} {sign} {s['objective']}", _ci(s["long"]),
                          f"{_fmt(s['burn_long'], 2)} / {_fmt(s['burn_short'], 2)}",
                          "[red]BREACHED[/red]" if s["breached"] else "ok")
     out.print(table)

@@ -83,7 +83,7 @@ def slo_fallback(registry: Registry, jobs: JobStore, audit):
         name, version = split_ref(model_ref)
         if registry.active(name) != version:
             return f"no rollback: {model_ref} is not the active version"
-        reason = f"SLO {status.name} breached (alert {alert_id}): {status.why}"
+        reason = f"SLO {status.slo} breached (alert {alert_id}): {status.why}"
         try:
             report = rollback(registry, jobs, audit, name, to=None, actor="monitor", reason=reason)
         except RegistryError as exc:

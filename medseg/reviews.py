@@ -85,7 +85,7 @@ class ReviewIntake:
                 out.append(None)  # audited as review.rejected by _score
             except Exception as exc:  # noqa: BLE001 - the SEG stays in the spool; record why it was not scored
                 self.audit("review.rejected", outcome="failure", actor=calling_ae, path=Path(path).name,
-                           reason=f"unreadable SEG ({type(exc).__name__})", door="dicom")
+                           reason=f"the SEG could not be processed ({type(exc).__name__})", door="dicom")
                 out.append(None)
         return out
 
@@ -111,10 +111,12 @@ class ReviewIntake:
             str(item.get("SeriesInstanceUID", "")) for item in ds.get("ReferencedSeriesSequence", [])}
         refs.discard("")
         with Session(self.engine) as s:
-            if s.scalar(select(Job.id).where(Job.seg_sop_uid == str(ds.SOPInstanceUID))) is not None:
-                self.audit("review.rejected", outcome="failure", actor="dicom", sop_uid=str(ds.SOPInstanceUID),
-                           reason="our own SEG came back unchanged: not a review", door="dicom")
-                raise ReviewError("our own SEG came back unchanged", code="review.own_seg")
+            own = s.scalar(select(Job).where(Job.seg_sop_uid == str(ds.SOPInstanceUID)))
+        if own is not None:
+            self.audit("review.rejected", outcome="failure", actor="dicom", sop_uid=own.seg_sop_uid, job_id=own.id,
+                       study_uid=own.study_uid, reason="our own SEG came back unchanged: not a review", door="dicom")
+            raise ReviewError("our own SEG came back unchanged", code="review.own_seg")
+        with Session(self.engine) as s:
             ours = s.scalar(select(Job).where(Job.seg_series_uid.in_(refs)).order_by(Job.id.desc()))
             if ours is not None:
                 return ours
@@ -147,7 +149,7 @@ class ReviewIntake:
             predicted = Volume(_read_our_seg(job, uids), affine)
             if accepted:
                 reference = predicted
-            elif mask[128:132] == b"DICM" or mask[:4] == b"DICM":
+            elif _is_dicom(mask):
                 reference = Volume(seg_mask(mask, job.series_uid, uids, predicted.shape), affine)
             else:
                 reference = Volume(nifti_mask(mask, predicted), affine)
@@ -156,12 +158,14 @@ class ReviewIntake:
                        door=door, **ids)
             raise
         scores = score_review(predicted, reference)
+        correction_uid = "" if mask is None or not _is_dicom(mask) else str(
+            pydicom.dcmread(io.BytesIO(mask), stop_before_pixels=True).get("SOPInstanceUID", ""))
         header = headers[0]
         scanner = " / ".join(str(header.get(k, "") or "?") for k in ("Manufacturer", "ManufacturerModelName"))
         with Session(self.engine, expire_on_commit=False) as s, s.begin():
             row = Review(status=SCORED, job_id=job.id, study_uid=job.study_uid, series_uid=job.series_uid,
                          model=job.model_used, door=door, submitted_by=submitted_by, reviewer=reviewer,
-                         accepted=accepted, site=job.calling_ae, scanner=scanner, dice=scores.dice,
+                         accepted=accepted, correction_sop_uid=correction_uid, site=job.calling_ae, scanner=scanner, dice=scores.dice,
                          fn_rate=scores.fn_rate, reference_lesions=scores.reference_lesions,
                          detected_lesions=scores.detected_lesions, reference_lesions_ge10=scores.reference_lesions_ge10,
                          detected_lesions_ge10=scores.detected_lesions_ge10,
@@ -183,7 +187,7 @@ class ReviewIntake:
         if mask is None:
             return ""
         self.reviews_dir.mkdir(parents=True, exist_ok=True)
-        suffix = ".dcm" if mask[128:132] == b"DICM" else ".nii.gz" if mask[:2] == b"\x1f\x8b" else ".nii"
+        suffix = ".dcm" if _is_dicom(mask) else ".nii.gz" if mask[:2] == b"\x1f\x8b" else ".nii"
         path = self.reviews_dir / f"review-{review_id}{suffix}"
         path.write_bytes(mask)
         return str(path)
@@ -196,6 +200,10 @@ class ReviewIntake:
             raise ReviewError("the source images of this result are no longer in the spool", code="review.no_source")
         order, affine = sort_and_check(series.headers)
         return [series.headers[i] for i in order], affine
+
+
+def _is_dicom(data: bytes) -> bool:
+    return data[128:132] == b"DICM"
 
 
 def _read_our_seg(job: Job, uids: list[str]) -> np.ndarray:

@@ -34,12 +34,14 @@ pytestmark = pytest.mark.model
 
 
 @contextmanager
-def running(tmp_path: Path, dest_port: int | None = None, models_root: Path | None = None, **node):
+def running(tmp_path: Path, dest_port: int | None = None, models_root: Path | None = None,
+            settings_extra: dict | None = None, **node):
     destinations = [DestinationSettings(name="pacs", ae_title="TESTPACS", host="127.0.0.1", port=dest_port)] if dest_port else []
     node = {"port": free_port(), "allowed_calling_aets": ("TESTPACS", "PACS2", "PACS3", "PACS4"),
             "quiet_period_s": 1.0, "continuity_grace_s": 1.0, "disk_floor_mb": 0, "destinations": destinations,
             "send_backoff_s": 0.2, **node}
     extra = {"models_root": models_root} if models_root else {}
+    extra.update(settings_extra or {})
     settings = Settings(node=NodeSettings(**node), service=ServiceSettings(data_dir=tmp_path / "data", poll_interval_s=0.1),
                         **extra)
     service = Service(settings)

@@ -39,19 +39,20 @@ class AlertManager:
                                                 Alert.state == FIRING))
 
     def fire(self, kind: str, name: str, model: str, evidence: dict, policy: str = "alert") -> Alert | None:
-        """Open an alert; None if one is already firing for (kind, name, model) (its evidence is refreshed)."""
+        """Open an alert; None if one is already firing for (kind, name, model) (then ``evidence`` is kept
+        as its ``latest``, beside the evidence that opened it)."""
         with self._lock, self.store.session() as s, s.begin():
             current = s.scalar(select(Alert).where(Alert.kind == kind, Alert.name == name, Alert.model == model,
                                                    Alert.state == FIRING))
-            if current is not None:
-                current.evidence = evidence
+            if current is not None:  # keep the evidence that opened it; the newest goes beside it
+                current.evidence = {**current.evidence, "latest": evidence}
                 return None
             alert = Alert(kind=kind, name=name, model=model, state=FIRING, policy=policy, evidence=evidence,
                           webhook_state="pending" if self.settings.webhook_url else "none")
             s.add(alert)
             s.flush()
             self.audit(ACTIONS[kind], connection=s.connection(), outcome="failure", actor="monitor", alert_id=alert.id,
-                       name=name, model=model or None, policy=policy, evidence=evidence)
+                       alert=name, model=model or None, policy=policy, evidence=evidence)
         log.warning("ALERT %s %s firing for %s: %s", kind, name, model or "all models", evidence.get("why", ""))
         return alert
 
@@ -69,7 +70,7 @@ class AlertManager:
             alert.evidence = {**alert.evidence, "resolved_with": evidence}
             if self.settings.webhook_url and alert.webhook_state in ("sent", "none"):
                 alert.webhook_state, alert.webhook_attempts, alert.webhook_next_at = "pending", 0, utcnow()
-            self.audit("alert.resolved", connection=s.connection(), actor="monitor", alert_id=alert.id, name=name,
+            self.audit("alert.resolved", connection=s.connection(), actor="monitor", alert_id=alert.id, alert=name,
                        model=model or None, kind=kind)
         log.info("alert %s %s resolved for %s", kind, name, model or "all models")
         return alert
@@ -95,7 +96,7 @@ class AlertManager:
                 elif row.webhook_attempts > self.settings.webhook_retries:
                     row.webhook_state, row.webhook_error = "failed", error
                     self.audit("alert.webhook_failed", connection=s.connection(), outcome="failure", actor="monitor",
-                               alert_id=row.id, name=row.name, attempts=row.webhook_attempts, reason=error)
+                               alert_id=row.id, alert=row.name, attempts=row.webhook_attempts, reason=error)
                 else:
                     row.webhook_error = error
                     delay = self.settings.webhook_backoff_s * 2 ** (row.webhook_attempts - 1)

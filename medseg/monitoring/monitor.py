@@ -36,13 +36,12 @@ class QualityMonitor:
         long, statuses = self.slo_status(model)
         for status in statuses:
             if status.breached:
-                evidence = {**status.as_dict(), "review_ids": [r.id for r in long],
-                            "studies": sorted({r.study_uid for r in long})}
-                alert = self.alerts.fire("slo", status.name, model, evidence, status.policy)
+                evidence = {**status.as_dict(), "review_ids": [r.id for r in long]}
+                alert = self.alerts.fire("slo", status.slo, model, evidence, status.policy)
                 if alert is not None and status.policy == "fallback" and self.fallback is not None:
                     self.alerts.record_action(alert.id, self.fallback(model, status, alert.id))
             elif status.reviews >= self.settings.min_reviews and status.long.value is not None:
-                self.alerts.resolve("slo", status.name, model, status.as_dict())
+                self.alerts.resolve("slo", status.slo, model, status.as_dict())
         return statuses
 
     def drift_status(self, model: str) -> list[drift.DriftResult]:

@@ -26,11 +26,11 @@ class MonitoringCollector:
                 reviews.add_metric([model], len(long))
                 for st in statuses:
                     if st.long.value is not None:
-                        value.add_metric([model, st.name], st.long.value)
+                        value.add_metric([model, st.slo], st.long.value)
                     for window, b in (("long", st.burn_long), ("short", st.burn_short)):
                         if b is not None:
-                            burn.add_metric([model, st.name, window], b)
-                    breached.add_metric([model, st.name], float(st.breached))
+                            burn.add_metric([model, st.slo, window], b)
+                    breached.add_metric([model, st.slo], float(st.breached))
             for alert in self.monitor.store.alerts(state="firing"):
                 firing.add_metric([alert.kind, alert.name, alert.model], 1.0)
         except Exception as exc:  # noqa: BLE001 - metrics fail open

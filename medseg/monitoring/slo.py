@@ -99,7 +99,7 @@ def burn_rate(value: float | None, metric: str, objective: float) -> float | Non
 
 @dataclass
 class SLOStatus:
-    name: str
+    slo: str  # the SLO's name
     metric: str
     objective: float
     direction: str  # min: the value must stay >= objective; max: <= objective

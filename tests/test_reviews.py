@@ -1,0 +1,142 @@
+"""Review intake through its three doors against the running service (real SCP, dcmtk storescu,
+HTTP API, the CLI as a subprocess on the same data dir), with the shipped model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pydicom
+import pytest
+from scipy import ndimage
+
+from medseg.io.nifti import write_nifti
+from medseg.seg import read_seg_mask, write_seg
+from medseg.train import TUMOR_LABEL
+from medseg.volume import Volume
+from tests.conftest import PHI_ID, PHI_NAME, small_phantom, write_study
+from tests.node_helpers import events, storescu, wait_for
+from tests.test_dicom_node import jobs_in, running
+
+pytestmark = pytest.mark.model
+
+
+def expected_scores(job, datasets, truth: np.ndarray) -> tuple[float, float]:
+    """Dice and FN rate computed here with numpy alone (independent of medseg.monitoring)."""
+    ours = read_seg_mask(job.seg_path, [d.SOPInstanceUID for d in datasets]) > 0
+    t = truth > 0
+    overlap = np.logical_and(ours, t).sum()
+    return 2 * overlap / (ours.sum() + t.sum()), 1 - overlap / t.sum()
+
+
+@pytest.fixture
+def served(tmp_path):
+    phantom = small_phantom(seed=611, shape=(32, 128, 128), spacing=(3.0, 2.5, 2.5), n_tumors=2)
+    datasets = write_study(tmp_path / "study", phantom)
+    with running(tmp_path) as (service, client):
+        assert storescu(service.dicom_port, sorted((tmp_path / "study").glob("*.dcm"))).returncode == 0
+        job = jobs_in(service, "sent")[0]
+        yield service, client, job, phantom, datasets
+
+
+def test_api_and_cli_doors(served, tmp_path):
+    service, client, job, phantom, datasets = served
+    study = job.study_uid
+
+    accepted = client.post("/reviews", data={"study_uid": study, "accepted": "true", "reviewer": "rad-7"})
+    assert accepted.status_code == 201, accepted.text
+    r = accepted.json()["review"]
+    assert r["accepted"] and r["dice"] == 1.0 and r["door"] == "api" and r["model"] == job.model_used
+    assert r["reviewer"] == "rad-7" and r["site"] == "TESTPACS"
+
+    # NIfTI truth on the source grid, once as written and once with its axes reversed and swapped
+    # (same voxels, other storage order): both score the same, exactly
+    dice, fn = expected_scores(job, datasets, phantom.truth.array)
+    write_nifti(phantom.truth, tmp_path / "truth.nii.gz")
+    reordered = phantom.truth.array[::-1].transpose(0, 2, 1)
+    affine = phantom.truth.affine.copy()
+    affine[:3, 3] = phantom.truth.index_to_lps((phantom.truth.shape[0] - 1, 0, 0))
+    affine[:3, 0] *= -1
+    affine[:3, [1, 2]] = affine[:3, [2, 1]]
+    write_nifti(Volume(np.ascontiguousarray(reordered), affine), tmp_path / "truth-reordered.nii.gz")
+    for name in ("truth.nii.gz", "truth-reordered.nii.gz"):
+        with open(tmp_path / name, "rb") as f:
+            response = client.post("/reviews", data={"study_uid": study}, files={"mask": (name, f)})
+        assert response.status_code == 201, response.text
+        got = response.json()["review"]
+        assert got["dice"] == pytest.approx(dice, abs=1e-6) and got["fn_rate"] == pytest.approx(fn, abs=1e-9)
+        assert got["reference_lesions"] == ndimage.label(phantom.truth.array > 0, np.ones((3, 3, 3)))[1]
+
+    # a mask on another grid is refused, not resampled
+    moved = phantom.truth.affine.copy()
+    moved[0, 3] += 1.5  # origin 1.5 mm off
+    write_nifti(Volume(phantom.truth.array, moved), tmp_path / "shifted.nii.gz")
+    with open(tmp_path / "shifted.nii.gz", "rb") as f:
+        bad = client.post("/reviews", data={"study_uid": study}, files={"mask": ("m.nii.gz", f)})
+    assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
+    assert "review.geometry" in bad.json()["detail"]
+    assert events(service.data_dir, "review.rejected")[-1]["reason_code"] == "review.geometry"
+    garbage = client.post("/reviews", data={"study_uid": study}, files={"mask": ("m.nii", b"not a mask")})
+    assert garbage.status_code == 422 and "review.unreadable" in garbage.json()["detail"]
+    unknown = client.post("/reviews", data={"study_uid": "1.2.3.4", "accepted": "true"})
+    assert unknown.status_code == 404
+    both = client.post("/reviews", data={"study_uid": study, "accepted": "true"},
+                       files={"mask": ("m.nii.gz", open(tmp_path / "truth.nii.gz", "rb"))})
+    assert both.status_code == 400
+
+    # the CLI on the same data dir, with the truth as a DICOM SEG
+    write_seg(tmp_path / "truth_seg.dcm", phantom.truth.array, datasets, [TUMOR_LABEL], model_name="radiologist",
+              model_version="1", ground_truth=True, series_number=9001)
+    env = {**os.environ, "MEDSEG_SERVICE__DATA_DIR": str(service.data_dir)}
+    cli = [sys.executable, "-m", "medseg", "review", "submit", "--study", study, "--reviewer", "rad-9"]
+    done = subprocess.run(cli + ["--mask", str(tmp_path / "truth_seg.dcm")], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"Dice {dice:.3f}" in done.stdout and "SLO voxel-fn-rate" in done.stdout
+    missing = subprocess.run(cli + ["--mask", str(tmp_path / "nope.dcm")], capture_output=True, text=True, env=env)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "mask file not found" in missing.stderr
+
+    rows = client.get("/reviews").json()["reviews"]
+    assert [x["door"] for x in rows] == ["cli", "api", "api", "api"]
+    assert [x["dice"] for x in rows if not x["accepted"]] == [pytest.approx(dice, abs=1e-6)] * 3
+    scored = events(service.data_dir, "review.scored")
+    assert len(scored) == 4 and all(e["study_uid"] == study for e in scored)
+    stored = json.dumps(events(service.data_dir))
+    assert PHI_NAME not in stored and PHI_ID not in stored
+
+
+def test_dicom_door_matches_keeps_unmatched_and_refuses_our_own_seg(served, tmp_path):
+    service, client, job, phantom, datasets = served
+    write_seg(tmp_path / "corrected.dcm", phantom.truth.array, datasets, [TUMOR_LABEL], model_name="viewer",
+              model_version="1", ground_truth=True, series_number=9001)
+    other = small_phantom(seed=3, shape=(16, 48, 48))
+    other_datasets = write_study(tmp_path / "other", other)  # a study we never received
+    write_seg(tmp_path / "stray.dcm", other.truth.array, other_datasets, [TUMOR_LABEL], model_name="viewer",
+              model_version="1", ground_truth=True, series_number=9002)
+
+    for name in ("corrected.dcm", "stray.dcm"):
+        # -R: propose exactly the files' SOP classes (storescu's default list lacks Segmentation Storage)
+        sent = storescu(service.dicom_port, [tmp_path / name], extra=("-R",))
+        assert sent.returncode == 0, sent.stderr
+    assert storescu(service.dicom_port, [job.seg_path], extra=("-R",)).returncode == 0  # our own SEG, forwarded back
+
+    review = wait_for(lambda: (lambda r: r or None)(client.get("/reviews").json()["reviews"]), 30, what="DICOM review")[0]
+    dice, fn = expected_scores(job, datasets, phantom.truth.array)
+    assert review["door"] == "dicom" and review["submitted_by"] == "TESTPACS" and review["job_id"] == job.id
+    assert review["dice"] == pytest.approx(dice, abs=1e-6) and review["fn_rate"] == pytest.approx(fn)
+    assert review["correction_sop_uid"] == pydicom.dcmread(tmp_path / "corrected.dcm").SOPInstanceUID
+    assert review["stored_path"].endswith(".dcm") and os.path.exists(review["stored_path"])
+
+    unmatched = wait_for(lambda: client.get("/reviews", params={"status": "unmatched"}).json()["reviews"] or None, 30,
+                         what="unmatched SEG")
+    stray_uid = pydicom.dcmread(tmp_path / "stray.dcm").SOPInstanceUID
+    assert unmatched[0]["correction_sop_uid"] == stray_uid and os.path.exists(unmatched[0]["stored_path"])
+    assert events(service.data_dir, "review.unmatched")[0]["sop_uid"] == stray_uid
+    own = wait_for(lambda: [e for e in events(service.data_dir, "review.rejected") if "own SEG" in e.get("reason", "")]
+                   or None, 30, what="own SEG refused")
+    assert own[0]["sop_uid"] == job.seg_sop_uid
+    assert client.get("/monitoring/summary").json()["unmatched_reviews"] == 1
+    # the SEG series are not segmented
+    assert len(service.jobs.jobs()) == 1
