@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -14,7 +15,7 @@ from medseg.cli_models import ConfigOpt, _actor, _open
 
 review_app = typer.Typer(no_args_is_help=True, help="Radiologist reviews: submit corrections, the re-review worklist.")
 monitor_app = typer.Typer(no_args_is_help=True, help="Quality monitoring: SLOs, drift, alerts, report.")
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 160)  # piped: do not wrap table cells at 80 columns
 
 
 def _monitoring(config: Optional[Path]):

@@ -74,18 +74,26 @@ def rollback(registry: Registry, jobs: JobStore, audit, model: str, *, to: str |
     return report
 
 
-def slo_fallback(registry: Registry, jobs: JobStore, audit):
+def slo_fallback(registry: Registry, jobs: JobStore, audit, slo_status):
     """The SLO policy ``fallback`` (quality monitoring): roll the breaching version back through
-    :func:`rollback` (gate, switch, affected studies onto the worklist), with the evidence as reason."""
+    :func:`rollback` (gate, switch, affected studies onto the worklist), with the evidence as reason.
+
+    Not when the target version breaches the same SLO on its own reviews: trading one failing
+    version for another would only hide the alert's cause (``slo_status(ref)`` -> (window, statuses)).
+    """
     from medseg.registry import split_ref
 
     def act(model_ref: str, status, alert_id: int) -> str:
         name, version = split_ref(model_ref)
         if registry.active(name) != version:
             return f"no rollback: {model_ref} is not the active version"
-        reason = f"SLO {status.slo} breached (alert {alert_id}): {status.why}"
         try:
-            report = rollback(registry, jobs, audit, name, to=None, actor="monitor", reason=reason)
+            target = registry.rollback_target(name)
+            if any(s.slo == status.slo and s.breached for s in slo_status(f"{name}/{target}")[1]):
+                raise RegistryError(f"the rollback target {name}/{target} breaches SLO {status.slo} too",
+                                    code="registry.target_breaches")
+            reason = f"SLO {status.slo} breached (alert {alert_id}): {status.why}"
+            report = rollback(registry, jobs, audit, name, to=target, actor="monitor", reason=reason)
         except RegistryError as exc:
             audit("alert.fallback_failed", outcome="failure", actor="monitor", model=model_ref, alert_id=alert_id,
                   reason=exc.message)

@@ -105,7 +105,9 @@ def build_monitor(settings: Settings, registry: Registry, jobs: JobStore, events
     """Quality monitoring wired to the rollback path (shared by the service and the CLI)."""
     store = MonitoringStore(jobs.engine)
     alerts = AlertManager(store, settings.monitoring, events)
-    return QualityMonitor(store, settings.monitoring, alerts, fallback=slo_fallback(registry, jobs, events))
+    monitor = QualityMonitor(store, settings.monitoring, alerts)
+    monitor.fallback = slo_fallback(registry, jobs, events, monitor.slo_status)
+    return monitor
 
 
 def _db_ok(jobs: JobStore) -> bool:

@@ -164,3 +164,13 @@ def test_webhook_down_fails_visibly_after_its_retries(tmp_path):
     failed = events(tmp_path, "alert.webhook_failed")
     assert len(failed) == 1 and failed[0]["outcome"] == "failure"
     assert row.state == "firing"  # the alert itself stands
+
+
+def test_drift_reads_only_its_baseline_and_window(tmp_path):
+    store, _ = manager(tmp_path)
+    for i in range(30):
+        store.add_features(i, "ct-tumor/1.1.0" if i % 2 else "ct-tumor/1.1.0-rc", {"i": i})
+    rows = [r.features["i"] for r in store.features("ct-tumor/", 5, 3)]
+    assert rows == [0, 1, 2, 3, 4, 27, 28, 29]
+    assert [r.features["i"] for r in store.features("ct-tumor/1.1.0", 2, 2)] == [1, 3, 27, 29]
+    assert len(store.features("ct-tumor/1.1.0", 20, 5)) == 15  # fewer than the baseline: all of them

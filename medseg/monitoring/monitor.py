@@ -45,9 +45,9 @@ class QualityMonitor:
         return statuses
 
     def drift_status(self, model: str) -> list[drift.DriftResult]:
-        name = model.split("/")[0]
-        every = [r.features for r in self.store.features(f"{name}/")]
-        mine = [r.features for r in self.store.features(model)] if "/" in model else every
+        name, n, m = model.split("/")[0], self.settings.drift_baseline, self.settings.drift_window
+        every = [r.features for r in self.store.features(f"{name}/", n, m)]
+        mine = [r.features for r in self.store.features(model, n, m)] if "/" in model else every
         return drift.evaluate(every, mine, self.settings.drift_baseline, self.settings.drift_window)
 
     def check_drift(self, model: str) -> list[drift.DriftResult]:

@@ -128,13 +128,22 @@ class MonitoringStore:
         with self.session() as s, s.begin():
             s.add(StudyFeatures(job_id=job_id, model=model, features=features))
 
-    def features(self, model_prefix: str = "") -> list[StudyFeatures]:
-        """Oldest first; ``model_prefix`` 'name/' for every version of a model, 'name/version' for one."""
-        q = select(StudyFeatures).order_by(StudyFeatures.id)
+    def features(self, model_prefix: str = "", first: int | None = None, last: int | None = None) -> list[StudyFeatures]:
+        """Oldest first; ``model_prefix`` 'name/' for every version of a model, 'name/version' for one.
+        With ``first``/``last``: only the oldest ``first`` rows and the newest ``last`` after them
+        (a drift check reads its baseline and its window, not the whole history)."""
+        q = select(StudyFeatures)
         if model_prefix:
-            q = q.where(StudyFeatures.model.startswith(model_prefix))
+            q = q.where(StudyFeatures.model.startswith(model_prefix) if model_prefix.endswith("/")
+                        else StudyFeatures.model == model_prefix)
         with self.session() as s:
-            return list(s.scalars(q))
+            if first is None or last is None:
+                return list(s.scalars(q.order_by(StudyFeatures.id)))
+            head = list(s.scalars(q.order_by(StudyFeatures.id).limit(first)))
+            if len(head) < first:
+                return head
+            tail = list(s.scalars(q.where(StudyFeatures.id > head[-1].id).order_by(StudyFeatures.id.desc()).limit(last)))
+            return head + tail[::-1]
 
     def alerts(self, state: str | None = None) -> list[Alert]:
         q = select(Alert).order_by(Alert.id)

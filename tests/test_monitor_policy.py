@@ -1,0 +1,102 @@
+"""The SLO fallback policy's guards, on the real registry, job table and audit trail (SQLite):
+no rollback onto a version that breaches the same SLO, none of a version that is not active,
+and alert-only SLOs never touch the registry."""
+
+from __future__ import annotations
+
+import pytest
+
+from medseg.auditing import auditor_for
+from medseg.config import MonitoringSettings, ServiceSettings, Settings, SLOSettings
+from medseg.db import init_db, make_engine
+from medseg.jobs import JobStore
+from medseg.monitoring.store import SCORED, Review
+from medseg.registry import Registry
+from medseg.serve import build_monitor
+from tests.node_helpers import events
+
+
+@pytest.fixture
+def env(tmp_path):
+    settings = Settings(service=ServiceSettings(data_dir=tmp_path), default_model="ct-tumor/1.0.0")
+    engine = make_engine(settings.service.db_url())
+    init_db(engine)
+    audit = auditor_for(settings, engine)
+    audit.log.create()
+    registry = Registry(engine, settings.models_root, audit=audit)
+    registry.bootstrap("ct-tumor/1.0.0")
+    registry.switch("ct-tumor", "1.1.0", action="promote", actor="test", reason="setup")
+    jobs = JobStore(engine, audit)
+    return settings, registry, jobs, audit, engine
+
+
+def add_reviews(engine, model: str, fn: float, n: int = 5) -> None:
+    from sqlalchemy.orm import Session
+
+    with Session(engine) as s, s.begin():
+        for i in range(n):
+            s.add(Review(status=SCORED, job_id=i, study_uid=f"1.2.{i}", model=model, door="api", dice=1 - fn,
+                         fn_rate=fn, reference_lesions=1, detected_lesions=int(fn < 0.5)))
+
+
+def test_no_fallback_onto_a_version_that_breaches_too(env, tmp_path):
+    settings, registry, jobs, audit, engine = env
+    monitor = build_monitor(settings, registry, jobs, audit)
+    add_reviews(engine, "ct-tumor/1.0.0", fn=0.9)
+    add_reviews(engine, "ct-tumor/1.1.0", fn=0.8)
+    statuses = monitor.check_slos("ct-tumor/1.1.0")
+    assert {s.slo for s in statuses if s.breached} == {"lesion-sensitivity", "voxel-fn-rate"}
+    assert registry.active("ct-tumor") == "1.1.0"
+    alert = next(a for a in monitor.store.alerts("firing") if a.name == "voxel-fn-rate")
+    assert alert.action == "fallback failed: the rollback target ct-tumor/1.0.0 breaches SLO voxel-fn-rate too"
+    failed = events(tmp_path, "alert.fallback_failed")
+    assert len(failed) == 1 and failed[0]["model"] == "ct-tumor:1.1.0" and failed[0]["alert_id"] == alert.id
+    assert not events(tmp_path, "model.rolled_back")
+
+
+def test_only_the_active_version_is_rolled_back(env, tmp_path):
+    settings, registry, jobs, audit, engine = env
+    monitor = build_monitor(settings, registry, jobs, audit)
+    add_reviews(engine, "ct-tumor/1.0.0", fn=0.9)  # an old version, no longer active
+    monitor.check_slos("ct-tumor/1.0.0")
+    alert = next(a for a in monitor.store.alerts("firing") if a.name == "voxel-fn-rate")
+    assert alert.action == "no rollback: ct-tumor/1.0.0 is not the active version"
+    assert registry.active("ct-tumor") == "1.1.0" and not events(tmp_path, "model.rolled_back")
+
+
+def test_alert_policy_never_rolls_back_and_good_reviews_resolve(env, tmp_path):
+    settings, registry, jobs, audit, engine = env
+    settings = settings.model_copy(update={"monitoring": MonitoringSettings(
+        slos=(SLOSettings(name="fn", metric="fn_rate", objective=0.15, policy="alert"),))})
+    monitor = build_monitor(settings, registry, jobs, audit)
+    add_reviews(engine, "ct-tumor/1.1.0", fn=0.9)
+    monitor.check_slos("ct-tumor/1.1.0")
+    (alert,) = monitor.store.alerts("firing")
+    assert alert.action == "" and registry.active("ct-tumor") == "1.1.0"
+    add_reviews(engine, "ct-tumor/1.1.0", fn=0.0, n=40)  # the window fills with good reviews
+    monitor.check_slos("ct-tumor/1.1.0")
+    assert not monitor.store.alerts("firing") and len(events(tmp_path, "alert.resolved")) == 1
+
+
+def test_report_cli_table_json_png_and_bad_since(env, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    settings, registry, jobs, audit, engine = env
+    add_reviews(engine, "ct-tumor/1.1.0", fn=0.1, n=6)
+    add_reviews(engine, "ct-tumor/1.0.0", fn=0.3, n=2)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "medseg", "monitor", "report", *a], capture_output=True,
+                                    text=True, env={**os.environ, "MEDSEG_SERVICE__DATA_DIR": str(tmp_path),
+                                                    "MEDSEG_DEFAULT_MODEL": "ct-tumor/1.0.0"})
+    table = run("--png", str(tmp_path / "r.png"))
+    assert table.returncode == 0, table.stderr
+    assert "ct-tumor/1.1.0" in table.stdout and "0.100 [0.100, 0.100] n=6" in table.stdout
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+    data = json.loads(run("--model", "ct-tumor:1.0.0", "--since", "7d", "--format", "json",
+                          "--png", str(tmp_path / "r2.png")).stdout)
+    assert [m["model"] for m in data["models"]] == ["ct-tumor/1.0.0"]
+    assert data["models"][0]["period"]["reviews"] == 2 and data["models"][0]["window"]["fn_rate_mean"]["value"] == 0.3
+    bad = run("--since", "last tuesday")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "monitor.invalid_since" in bad.stderr
