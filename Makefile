@@ -45,6 +45,7 @@ bench: setup
 	$(BIN)/python bench/segment.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/audit.py
+	$(BIN)/python bench/review.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache

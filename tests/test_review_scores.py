@@ -128,3 +128,18 @@ def test_grid_mismatch_is_refused():
     m = np.zeros((4, 4, 4), bool)
     with pytest.raises(ValueError, match="same grid"):
         score_review(vol(m), vol(m, spacing=(2.0, 1.0, 1.0)))
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.5, 0.6, 0.9)])
+def test_surface_numbers_equal_monais_metric_functions(spacing):
+    import torch
+    from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
+
+    shape = (30, 50, 50)
+    ref = ball(shape, (15, 25, 25), 9, spacing) | ball(shape, (5, 8, 40), 3, spacing)
+    pred = ball(shape, (16, 24, 25), 8, spacing) | ball(shape, (25, 40, 8), 2, spacing)
+    ours = score_review(vol(pred, spacing), vol(ref, spacing))
+    p, r = torch.from_numpy(pred)[None, None], torch.from_numpy(ref)[None, None]
+    hd95 = compute_hausdorff_distance(p, r, include_background=True, percentile=95, spacing=list(spacing)).item()
+    msd = compute_average_surface_distance(p, r, include_background=True, symmetric=True, spacing=list(spacing)).item()
+    assert ours.hd95_mm == pytest.approx(hd95, rel=1e-5) and ours.msd_mm == pytest.approx(msd, rel=1e-5)

@@ -4,6 +4,7 @@ HTTP API, the CLI as a subprocess on the same data dir), with the shipped model.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -42,7 +43,8 @@ def served(tmp_path):
         yield service, client, job, phantom, datasets
 
 
-def test_api_and_cli_doors(served, tmp_path):
+def test_api_and_cli_doors(served, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
     service, client, job, phantom, datasets = served
     study = job.study_uid
 
@@ -105,6 +107,12 @@ def test_api_and_cli_doors(served, tmp_path):
     assert len(scored) == 4 and all(e["study_uid"] == study for e in scored)
     stored = json.dumps(events(service.data_dir))
     assert PHI_NAME not in stored and PHI_ID not in stored
+    assert caplog.records and PHI_NAME not in caplog.text and PHI_ID not in caplog.text
+
+    # drift monitoring saw the study (label-free numbers; one study is no window yet)
+    drift = client.get("/monitoring/summary").json()["models"][0]["drift"]
+    assert {d["monitor"] for d in drift} >= {"input.hu_histogram", "input.scanner", "output.empty_rate"}
+    assert all(not d["drifted"] and d["baseline_n"] <= 1 for d in drift)
 
 
 def test_dicom_door_matches_keeps_unmatched_and_refuses_our_own_seg(served, tmp_path):
