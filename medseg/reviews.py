@@ -74,12 +74,12 @@ class ReviewIntake:
         for path in files:
             try:
                 ds = pydicom.dcmread(path, stop_before_pixels=True)
-                job = self._job_for_seg(ds)
+                job = self._job_for_seg(ds, calling_ae)
                 if job is None:
                     out.append(self._unmatched(ds, path, calling_ae))
                     continue
                 out.append(self._score(job, Path(path).read_bytes(), accepted=False, door="dicom",
-                                       submitted_by=calling_ae, reviewer=str(getattr(ds, "ContentCreatorName", "")),
+                                       submitted_by=calling_ae, reviewer=str(getattr(ds, "ContentCreatorName", ""))[:64],
                                        stored=Path(path)))
             except ReviewError:
                 out.append(None)  # audited as review.rejected by _score
@@ -104,7 +104,7 @@ class ReviewIntake:
                               code="review.ambiguous")
         return jobs[0]
 
-    def _job_for_seg(self, ds) -> Job | None:
+    def _job_for_seg(self, ds, calling_ae: str) -> Job | None:
         if ds.get("Modality") != "SEG":
             raise ReviewError("not a Segmentation object (Modality is not SEG)", code="review.unreadable")
         refs = {str(ds.get("SeriesInstanceUID", ""))} | {
@@ -113,7 +113,7 @@ class ReviewIntake:
         with Session(self.engine) as s:
             own = s.scalar(select(Job).where(Job.seg_sop_uid == str(ds.SOPInstanceUID)))
         if own is not None:
-            self.audit("review.rejected", outcome="failure", actor="dicom", sop_uid=own.seg_sop_uid, job_id=own.id,
+            self.audit("review.rejected", outcome="failure", actor=calling_ae, sop_uid=own.seg_sop_uid, job_id=own.id,
                        study_uid=own.study_uid, reason="our own SEG came back unchanged: not a review", door="dicom")
             raise ReviewError("our own SEG came back unchanged", code="review.own_seg")
         with Session(self.engine) as s:

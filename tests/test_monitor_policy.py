@@ -97,6 +97,37 @@ def test_report_cli_table_json_png_and_bad_since(env, tmp_path):
     data = json.loads(run("--model", "ct-tumor:1.0.0", "--since", "7d", "--format", "json",
                           "--png", str(tmp_path / "r2.png")).stdout)
     assert [m["model"] for m in data["models"]] == ["ct-tumor/1.0.0"]
+    assert data["models"][0]["last_reviews"]["reviews"] == data["models"][0]["last_days"]["reviews"] == 2
     assert data["models"][0]["period"]["reviews"] == 2 and data["models"][0]["window"]["fn_rate_mean"]["value"] == 0.3
     bad = run("--since", "last tuesday")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "monitor.invalid_since" in bad.stderr
+
+
+@pytest.mark.parametrize("outcome", ["acts", "raises"])
+def test_fallback_page_waits_for_the_action(env, tmp_path, outcome):
+    """The webhook of a fallback alert is held until the policy has acted, so the page says what
+    was done; a policy that raises is recorded as failed (and audited) and still releases it."""
+    from tests.test_drift_alerts import webhook
+
+    settings, registry, jobs, audit, engine = env
+    with webhook() as (url, hooks, _):
+        settings = settings.model_copy(update={"monitoring": MonitoringSettings(webhook_url=url, slos=(
+            SLOSettings(name="fn", metric="fn_rate", objective=0.15, policy="fallback"),))})
+        monitor = build_monitor(settings, registry, jobs, audit)
+        seen = {}
+
+        def policy(model, status, alert_id):
+            seen["state"] = monitor.store.alerts()[0].webhook_state
+            seen["sent"] = monitor.alerts.deliver_webhooks()
+            if outcome == "raises":
+                raise RuntimeError("boom")
+            return "rolled back (test)"
+
+        monitor.fallback = policy
+        add_reviews(engine, "ct-tumor/1.1.0", fn=0.9)
+        monitor.check_slos("ct-tumor/1.1.0")
+        assert seen == {"state": "held", "sent": 0}
+        assert monitor.alerts.deliver_webhooks() == 1
+        expected = "rolled back (test)" if outcome == "acts" else "fallback failed: RuntimeError"
+        assert hooks[0]["action"] == expected
+        assert bool(events(tmp_path, "alert.fallback_failed")) == (outcome == "raises")

@@ -38,9 +38,11 @@ class AlertManager:
             return s.scalar(select(Alert).where(Alert.kind == kind, Alert.name == name, Alert.model == model,
                                                 Alert.state == FIRING))
 
-    def fire(self, kind: str, name: str, model: str, evidence: dict, policy: str = "alert") -> Alert | None:
+    def fire(self, kind: str, name: str, model: str, evidence: dict, policy: str = "alert",
+             hold_webhook: bool = False) -> Alert | None:
         """Open an alert; None if one is already firing for (kind, name, model) (then ``evidence`` is kept
-        as its ``latest``, beside the evidence that opened it)."""
+        as its ``latest``, beside the evidence that opened it). ``hold_webhook``: the policy acts first;
+        :meth:`record_action` releases the webhook, so the page says what was done."""
         with self._lock, self.store.session() as s, s.begin():
             current = s.scalar(select(Alert).where(Alert.kind == kind, Alert.name == name, Alert.model == model,
                                                    Alert.state == FIRING))
@@ -48,7 +50,8 @@ class AlertManager:
                 current.evidence = {**current.evidence, "latest": evidence}
                 return None
             alert = Alert(kind=kind, name=name, model=model, state=FIRING, policy=policy, evidence=evidence,
-                          webhook_state="pending" if self.settings.webhook_url else "none")
+                          webhook_state=("held" if hold_webhook else "pending") if self.settings.webhook_url
+                          else "none")
             s.add(alert)
             s.flush()
             self.audit(ACTIONS[kind], connection=s.connection(), outcome="failure", actor="monitor", alert_id=alert.id,
@@ -58,7 +61,10 @@ class AlertManager:
 
     def record_action(self, alert_id: int, action: str) -> None:
         with self.store.session() as s, s.begin():
-            s.get(Alert, alert_id).action = action
+            alert = s.get(Alert, alert_id)
+            alert.action = action
+            if alert.webhook_state == "held":
+                alert.webhook_state, alert.webhook_next_at = "pending", utcnow()
 
     def resolve(self, kind: str, name: str, model: str, evidence: dict) -> Alert | None:
         with self._lock, self.store.session() as s, s.begin():

@@ -37,12 +37,26 @@ class QualityMonitor:
         for status in statuses:
             if status.breached:
                 evidence = {**status.as_dict(), "review_ids": [r.id for r in long]}
-                alert = self.alerts.fire("slo", status.slo, model, evidence, status.policy)
-                if alert is not None and status.policy == "fallback" and self.fallback is not None:
-                    self.alerts.record_action(alert.id, self.fallback(model, status, alert.id))
+                acts = status.policy == "fallback" and self.fallback is not None
+                alert = self.alerts.fire("slo", status.slo, model, evidence, status.policy, hold_webhook=acts)
+                if alert is not None and acts:
+                    self._act(model, status, alert.id)
             elif status.reviews >= self.settings.min_reviews and status.long.value is not None:
                 self.alerts.resolve("slo", status.slo, model, status.as_dict())
         return statuses
+
+    def _act(self, model: str, status: slo.SLOStatus, alert_id: int) -> None:
+        """Run the fallback policy; whatever happens, record it on the alert (which releases its webhook)."""
+        action = "fallback did not run"
+        try:
+            action = self.fallback(model, status, alert_id)
+        except Exception as exc:  # noqa: BLE001 - the review is stored; the failed policy must be visible
+            action = f"fallback failed: {type(exc).__name__}"
+            log.error("SLO %s fallback for %s failed (%s)", status.slo, model, type(exc).__name__)
+            self.alerts.audit("alert.fallback_failed", outcome="failure", actor="monitor", model=model,
+                              alert_id=alert_id, reason=action)
+        finally:
+            self.alerts.record_action(alert_id, action)
 
     def drift_status(self, model: str) -> list[drift.DriftResult]:
         name, n, m = model.split("/")[0], self.settings.drift_baseline, self.settings.drift_window

@@ -53,7 +53,11 @@ def summary(monitor: QualityMonitor, model: str | None = None, since: dt.datetim
     for ref in models:
         long, statuses = monitor.slo_status(ref)
         period = list(reversed(store.reviews(model=ref, since=since)))
+        horizon = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(days=settings.window_days)
         out.append({"model": ref, "window": slo.window_summary(long, settings.confidence),
+                    "last_reviews": slo.window_summary(store.reviews(model=ref, limit=settings.window_reviews),
+                                                       settings.confidence),
+                    "last_days": slo.window_summary(store.reviews(model=ref, since=horizon), settings.confidence),
                     "period": slo.window_summary(period, settings.confidence),
                     "slos": [s.as_dict() for s in statuses],
                     "drift": [r.as_dict() for r in monitor.drift_status(ref)],
@@ -77,6 +81,7 @@ def plot(report: dict, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.dates
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
@@ -96,7 +101,10 @@ def plot(report: dict, path: Path) -> Path:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="best")
     axes[0].set_title("medseg review quality per model version")
-    fig.autofmt_xdate()
+    locator = matplotlib.dates.AutoDateLocator()
+    axes[-1].xaxis.set_major_locator(locator)
+    axes[-1].xaxis.set_major_formatter(matplotlib.dates.ConciseDateFormatter(locator))
+    axes[-1].set_xlabel("review time (UTC)")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

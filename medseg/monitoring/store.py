@@ -87,7 +87,7 @@ class Alert(Base):
     resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     evidence: Mapped[dict] = mapped_column(JSON, default=dict)
     action: Mapped[str] = mapped_column(Text, default="")  # what the policy did (rollback report summary)
-    webhook_state: Mapped[str] = mapped_column(String(16), default="none")  # none | pending | sent | failed
+    webhook_state: Mapped[str] = mapped_column(String(16), default="none")  # none | held (policy acting) | pending | sent | failed
     webhook_attempts: Mapped[int] = mapped_column(Integer, default=0)
     webhook_next_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     webhook_error: Mapped[str] = mapped_column(Text, default="")
