@@ -15,7 +15,6 @@ same rules the segmentation core applies (``medseg.io``: selection, then geometr
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -28,8 +27,8 @@ from medseg.io.geometry import sort_and_check
 from medseg.io.scan import scan_folder
 from medseg.io.selection import ineligible_reason
 from medseg.jobs import JobStore
+from medseg.loops import Ticker
 
-log = logging.getLogger(__name__)
 Recorder = Callable[..., None]
 
 
@@ -41,7 +40,9 @@ class _Pending:
     grace_until: float | None = None  # set when a geometry check failed once
 
 
-class Assembly:
+class Assembly(Ticker):
+    thread_name, interval_s = "medseg-assembly", 0.2
+
     def __init__(self, spool: Spool, jobs: JobStore, settings: Settings, model_ref: Callable[[], str],
                  record: Recorder, clock: Callable[[], float] = time.monotonic,
                  on_segmentations: Callable[[list, str], object] | None = None) -> None:
@@ -51,8 +52,7 @@ class Assembly:
         self.clock = clock
         self._pending: dict[tuple[str, str], _Pending] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     # -- called from SCP threads ------------------------------------------------------------
     def arrived(self, study_uid: str, series_uid: str, calling_ae: str, patient: str = "", accession: str = "") -> None:
@@ -85,22 +85,6 @@ class Assembly:
             for row in self.jobs.receiving_series():
                 self._pending.setdefault((row.study_uid, row.series_uid), _Pending(row.calling_ae, now))
             return len(self._pending)
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="medseg-assembly", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.2):
-            try:
-                self.tick()
-            except Exception as exc:  # noqa: BLE001 - the loop must survive; the series stays pending, retried
-                log.error("study assembly check failed (%s); will retry", type(exc).__name__)
 
     def tick(self) -> None:
         """Complete every series whose quiet period (and grace, if any) has passed."""

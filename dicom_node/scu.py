@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import ssl
-import threading
 from pathlib import Path
 from typing import Callable
 
@@ -21,6 +20,7 @@ import pydicom
 from pynetdicom import AE
 
 from medseg.config import DestinationSettings, NodeSettings
+from medseg.loops import Ticker
 from medseg.jobs import JobStore, utcnow
 
 log = logging.getLogger(__name__)
@@ -53,15 +53,15 @@ def send_file(path: Path, dest: DestinationSettings, calling_ae: str, timeout_s:
     return False, f"0x{code:04X}", f"destination answered 0x{code:04X}"
 
 
-class DeliveryLoop:
-    """Sends due deliveries from the job table; one thread."""
+class DeliveryLoop(Ticker):
+    """Sends due deliveries from the job table; one thread (``wake()`` when a SEG is ready)."""
+
+    thread_name, interval_s = "medseg-delivery", 0.5
 
     def __init__(self, jobs: JobStore, settings: NodeSettings, metrics,
                  send: Callable[..., tuple[bool, str, str]] = send_file) -> None:
         self.jobs, self.settings, self.metrics, self.send = jobs, settings, metrics, send
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     def route(self, calling_ae: str) -> list[str]:
         """Destination names for a study sent by ``calling_ae`` (``@sender``: the destination with that AE title)."""
@@ -73,33 +73,14 @@ class DeliveryLoop:
                 names.append(target)
         return list(dict.fromkeys(names))
 
-    def wake(self) -> None:
-        self._wake.set()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="medseg-delivery", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread:
-            self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.deliver_due()
-            except Exception:  # noqa: BLE001 - keep delivering; the rows stay pending and are retried
-                log.exception("delivery loop failed; will retry")
-            self._wake.wait(0.5)
-            self._wake.clear()
+    def tick(self) -> int:
+        return self.deliver_due()
 
     def deliver_due(self) -> int:
         destinations = {d.name: d for d in self.settings.destinations}
         done = 0
         for delivery, job in self.jobs.due_deliveries():
-            if self._stop.is_set():
+            if self.stopping:
                 break
             dest = destinations.get(delivery.destination)
             if dest is None:

@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from medseg.config import MonitoringSettings
 from medseg.jobs import utcnow
+from medseg.loops import Ticker
 from medseg.monitoring.store import Alert, MonitoringStore
 
 log = logging.getLogger("medseg.alerts")
@@ -129,27 +130,18 @@ def payload(alert: Alert) -> dict:
             "evidence": alert.evidence, "action": alert.action, "source": "medseg"}
 
 
-class WebhookLoop:
-    """The service's thread that drains the webhook outbox."""
+class WebhookLoop(Ticker):
+    """The service's thread that drains the webhook outbox (started only when a webhook is set)."""
 
-    def __init__(self, alerts: AlertManager, interval_s: float = 1.0) -> None:
-        self.alerts, self.interval_s = alerts, interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+    thread_name, interval_s = "medseg-webhooks", 1.0
+
+    def __init__(self, alerts: AlertManager) -> None:
+        self.alerts = alerts
+        super().__init__()
 
     def start(self) -> None:
         if self.alerts.settings.webhook_url:
-            self._thread = threading.Thread(target=self._run, name="medseg-webhooks", daemon=True)
-            self._thread.start()
+            super().start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.alerts.deliver_webhooks()
-            except Exception as exc:  # noqa: BLE001 - notification fails open; the alert row and audit stand
-                log.error("webhook delivery loop error (%s); will retry", type(exc).__name__)
+    def tick(self) -> int:
+        return self.alerts.deliver_webhooks()
