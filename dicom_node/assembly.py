@@ -97,14 +97,16 @@ class Assembly(Ticker):
             self._complete(key, entry)
 
     def _segmentations(self, key: tuple[str, str], entry: _Pending, files: list) -> None:
-        """A SEG series came in (a corrected result): hand it to review intake; it is not segmented."""
+        """A SEG series came in (a corrected result): hand it to review intake; it is not segmented.
+        Intake runs before the series row is closed, so a crash in between repeats the intake after
+        the restart (the intake skips SEGs it already has: at least once, and idempotent)."""
         with self._lock:
             if self._pending.get(key) is not entry:
                 return
             del self._pending[key]
-            self.jobs.complete_series(*key, self.model_ref(), len(files), quiet_period_s=self.settings.node.quiet_period_s,
-                                      ignored_reason="a segmentation (SEG): handed to review intake, not segmented")
         self.on_segmentations(files, entry.calling_ae)
+        self.jobs.complete_series(*key, self.model_ref(), len(files), quiet_period_s=self.settings.node.quiet_period_s,
+                                  ignored_reason="a segmentation (SEG): handed to review intake, not segmented")
 
     def _complete(self, key: tuple[str, str], entry: _Pending) -> None:
         study_uid, series_uid = key

@@ -74,6 +74,10 @@ class ReviewIntake:
         for path in files:
             try:
                 ds = pydicom.dcmread(path, stop_before_pixels=True)
+                known = self._known(str(ds.get("SOPInstanceUID", "")))
+                if known is not None:  # delivered again, or intake repeated after a restart
+                    out.append(ReviewOutcome(known))
+                    continue
                 job = self._job_for_seg(ds, calling_ae)
                 if job is None:
                     out.append(self._unmatched(ds, path, calling_ae))
@@ -90,6 +94,12 @@ class ReviewIntake:
         return out
 
     # -- matching ------------------------------------------------------------------------------
+    def _known(self, sop_uid: str) -> Review | None:
+        if not sop_uid:
+            return None
+        with Session(self.engine, expire_on_commit=False) as s:
+            return s.scalar(select(Review).where(Review.correction_sop_uid == sop_uid))
+
     def _job_for_study(self, study_uid: str, series_uid: str | None) -> Job:
         with Session(self.engine) as s:
             q = select(Job).where(Job.study_uid == study_uid, Job.seg_sop_uid != "").order_by(Job.id.desc())

@@ -137,6 +137,10 @@ def test_dicom_door_matches_keeps_unmatched_and_refuses_our_own_seg(served, tmp_
     assert review["correction_sop_uid"] == pydicom.dcmread(tmp_path / "corrected.dcm").SOPInstanceUID
     assert review["stored_path"].endswith(".dcm") and os.path.exists(review["stored_path"])
 
+    # the same corrected SEG again (a resend, or intake repeated after a crash): the same review
+    again = service.reviews.receive_segs([review["stored_path"]], "TESTPACS")
+    assert again[0].review.id == review["id"] and len(client.get("/reviews").json()["reviews"]) == 1
+
     unmatched = wait_for(lambda: client.get("/reviews", params={"status": "unmatched"}).json()["reviews"] or None, 30,
                          what="unmatched SEG")
     stray_uid = pydicom.dcmread(tmp_path / "stray.dcm").SOPInstanceUID
