@@ -99,6 +99,8 @@ def test_api_and_cli_doors(served, tmp_path, caplog):
     assert f"Dice {dice:.3f}" in done.stdout and "SLO voxel-fn-rate" in done.stdout
     missing = subprocess.run(cli + ["--mask", str(tmp_path / "nope.dcm")], capture_output=True, text=True, env=env)
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "mask file not found" in missing.stderr
+    off_grid = subprocess.run(cli + ["--mask", str(tmp_path / "shifted.nii.gz")], capture_output=True, text=True, env=env)
+    assert off_grid.returncode == 2 and off_grid.stderr.count("\n") == 1 and "[review.geometry]" in off_grid.stderr
 
     rows = client.get("/reviews").json()["reviews"]
     assert [x["door"] for x in rows] == ["cli", "api", "api", "api"]
