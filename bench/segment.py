@@ -164,7 +164,7 @@ def build_study(workdir: Path, slices: int, size: int, seed: int) -> Path:
     return case
 
 
-def mask_of(seg_path: str, sources) -> "np.ndarray":
+def mask_of(seg_path: str, sources):  # -> numpy array (imported in the child process only)
     from medseg.seg import read_seg_mask
 
     import highdicom as hd

@@ -13,7 +13,6 @@ from pydicom.dataset import Dataset, FileMetaDataset
 
 from medseg import cli
 
-from tests.conftest import small_phantom, write_study
 
 
 def run_cli(args, capsys):

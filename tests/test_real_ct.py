@@ -5,7 +5,6 @@ The case in tests/data is one of the eight held out of training (medseg.train.ST
 
 import json
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
