@@ -7,13 +7,14 @@ quote header values) and the loop goes on: what it failed on stays in the databa
 
 from __future__ import annotations
 
+import abc
 import logging
 import threading
 
 log = logging.getLogger(__name__)
 
 
-class Ticker:
+class Ticker(abc.ABC):
     thread_name = "medseg-loop"
     interval_s = 1.0
 
@@ -22,8 +23,9 @@ class Ticker:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @abc.abstractmethod
     def tick(self) -> object:
-        raise NotImplementedError
+        """One round of the loop's work (subclasses: assembly, delivery, webhook outbox)."""
 
     def wake(self) -> None:
         self._wake.set()
