@@ -153,21 +153,22 @@ def infer(
     return probabilities.cpu()
 
 
+def crop_labels(probabilities: torch.Tensor, prep: Preprocessed, spec: PipelineSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Unfiltered labels and the winning class's probability on the cropped canonical source grid."""
+    crop_shape = tuple(s.stop - s.start for s in prep.crop)
+    if probabilities.shape[1] == 2:  # binary: only the foreground channel needs resampling
+        foreground = resample(probabilities[:, 1:2], crop_shape)[0, 0].numpy()
+        return (foreground > 0.5).astype(np.uint8), foreground
+    upsampled = resample(probabilities, crop_shape)[0]
+    labels = upsampled.argmax(0).numpy().astype(np.uint8)
+    return np.where(np.isin(labels, spec.labels), labels, 0).astype(np.uint8), upsampled.max(0).values.numpy()
+
+
 def postprocess(
     probabilities: torch.Tensor, prep: Preprocessed, volume: Volume, spec: PipelineSpec
 ) -> tuple[np.ndarray, list[Lesion]]:
     """Labels on the exact source grid plus per-lesion measurements."""
-    crop_shape = tuple(s.stop - s.start for s in prep.crop)
-    if probabilities.shape[1] == 2:  # binary: only the foreground channel needs resampling
-        foreground = resample(probabilities[:, 1:2], crop_shape)[0, 0].numpy()
-        labels = (foreground > 0.5).astype(np.uint8)
-        confidence = foreground
-    else:
-        upsampled = resample(probabilities, crop_shape)[0]
-        labels = upsampled.argmax(0).numpy().astype(np.uint8)
-        confidence = upsampled.max(0).values.numpy()
-        labels = np.where(np.isin(labels, spec.labels), labels, 0).astype(np.uint8)
-
+    labels, confidence = crop_labels(probabilities, prep, spec)
     canonical_affine = prep.reorientation.apply_affine(volume.affine, volume.shape)
     offset = np.array([s.start for s in prep.crop], dtype=float)
     voxel_ml = abs(np.linalg.det(canonical_affine[:3, :3])) / 1000.0

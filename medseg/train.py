@@ -9,7 +9,6 @@ training sees exactly what inference sees.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -24,14 +23,16 @@ from typing import Callable
 
 import numpy as np
 import torch
+from scipy import ndimage
 from pydantic import BaseModel, ConfigDict, Field
 
+from medseg.calibration import calibrate_lesion_filters
 from medseg.evaluation import evaluate_case, summarize
 from medseg.io.nifti import read_nifti
 from medseg.manifest import ArchitectureSpec, CodeSpec, InputSpec, LabelSpec, ModelManifest, WeightsSpec
 from medseg.model_store import build_network
 from medseg.phantom import generate_phantom
-from medseg.pipeline import PipelineSpec, infer, postprocess, preprocess, preprocess_mask, segment
+from medseg.pipeline import PipelineSpec, preprocess, preprocess_mask, segment
 from medseg.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,6 @@ log = logging.getLogger(__name__)
 #: Real cases never used for training; every reported real-tumor number is on these.
 STS_HOLDOUT = ("STS_002", "STS_006", "STS_012", "STS_019", "STS_024", "STS_029", "STS_033", "STS_038")
 HOLDOUT_PHANTOM_SEED0 = 900_000
-VALIDATION_PHANTOM_SEED0 = 800_000
-PEAK_PROBABILITY_CANDIDATES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999)
 TUMOR_LABEL = LabelSpec(
     value=1,
     name="Tumor",
@@ -75,7 +74,7 @@ class TrainConfig(BaseModel):
     inference_roi_zyx: tuple[int, int, int] | None = None
     spacing_xyz_mm: tuple[float, float, float] = (1.5, 1.5, 3.0)
     window_hu: tuple[float, float] = (-200.0, 300.0)
-    channels: tuple[int, ...] = (8, 16, 32, 64, 128)
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256)
     res_units: int = 1
     norm: str = "BATCH"
     learning_rate: float = 5e-3
@@ -86,17 +85,19 @@ class TrainConfig(BaseModel):
     foreground_jitter: float = Field(default=0.5, ge=0, le=0.5)
     seed: int = 0
     holdout_phantoms: int = Field(default=20, ge=0)
-    min_lesion_ml: float = 0.05
+    #: None: chosen with ``min_peak_probability`` on the validation phantoms
+    min_lesion_ml: float | None = Field(default=None, ge=0)
     #: None: chosen after training on validation phantoms (seeds from VALIDATION_PHANTOM_SEED0)
     min_peak_probability: float | None = Field(default=None, ge=0, le=1)
-    validation_phantoms: int = Field(default=8, ge=1)
+    validation_phantoms: int = Field(default=16, ge=1)
 
 
 @dataclass
 class _Case:
     image: torch.Tensor  # (D, H, W) float32, windowed
     label: torch.Tensor  # (D, H, W) uint8
-    foreground: torch.Tensor  # (N, 3) indices of label > 0
+    #: voxel indices (N, 3) of each lesion (26-connected component of label > 0)
+    lesions: list[np.ndarray]
 
 
 def _spec(cfg: TrainConfig) -> PipelineSpec:
@@ -106,7 +107,10 @@ def _spec(cfg: TrainConfig) -> PipelineSpec:
 def _case(image: Volume, truth: Volume, spec: PipelineSpec) -> _Case:
     prep = preprocess(image, spec)
     label = preprocess_mask(truth, prep)
-    return _Case(prep.tensor[0, 0].clone(), label, torch.nonzero(label))
+    components, _ = ndimage.label(label.numpy() > 0, structure=np.ones((3, 3, 3), bool))
+    lesions = [np.argwhere(components[box] == i) + [b.start for b in box]
+               for i, box in enumerate(ndimage.find_objects(components), start=1)]
+    return _Case(prep.tensor[0, 0].clone(), label, lesions)
 
 
 def sts_cases(sts_dir: Path, holdout: bool) -> list[tuple[str, Volume, Volume]]:
@@ -120,9 +124,13 @@ def sts_cases(sts_dir: Path, holdout: bool) -> list[tuple[str, Volume, Volume]]:
 def _patch(case: _Case, size, rng: np.random.Generator, foreground_fraction: float, jitter: float = 0.5):
     shape = np.array(case.image.shape)
     size = np.array(size)
-    if len(case.foreground) and rng.random() < foreground_fraction:
+    if case.lesions and rng.random() < foreground_fraction:
+        # a lesion first, then one of its voxels: drawing a voxel of all foreground (1.0.0-1.1.0)
+        # centred nearly every patch on the large tumors, since a 30 mm tumor has 1000x the voxels
+        # of a 3 mm one, and the model never learned small lesions (12 mm ones scored p < 0.001)
+        lesion = case.lesions[int(rng.integers(len(case.lesions)))]
         reach = (size * jitter).astype(int)
-        center = case.foreground[int(rng.integers(len(case.foreground)))].numpy() + rng.integers(-reach, reach + 1)
+        center = lesion[int(rng.integers(len(lesion)))] + rng.integers(-reach, reach + 1)
     else:
         center = np.array([rng.integers(0, n) for n in shape])
     start = center - size // 2
@@ -179,7 +187,10 @@ def train(cfg: TrainConfig, report: Callable[[str], None] = print) -> ModelManif
         real_cases = [_case(image, truth, spec) for _, image, truth in train_sts]
     prep_s = time.perf_counter() - started
 
-    network = build_network(_manifest_stub(cfg))
+    # channels-last: oneDNN's 3D convolutions run 1.45x faster on it (2-core EPYC, default
+    # network: 0.42 -> 0.29 s per iteration), with the same losses. bfloat16 autocast was faster
+    # still but turned the loss into NaN within 20 iterations (torch 2.13 CPU), so it is not used.
+    network = build_network(_manifest_stub(cfg)).to(memory_format=torch.channels_last_3d)
     network.train()
     optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.learning_rate, weight_decay=1e-5)
     deadline = time.perf_counter() + cfg.minutes * 60 - prep_s
@@ -197,7 +208,7 @@ def train(cfg: TrainConfig, report: Callable[[str], None] = print) -> ModelManif
             x, y = _patch(pool[int(rng.integers(len(pool)))], cfg.patch_zyx, rng, cfg.foreground_fraction, cfg.foreground_jitter)
             batch_x.append(x)
             batch_y.append(y)
-        x = torch.stack(batch_x)[:, None]
+        x = torch.stack(batch_x)[:, None].contiguous(memory_format=torch.channels_last_3d)
         y = torch.stack(batch_y)[:, None].long()
         loss = segmentation_loss(network(x), y)
         optimizer.zero_grad(set_to_none=True)
@@ -211,7 +222,7 @@ def train(cfg: TrainConfig, report: Callable[[str], None] = print) -> ModelManif
             break
     train_s = time.perf_counter() - started
 
-    network.eval()
+    network.eval().to(memory_format=torch.contiguous_format)
     buffer = io.BytesIO()
     torch.save(network.state_dict(), buffer)
     blob = buffer.getvalue()
@@ -219,10 +230,11 @@ def train(cfg: TrainConfig, report: Callable[[str], None] = print) -> ModelManif
     (cfg.out / "model.pt").write_bytes(blob)
 
     calibration = None
-    if cfg.min_peak_probability is None:
-        report(f"choosing the peak-probability filter on {cfg.validation_phantoms} validation phantoms")
-        calibration = calibrate_peak_probability(network, spec, cfg)
-        cfg = cfg.model_copy(update={"min_peak_probability": calibration["chosen"]})
+    if cfg.min_peak_probability is None or cfg.min_lesion_ml is None:
+        report(f"choosing the lesion filters on {cfg.validation_phantoms} validation phantoms")
+        calibration = calibrate_lesion_filters(network, spec, cfg.validation_phantoms, cfg.min_lesion_ml, cfg.min_peak_probability)
+        cfg = cfg.model_copy(update={"min_peak_probability": calibration["chosen"]["min_peak_probability"],
+                                     "min_lesion_ml": calibration["chosen"]["min_lesion_ml"]})
         spec = _spec(cfg)
     report("evaluating on held-out phantoms and real cases")
     metrics = evaluate(network, spec, cfg)
@@ -231,14 +243,14 @@ def train(cfg: TrainConfig, report: Callable[[str], None] = print) -> ModelManif
             "weights": WeightsSpec(file="model.pt", sha256=hashlib.sha256(blob).hexdigest()),
             "training": {
                 "recipe": "cross-entropy + per-patch tumor Dice (patches with tumor), AdamW, cosine LR with 50-iteration "
-                          f"warm-up; random patches ({cfg.foreground_fraction:.0%} centred on tumor, "
+                          f"warm-up; random patches ({cfg.foreground_fraction:.0%} centred on a tumor, each tumor alike, "
                           f"{cfg.sts_fraction:.0%} from real cases); training phantoms carry 2-8 tumors each; "
                           "left-right mirror, intensity jitter",
                 "config": json.loads(cfg.model_dump_json(exclude={"out", "sts_dir"})),
                 "phantom_seeds": [cfg.phantom_seed0, cfg.phantom_seed0 + cfg.phantoms - 1],
                 "real_training_cases": [name for name, *_ in train_sts],
                 "real_holdout_cases": list(STS_HOLDOUT) if cfg.sts_dir else [],
-                "peak_probability_calibration": calibration,
+                "lesion_filter_calibration": calibration,
                 "iterations_run": iteration,
                 "final_loss": round(float(np.mean(losses[-50:])), 4),
                 "wall_time_s": round(train_s, 1),
@@ -250,30 +262,6 @@ def train(cfg: TrainConfig, report: Callable[[str], None] = print) -> ModelManif
     manifest.dump(cfg.out)
     (cfg.out / "MODEL_CARD.md").write_text(model_card(manifest))
     return manifest
-
-
-def calibrate_peak_probability(network: torch.nn.Module, spec: PipelineSpec, cfg: TrainConfig) -> dict:
-    """Pick ``min_peak_probability`` on validation phantoms (neither training nor held-out seeds).
-
-    Score: mean per-study Dice over all studies, where a tumor-free study scores 1 without and
-    0 with a false positive, so the score trades lost lesions against false alarms. Ties go to
-    the lower threshold (fewer lesions thrown away).
-    """
-    studies = []
-    for i in range(cfg.validation_phantoms):
-        ph = generate_phantom(VALIDATION_PHANTOM_SEED0 + i)
-        prep = preprocess(ph.image, spec)
-        studies.append((ph, prep, infer(prep.tensor, network, spec)))
-    scores = {}
-    for threshold in PEAK_PROBABILITY_CANDIDATES:
-        trial = dataclasses.replace(spec, min_peak_probability=threshold)
-        scores[threshold] = float(np.mean([
-            evaluate_case(postprocess(p, prep, ph.image, trial)[0], ph.truth.array, ph.image.voxel_volume_ml).dice
-            for ph, prep, p in studies]))
-    best = max(scores.values())
-    chosen = min(t for t, v in scores.items() if v >= best - 1e-9)
-    return {"seeds": [VALIDATION_PHANTOM_SEED0, VALIDATION_PHANTOM_SEED0 + cfg.validation_phantoms - 1],
-            "mean_dice_by_threshold": {str(t): round(v, 4) for t, v in scores.items()}, "chosen": chosen}
 
 
 def evaluate(network: torch.nn.Module, spec: PipelineSpec, cfg: TrainConfig) -> dict:
@@ -320,7 +308,8 @@ def _manifest_stub(cfg: TrainConfig) -> ModelManifest:
         input=InputSpec(spacing_xyz_mm=cfg.spacing_xyz_mm, window_hu=cfg.window_hu, roi_size_zyx=cfg.patch_zyx),
         labels=(TUMOR_LABEL,),
         inference={"roi_size_zyx": cfg.inference_roi_zyx},
-        postprocess={"min_lesion_ml": cfg.min_lesion_ml, "min_peak_probability": cfg.min_peak_probability or 0.0},
+        postprocess={"min_lesion_ml": 0.05 if cfg.min_lesion_ml is None else cfg.min_lesion_ml,
+                     "min_peak_probability": cfg.min_peak_probability or 0.0},
         weights=WeightsSpec(file="model.pt", sha256="0" * 64),
     )
 

@@ -1,15 +1,24 @@
 """`medseg train` writes a model folder the service can load and use (a tiny run, for CI)."""
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 import torch
 
+from medseg.calibration import (
+    MIN_LESION_ML_CANDIDATES,
+    PEAK_PROBABILITY_CANDIDATES,
+    VALIDATION_PHANTOM_SEED0,
+    component_table,
+    filtered_dice,
+)
+from medseg.evaluation import evaluate_case
 from medseg.model_store import load_model, sha256_file
 from medseg.phantom import generate_phantom
-from medseg.pipeline import segment
-from medseg.train import PEAK_PROBABILITY_CANDIDATES, VALIDATION_PHANTOM_SEED0, segmentation_loss
+from medseg.pipeline import infer, postprocess, preprocess, segment
+from medseg.train import segmentation_loss
 
 from tests.test_bad_input import run_cli
 
@@ -28,15 +37,40 @@ def test_train_writes_a_loadable_self_describing_model(tmp_path, capsys):
     assert manifest["training"]["phantom_seeds"] == [1000, 1001]
     assert manifest["metrics"]["holdout_phantoms"]["seeds"] == [900000, 900000]
     assert json.loads(stdout) == manifest["metrics"]
-    calibration = manifest["training"]["peak_probability_calibration"]
-    assert calibration["seeds"] == [VALIDATION_PHANTOM_SEED0, VALIDATION_PHANTOM_SEED0 + 7]  # disjoint from the rest
-    assert manifest["postprocess"]["min_peak_probability"] == calibration["chosen"] in PEAK_PROBABILITY_CANDIDATES
+    calibration = manifest["training"]["lesion_filter_calibration"]
+    assert calibration["seeds"] == [VALIDATION_PHANTOM_SEED0, VALIDATION_PHANTOM_SEED0 + 15]  # disjoint from the rest
+    assert len(calibration["mean_dice"]) == len(PEAK_PROBABILITY_CANDIDATES) * len(MIN_LESION_ML_CANDIDATES)
+    chosen = calibration["chosen"]
+    assert manifest["postprocess"]["min_peak_probability"] == chosen["min_peak_probability"] in PEAK_PROBABILITY_CANDIDATES
+    assert manifest["postprocess"]["min_lesion_ml"] == chosen["min_lesion_ml"] in MIN_LESION_ML_CANDIDATES
+    best = max(calibration["mean_dice"].values())
+    assert calibration["mean_dice"][f"min_lesion_ml={chosen['min_lesion_ml']} min_peak_probability={chosen['min_peak_probability']}"] == best
     assert manifest["training"]["real_training_cases"] == []
     assert (out / "MODEL_CARD.md").read_text().startswith("# ct-tumor 9.9.9")
     loaded = load_model(out)
     phantom = generate_phantom(3, shape=(16, 48, 48), spacing=(3.0, 3.0, 3.0))
     result = segment(phantom.image, loaded, loaded.manifest.pipeline_spec())
     assert result.mask.shape == phantom.image.shape and set(np.unique(result.mask.array)) <= {0, 1}
+
+
+def test_filter_sweep_scores_exactly_what_postprocess_would(shipped_model):
+    """The calibration derives every filter pair's Dice from one component table per study."""
+    loaded = load_model(shipped_model)
+    spec = loaded.manifest.pipeline_spec()
+    seen = set()
+    for seed in range(VALIDATION_PHANTOM_SEED0, VALIDATION_PHANTOM_SEED0 + 3):
+        phantom = generate_phantom(seed)
+        prep = preprocess(phantom.image, spec)
+        probabilities = infer(prep.tensor, loaded, spec)
+        table = component_table(phantom, prep, probabilities, spec)
+        for size in MIN_LESION_ML_CANDIDATES:
+            for peak in (0.0, 0.5, 0.9, 0.99, 0.999):
+                trial = dataclasses.replace(spec, min_lesion_ml=size, min_peak_probability=peak)
+                mask = postprocess(probabilities, prep, phantom.image, trial)[0]
+                expected = evaluate_case(mask, phantom.truth.array, phantom.image.voxel_volume_ml).dice
+                assert filtered_dice(table, size, peak) == pytest.approx(expected, abs=1e-12), (seed, size, peak)
+                seen.add(round(expected, 6))
+    assert len(seen) >= 3  # the filters do change the outcome on these studies
 
 
 def test_train_refuses_a_bad_version(tmp_path, capsys):
