@@ -185,7 +185,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--seed", type=int, default=4242)
     parser.add_argument("--workdir", type=Path, default=None)
-    parser.add_argument("--model", type=Path, default=REPO / "models" / "ct-tumor" / "1.1.0")
+    parser.add_argument("--model", type=Path, default=REPO / "models" / "ct-tumor" / "2.0.0")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--child", choices=["medseg", "reference"])
     parser.add_argument("--study")

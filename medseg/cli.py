@@ -132,6 +132,7 @@ def train(
     minutes: float = typer.Option(28.0, min=0.1, help="time budget for the whole run"),
     phantoms: int = typer.Option(48, min=1, help="training phantoms"),
     holdout_phantoms: int = typer.Option(20, min=0),
+    validation_phantoms: int = typer.Option(40, min=1, help="phantoms (seeds from 800000) that choose the lesion filters"),
     seed: int = typer.Option(0),
     version: str = typer.Option("1.0.0"),
     name: str = typer.Option("ct-tumor"),
@@ -140,7 +141,8 @@ def train(
     from medseg.train import TrainConfig, train as run
 
     config = TrainConfig(out=out, sts_dir=sts_dir, sts_fraction=sts_fraction, iterations=iterations, minutes=minutes, phantoms=phantoms,
-                         holdout_phantoms=holdout_phantoms, seed=seed, version=version, name=name)
+                         holdout_phantoms=holdout_phantoms, validation_phantoms=validation_phantoms, seed=seed,
+                         version=version, name=name)
     manifest = run(config, report=lambda line: err.print(line))
     stdout.print(json.dumps(manifest.metrics, indent=2))
 

@@ -9,11 +9,12 @@ import numpy as np
 import pydicom
 import pytest
 
+from medseg.config import DEFAULT_MODEL
 from medseg.ct_writer import ct_datasets, write_series
 from medseg.phantom import generate_phantom
 
 REPO = Path(__file__).resolve().parent.parent
-SHIPPED_MODEL = REPO / "models" / "ct-tumor" / "1.1.0"
+SHIPPED_MODEL = REPO / "models" / DEFAULT_MODEL
 TEST_DATA = Path(__file__).resolve().parent / "data"
 PHI_NAME = "TEST^PHI_SENTINEL"
 PHI_ID = "PHI_SENTINEL_ID_0042"

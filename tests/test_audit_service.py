@@ -51,7 +51,7 @@ def test_postmortem_from_the_trail(tmp_path, study_dir):
 
         # "all studies segmented by model X between T1 and T2, and their outcomes": one query
         t2 = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)).isoformat()
-        r = _cli(service, "query", "--model", "ct-tumor:1.1.0", "--action", "job.finished", "--since", t1, "--until", t2,
+        r = _cli(service, "query", "--model", "ct-tumor:2.0.0", "--action", "job.finished", "--since", t1, "--until", t2,
                  "--format", "json")
         rows = json.loads(r.stdout)
         assert [(x["study_uid"], x["job_id"]) for x in rows] == [(study, job.id)]
