@@ -19,7 +19,7 @@ from medseg.pipeline import PipelineSpec, Predictor, Preprocessed, crop_labels, 
 
 VALIDATION_PHANTOM_SEED0 = 800_000
 PEAK_PROBABILITY_CANDIDATES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999)
-#: 0.05 mL (a 4.6 mm sphere; the only size before 1.2.0) threw away every 3-4.5 mm tumor
+#: 0.05 mL (a 4.6 mm sphere; the only size before 2.0.0) threw away every 3-4.5 mm tumor
 #: whatever the network said
 MIN_LESION_ML_CANDIDATES = (0.005, 0.01, 0.02, 0.05, 0.1)
 

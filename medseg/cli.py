@@ -130,7 +130,7 @@ def train(
     sts_fraction: float = typer.Option(0.0, min=0.0, max=1.0, help="share of training patches from the other real cases"),
     iterations: int = typer.Option(6000, min=1, help="upper bound; --minutes usually ends the run first"),
     minutes: float = typer.Option(28.0, min=0.1, help="time budget for the whole run"),
-    phantoms: int = typer.Option(48, min=1, help="training phantoms"),
+    phantoms: int = typer.Option(64, min=1, help="training phantoms"),
     holdout_phantoms: int = typer.Option(20, min=0),
     validation_phantoms: int = typer.Option(40, min=1, help="phantoms (seeds from 800000) that choose the lesion filters"),
     seed: int = typer.Option(0),
