@@ -83,7 +83,8 @@ def store(tmp_path) -> Path:
 
 
 def _cli(tmp_path, store, *args):
-    env = {"MEDSEG_SERVICE__DATA_DIR": str(tmp_path / "data"), "MEDSEG_MODELS_ROOT": str(store), "PATH": "/usr/bin:/bin"}
+    env = {"MEDSEG_SERVICE__DATA_DIR": str(tmp_path / "data"), "MEDSEG_MODELS_ROOT": str(store),
+           "MEDSEG_DEFAULT_MODEL": "ct-tumor/1.1.0", "PATH": "/usr/bin:/bin"}
     return subprocess.run([sys.executable, "-m", "medseg", "models", *args], capture_output=True, text=True, env=env)
 
 

@@ -66,13 +66,13 @@ def test_rollback_reprocess_sends_a_new_seg_series_to_orthanc(tmp_path):
     write_study(study, small_phantom(seed=12, shape=(20, 64, 64), n_tumors=2), accession_number="ACC0042")
     node_port = free_port()
     env = {"MEDSEG_SERVICE__DATA_DIR": str(tmp_path / "data"), "MEDSEG_MODELS_ROOT": str(tmp_path / "models"),
-           "PATH": "/usr/bin:/bin"}
+           "MEDSEG_DEFAULT_MODEL": "ct-tumor/1.1.0", "PATH": "/usr/bin:/bin"}
     with orthanc(tmp_path / "orthanc", {"medseg": ["MEDSEG", "127.0.0.1", node_port]}) as (url, dicom_port, aet):
         for f in sorted(study.glob("*.dcm")):
             httpx.post(f"{url}/instances", content=f.read_bytes(), timeout=30).raise_for_status()
         study_id = httpx.get(f"{url}/studies").json()[0]
         with running(tmp_path, allowed_calling_aets=("ORTHANC",), port=node_port, models_root=tmp_path / "models",
-                     destinations=[{"name": "orthanc", "ae_title": aet, "host": "127.0.0.1", "port": dicom_port}]) \
+                     settings_extra={"default_model": "ct-tumor/1.1.0"}, destinations=[{"name": "orthanc", "ae_title": aet, "host": "127.0.0.1", "port": dicom_port}]) \
                 as (service, client):
             promoted = subprocess.run([sys.executable, "-m", "medseg", "models", "promote", "1.0.0", "--reason", "trial"],
                                       capture_output=True, text=True, env=env)
