@@ -128,11 +128,12 @@ def train(
     out: Path = typer.Option(..., "--out", "-o", help="model folder to write, e.g. models/ct-tumor/1.0.1"),
     sts_dir: Optional[Path] = typer.Option(None, help="real STS cases (../shared/data/sts-ct): held-out ones are evaluated"),
     sts_fraction: float = typer.Option(0.0, min=0.0, max=1.0, help="share of training patches from the other real cases"),
-    iterations: int = typer.Option(6000, min=1, help="upper bound; --minutes usually ends the run first"),
+    iterations: int = typer.Option(20000, min=1, help="upper bound; --minutes usually ends the run first"),
     minutes: float = typer.Option(28.0, min=0.1, help="time budget for the whole run"),
     phantoms: int = typer.Option(64, min=1, help="training phantoms"),
     holdout_phantoms: int = typer.Option(20, min=0),
     validation_phantoms: int = typer.Option(40, min=1, help="phantoms (seeds from 800000) that choose the lesion filters"),
+    flip_check: bool = typer.Option(True, help="re-predict candidate lesions on the 8 axis flips of their window"),
     seed: int = typer.Option(0),
     version: str = typer.Option("1.0.0"),
     name: str = typer.Option("ct-tumor"),
@@ -141,7 +142,7 @@ def train(
     from medseg.train import TrainConfig, train as run
 
     config = TrainConfig(out=out, sts_dir=sts_dir, sts_fraction=sts_fraction, iterations=iterations, minutes=minutes, phantoms=phantoms,
-                         holdout_phantoms=holdout_phantoms, validation_phantoms=validation_phantoms, seed=seed,
+                         holdout_phantoms=holdout_phantoms, validation_phantoms=validation_phantoms, flip_check=flip_check, seed=seed,
                          version=version, name=name)
     manifest = run(config, report=lambda line: err.print(line))
     stdout.print(json.dumps(manifest.metrics, indent=2))

@@ -83,6 +83,8 @@ class InferenceSpec(_Frozen):
     blend_mode: Literal["gaussian", "constant"] = "gaussian"
     #: roi used at inference (bigger than the training patch is fine: the network is fully convolutional)
     roi_size_zyx: tuple[int, int, int] | None = None
+    #: re-predict each candidate lesion on the 8 axis flips of its window and average (medseg.flip_check)
+    flip_check: bool = False
 
 
 class PostprocessSpec(_Frozen):
@@ -168,6 +170,7 @@ class ModelManifest(_Frozen):
             overlap=self.inference.overlap,
             sw_batch_size=self.inference.sw_batch_size,
             blend_mode=self.inference.blend_mode,
+            flip_check=self.inference.flip_check,
             min_lesion_ml=self.postprocess.min_lesion_ml,
             min_peak_probability=self.postprocess.min_peak_probability,
         )

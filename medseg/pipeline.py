@@ -29,6 +29,7 @@ from monai.inferers import sliding_window_inference
 from scipy import ndimage
 
 from medseg.exceptions import ModelOutputError
+from medseg.flip_check import flip_check
 from medseg.volume import Reorientation, Volume, canonical_reorientation
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
@@ -46,6 +47,8 @@ class PipelineSpec:
     overlap: float = 0.25
     sw_batch_size: int = 2
     blend_mode: str = "gaussian"
+    #: re-predict candidate lesions on the 8 axis flips of their window (medseg.flip_check)
+    flip_check: bool = False
     min_lesion_ml: float = 0.05
     #: a component is kept only if the model is at least this sure of one of its voxels
     min_peak_probability: float = 0.0
@@ -140,16 +143,19 @@ def infer(
 ) -> torch.Tensor:
     """Class probabilities (1, C, D, H, W), float32 on the CPU."""
     autocast = torch.autocast(device_type="cuda", dtype=torch.float16) if amp and device.startswith("cuda") else nullcontext()
-    with torch.inference_mode(), autocast:
+
+    def probe(x: torch.Tensor) -> torch.Tensor:
         logits = sliding_window_inference(
-            tensor.to(device),
-            roi_size=spec.roi_size,
-            sw_batch_size=spec.sw_batch_size,
-            predictor=predictor,
-            overlap=spec.overlap,
-            mode=spec.blend_mode,
+            x, roi_size=spec.roi_size, sw_batch_size=spec.sw_batch_size, predictor=predictor,
+            overlap=spec.overlap, mode=spec.blend_mode,
         )
-        probabilities = torch.softmax(logits.float(), dim=1)
+        return torch.softmax(logits.float(), dim=1)
+
+    with torch.inference_mode(), autocast:
+        x = tensor.to(device)
+        probabilities = probe(x)
+        if spec.flip_check:
+            probabilities = flip_check(x, probabilities, probe, spec.roi_size)
     return probabilities.cpu()
 
 

@@ -1,13 +1,13 @@
 """The incident scenario, end to end with real components.
 
-Two versions of the shipped model: 2.0.0 (good) and 2.1.0, the same weights with its intensity
-window shifted by +300 HU (a plausible packaging mistake; tumors vanish from its view). It passes
+Two versions of the shipped model: the default (GOOD) and 9.0.0 (BAD), the same weights with its
+intensity window shifted by +300 HU (a plausible packaging mistake; tumors vanish from its view). It passes
 the promotion gate, because the gate checks that a version reproduces its *own* reference.
 
-The on-call engineer promotes 2.1.0 (the CLI); studies arrive through the DICOM node; radiologists'
+The on-call engineer promotes 9.0.0 (the CLI); studies arrive through the DICOM node; radiologists'
 corrections (= the phantom truth) come back through the node (C-STORE of a SEG) and the API.
 
-The bound: every study 2.1.0 segments here loses its whole tumor (voxel FN rate 1.0, standard
+The bound: every study 9.0.0 segments here loses its whole tumor (voxel FN rate 1.0, standard
 deviation 0), so the 95 % interval of the window's mean FN rate is [1.0, 1.0] as soon as the window
 may page: the ``voxel-fn-rate`` SLO (<= 0.15, policy fallback) fires at review ``min_reviews`` = 5
 and not before (medseg.monitoring.slo explains the general bound).
@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from medseg import gate
-from medseg.config import MonitoringSettings
+from medseg.config import DEFAULT_MODEL, MonitoringSettings
 from medseg.io.nifti import write_nifti
 from medseg.seg import write_seg
 from medseg.train import TUMOR_LABEL
@@ -36,17 +36,19 @@ from tests.test_dicom_node import running
 from tests.test_drift_alerts import webhook
 
 pytestmark = pytest.mark.model
+#: the shipped default (good) and the same weights with the window shifted (bad)
+GOOD, BAD = DEFAULT_MODEL.rsplit("/", 1)[1], "9.0.0"
 GOOD_SEEDS, BAD_SEEDS, AFTER_SEED = (604, 610), (600, 601, 605, 606, 607, 608, 609), 611
 
 
 @pytest.fixture(scope="module")
 def models_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("models") / "ct-tumor"
-    shutil.copytree(SHIPPED_MODEL, root / "2.0.0")
-    bad = root / "2.1.0"
+    shutil.copytree(SHIPPED_MODEL, root / GOOD)
+    bad = root / BAD
     shutil.copytree(SHIPPED_MODEL, bad)
     manifest = json.loads((bad / "manifest.json").read_text())
-    manifest["version"] = "2.1.0"
+    manifest["version"] = BAD
     manifest["input"]["window_hu"] = [w + 300 for w in manifest["input"]["window_hu"]]
     (bad / "manifest.json").write_text(json.dumps(manifest, indent=2))
     gate.make_reference(bad)
@@ -80,19 +82,19 @@ def cli(service, *args):
 def test_degraded_model_is_caught_by_reviews_and_rolled_back(tmp_path, models_root):
     with webhook() as (url, hooks, _), running(
             tmp_path, models_root=models_root,
-            settings_extra={"default_model": "ct-tumor/2.0.0",
+            settings_extra={"default_model": f"ct-tumor/{GOOD}",
                             "monitoring": MonitoringSettings(webhook_url=url, webhook_backoff_s=0.05)}) as (service, client):
         good = [push(service, tmp_path, s)[0] for s in GOOD_SEEDS]
         sent(service, len(good))
 
-        promoted = cli(service, "models", "promote", "2.1.0", "--reason", "new release")
+        promoted = cli(service, "models", "promote", BAD, "--reason", "new release")
         assert promoted.returncode == 0, promoted.stderr
         bad = {}
         for seed in BAD_SEEDS:
             uid, p, datasets = push(service, tmp_path, seed)
             bad[uid] = (p, datasets)
         jobs = sent(service, len(good) + len(bad))
-        assert {j.study_uid for j in jobs if j.model_used == "ct-tumor/2.1.0"} == set(bad)
+        assert {j.study_uid for j in jobs if j.model_used == f"ct-tumor/{BAD}"} == set(bad)
 
         # radiologists correct the first five: two through the DICOM node, three through the API
         order = list(bad)
@@ -110,21 +112,21 @@ def test_degraded_model_is_caught_by_reviews_and_rolled_back(tmp_path, models_ro
                                     files={"mask": ("fix.nii.gz", f)})
                 assert r.status_code == 201, r.text
             review = client.get("/reviews").json()["reviews"][0]
-            assert review["fn_rate"] == pytest.approx(1.0) and review["model"] == "ct-tumor/2.1.0"
+            assert review["fn_rate"] == pytest.approx(1.0) and review["model"] == f"ct-tumor/{BAD}"
             firing = client.get("/alerts", params={"state": "firing"}).json()["alerts"]
             assert bool(firing) == (i + 1 >= 5), f"after review {i + 1}: {firing}"
 
-        # both SLOs fire at review 5 (0 of 5 tumors found, too); the FN-rate one's fallback policy rolled 2.1.0 back
+        # both SLOs fire at review 5 (0 of 5 tumors found, too); the FN-rate one's fallback policy rolled BAD back
         assert {(a["name"], a["policy"]) for a in firing} == {("voxel-fn-rate", "fallback"),
                                                              ("lesion-sensitivity", "alert")}
         alert = next(a for a in firing if a["name"] == "voxel-fn-rate")
         assert (alert["kind"], alert["name"], alert["model"], alert["policy"]) == \
-            ("slo", "voxel-fn-rate", "ct-tumor/2.1.0", "fallback")
+            ("slo", "voxel-fn-rate", f"ct-tumor/{BAD}", "fallback")
         assert alert["evidence"]["reviews"] == 5 and alert["evidence"]["long"]["low"] == pytest.approx(1.0)
-        assert alert["action"].startswith("rolled back ct-tumor/2.1.0 -> ct-tumor/2.0.0; 7 affected")
-        assert client.get("/models").json()["active"] == "2.0.0"
+        assert alert["action"].startswith(f"rolled back ct-tumor/{BAD} -> ct-tumor/{GOOD}; 7 affected")
+        assert client.get("/models").json()["active"] == GOOD
 
-        # affected = exactly the studies 2.1.0 segmented; all on the worklist, the reviewed ones closed
+        # affected = exactly the studies BAD segmented; all on the worklist, the reviewed ones closed
         items = Worklist(service.engine).items()
         assert {i.study_uid for i in items} == set(bad)
         assert {i.study_uid for i in items if i.closed_at is None} == set(order[5:])
@@ -139,7 +141,7 @@ def test_degraded_model_is_caught_by_reviews_and_rolled_back(tmp_path, models_ro
         # new studies go to the good version again
         after, _, _ = push(service, tmp_path, AFTER_SEED)
         sent(service, len(good) + len(bad) + 1)
-        assert [j.model_used for j in service.jobs.jobs(after)] == ["ct-tumor/2.0.0"]
+        assert [j.model_used for j in service.jobs.jobs(after)] == [f"ct-tumor/{GOOD}"]
 
         # every sink: webhook, Prometheus, audit; the summary and the report agree
         wait_for(lambda: hooks or None, 15, what="webhook POST")
@@ -147,9 +149,9 @@ def test_degraded_model_is_caught_by_reviews_and_rolled_back(tmp_path, models_ro
         hook = next(h for h in hooks if h["name"] == "voxel-fn-rate")
         assert hook["action"].startswith("rolled back") and hook["evidence"]["reviews"] == 5
         metrics = client.get("/metrics").text
-        assert 'medseg_slo_breached{model="ct-tumor/2.1.0",slo="voxel-fn-rate"} 1.0' in metrics
-        assert 'medseg_alerts_firing{kind="slo",model="ct-tumor/2.1.0",name="voxel-fn-rate"} 1.0' in metrics
-        summary = client.get("/monitoring/summary", params={"model": "ct-tumor:2.1.0"}).json()
+        assert f'medseg_slo_breached{{model="ct-tumor/{BAD}",slo="voxel-fn-rate"}} 1.0' in metrics
+        assert f'medseg_alerts_firing{{kind="slo",model="ct-tumor/{BAD}",name="voxel-fn-rate"}} 1.0' in metrics
+        summary = client.get("/monitoring/summary", params={"model": f"ct-tumor:{BAD}"}).json()
         assert summary["models"][0]["window"]["reviews"] == 6
         assert [s["breached"] for s in summary["models"][0]["slos"] if s["slo"] == "voxel-fn-rate"] == [True]
         report = cli(service, "monitor", "report", "--png", str(tmp_path / "report.png"))
@@ -170,14 +172,14 @@ def _assert_the_audit_tells_the_story(service, client, bad_order, good, alert_id
         "model.promoted", "job.finished", "review.scored", "alert.slo_breached", "model.rolled_back",
         "review.worklist_added")]
     actions = [e["action"] for e in story]
-    promoted = next(i for i, e in enumerate(story) if e["action"] == "model.promoted" and e["model"] == "ct-tumor:2.1.0")
+    promoted = next(i for i, e in enumerate(story) if e["action"] == "model.promoted" and e["model"] == f"ct-tumor:{BAD}")
     breached = actions.index("alert.slo_breached")
     rolled = actions.index("model.rolled_back")
     assert promoted < breached < rolled
     assert actions[:promoted].count("job.finished") == len(good)
     assert actions[promoted:breached].count("review.scored") == 5
     alert = next(e for e in story if e["action"] == "alert.slo_breached" and e["alert_id"] == alert_id)
-    assert alert["model"] == "ct-tumor:2.1.0" and alert["policy"] == "fallback" and len(alert["evidence"]["review_ids"]) == 5
+    assert alert["model"] == f"ct-tumor:{BAD}" and alert["policy"] == "fallback" and len(alert["evidence"]["review_ids"]) == 5
     assert story.index(alert) < rolled
     rollback = story[rolled]
     assert rollback["actor"] == "monitor" and f"SLO voxel-fn-rate breached (alert {alert_id})" in rollback["reason"]
@@ -188,4 +190,4 @@ def _assert_the_audit_tells_the_story(service, client, bad_order, good, alert_id
     for step in ("dicom.instances.received", "job.queued", "seg.created", "job.finished", "review.received",
                  "review.scored", "review.worklist_added"):
         assert step in seen, step
-    assert next(e for e in timeline if e["action"] == "job.finished")["model"] == "ct-tumor:2.1.0"
+    assert next(e for e in timeline if e["action"] == "job.finished")["model"] == f"ct-tumor:{BAD}"

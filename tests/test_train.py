@@ -46,9 +46,11 @@ def test_train_writes_a_loadable_self_describing_model(tmp_path, capsys):
     best = max(calibration["mean_dice"].values())
     assert calibration["mean_dice"][f"min_lesion_ml={chosen['min_lesion_ml']} min_peak_probability={chosen['min_peak_probability']}"] == best
     assert manifest["training"]["real_training_cases"] == []
+    assert manifest["inference"]["flip_check"] is True  # on by default; the filters were chosen with it
     assert (out / "MODEL_CARD.md").read_text().startswith("# ct-tumor 9.9.9")
     loaded = load_model(out)
     phantom = generate_phantom(3, shape=(16, 48, 48), spacing=(3.0, 3.0, 3.0))
+    assert loaded.manifest.pipeline_spec().flip_check
     result = segment(phantom.image, loaded, loaded.manifest.pipeline_spec())
     assert result.mask.shape == phantom.image.shape and set(np.unique(result.mask.array)) <= {0, 1}
 
