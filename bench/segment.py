@@ -185,12 +185,16 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--seed", type=int, default=4242)
     parser.add_argument("--workdir", type=Path, default=None)
-    parser.add_argument("--model", type=Path, default=REPO / "models" / "ct-tumor" / "2.0.0")
+    parser.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped default model)")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--child", choices=["medseg", "reference"])
     parser.add_argument("--study")
     parser.add_argument("--out")
     args = parser.parse_args()
+    if args.model is None:
+        from medseg.config import DEFAULT_MODEL
+
+        args.model = REPO / "models" / DEFAULT_MODEL
     if args.child:
         child(args)
         return

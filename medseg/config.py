@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from medseg.io import GeometryTolerances, SelectionRules
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = "ct-tumor/2.0.0"
+DEFAULT_MODEL = "ct-tumor/2.1.0"
 
 
 #: the configuration file `medseg serve --config` names (also settable as MEDSEG_CONFIG)

@@ -9,7 +9,7 @@ from medseg.config import REPO_ROOT, Settings
 
 def test_defaults_point_at_the_shipped_model():
     s = Settings()
-    assert s.model_dir() == REPO_ROOT / "models" / "ct-tumor" / "2.0.0"
+    assert s.model_dir() == REPO_ROOT / "models" / "ct-tumor" / "2.1.0"
     assert s.selection.modalities == ("CT",) and s.device == "auto"
 
 

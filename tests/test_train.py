@@ -100,3 +100,35 @@ def test_segmentation_loss_weighs_each_tumor_patch_alike_and_leaves_empty_patche
     assert segmentation_loss(logits(torch.zeros_like(truth)), empty) < 1e-3
     everywhere = torch.ones_like(truth)
     assert segmentation_loss(logits(everywhere), empty) > 5  # only cross-entropy, and it punishes false alarms
+
+
+def test_training_patches_mirror_image_and_label_together_along_the_chosen_axes():
+    from medseg.train import _Case, _patch
+
+    label = torch.zeros((8, 16, 16), dtype=torch.uint8)
+    label[1:3, 2:9, 3:5] = 1  # asymmetric along every axis
+    case = _Case(label.float(), label, [np.argwhere(label.numpy() > 0)])
+
+    def lesion_starts(mirror_axes):  # per axis: where the lesion starts in the patch
+        rng, starts = np.random.default_rng(0), [set(), set(), set()]
+        for _ in range(300):
+            image, patch = _patch(case, (8, 16, 16), rng, foreground_fraction=1.0, jitter=0.0, mirror_axes=mirror_axes)
+            assert torch.equal(image > 0.5, patch > 0)  # jittered intensities, same voxels
+            for axis, start in enumerate(np.argwhere(patch.numpy() > 0).min(0)):
+                starts[axis].add(int(start))
+        return starts
+
+    plain, left_right, every = lesion_starts(()), lesion_starts((2,)), lesion_starts((0, 1, 2))
+    assert left_right[:2] == plain[:2] and left_right[2] > plain[2]
+    assert all(every[axis] > plain[axis] for axis in range(3))
+
+
+def test_mirror_axes_are_patch_axes(tmp_path):
+    from pydantic import ValidationError
+
+    from medseg.train import TrainConfig
+
+    assert TrainConfig(out=tmp_path).mirror_axes == (2,)  # left-right, the shipped recipe
+    for bad in ((3,), (2, 2)):
+        with pytest.raises(ValidationError, match="mirror_axes"):
+            TrainConfig(out=tmp_path, mirror_axes=bad)
