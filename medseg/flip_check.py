@@ -30,7 +30,7 @@ FLIPS: tuple[tuple[int, ...], ...] = tuple(f for n in (1, 2, 3) for f in itertoo
 #: a candidate's probabilities are replaced in its bounding box grown by this many voxels
 CORE_MARGIN = 2
 
-Probe = Callable[[torch.Tensor], torch.Tensor]  # (N, 1, d, h, w) image -> (N, C, d, h, w) probabilities
+Probe = Callable[[torch.Tensor], torch.Tensor]  # (1, 1, d, h, w) image -> (1, C, d, h, w) probabilities
 
 
 def candidate_boxes(probabilities: torch.Tensor, margin: int = CORE_MARGIN) -> list[tuple[slice, slice, slice]]:
@@ -65,9 +65,7 @@ def flip_check(tensor: torch.Tensor, probabilities: torch.Tensor, probe: Probe, 
     for core in candidate_boxes(probabilities):
         context = context_box(core, shape, roi)
         sub = tensor[(slice(None), slice(None), *context)]
-        views = torch.cat([sub.flip(f) for f in FLIPS])
-        flipped = probe(views)
-        total = sum(flipped[i : i + 1].flip(f) for i, f in enumerate(FLIPS))
+        total = sum(probe(sub.flip(f)).flip(f) for f in FLIPS)  # one view at a time: bounded memory
         inner = (slice(None), slice(None), *(slice(c.start - x.start, c.stop - x.start) for c, x in zip(core, context)))
         index = (slice(None), slice(None), *core)
         out[index] = (probabilities[index] + total[inner]) / (len(FLIPS) + 1)
