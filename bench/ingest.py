@@ -38,7 +38,7 @@ def make_studies(work: Path, seed: int = 4242) -> dict[str, Path]:
     import pydicom
     from pydicom.uid import generate_uid
 
-    from medseg.phantom_study import write_phantom_study
+    from medseg.training.phantom_study import write_phantom_study
 
     base = work / "study200"
     if not base.exists():

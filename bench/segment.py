@@ -4,7 +4,7 @@ Builds one 512x512x200 phantom CT study, then runs each pipeline in its own
 child process (so peak RSS is that pipeline's own) on the same files with the
 same weights:
 
-* **medseg**: ``medseg.service.segment_study`` (what `medseg segment` runs).
+* **medseg**: ``medseg.jobs.runner.segment_study`` (what `medseg segment` runs).
 * **reference**: the same libraries with their defaults, as a first
   implementation would assemble them: pydicom reads and stacks every file,
   MONAI ``Orientationd`` + ``Spacingd`` + ``ScaleIntensityRanged``, default
@@ -42,7 +42,7 @@ def peak_rss_mb() -> float:
 
 def run_medseg(study: Path, out: Path, model_dir: Path) -> dict:
     from medseg.config import Settings
-    from medseg.service import segment_study
+    from medseg.jobs.runner import segment_study
 
     started = time.perf_counter()
     result = segment_study(study, out, Settings(), model=str(model_dir))
@@ -66,7 +66,7 @@ def run_reference(study: Path, out: Path, model_dir: Path) -> dict:
     from monai.transforms import Compose, Invertd, Orientationd, RemoveSmallObjects, ScaleIntensityRanged, Spacingd
     from pydicom.sr.codedict import codes
 
-    from medseg.model_store import load_model
+    from medseg.models.store import load_model
 
     stages = {}
     started = t = time.perf_counter()
@@ -154,7 +154,7 @@ def child(args) -> None:
 
 
 def build_study(workdir: Path, slices: int, size: int, seed: int) -> Path:
-    from medseg.phantom_study import write_phantom_study
+    from medseg.training.phantom_study import write_phantom_study
 
     case = workdir / f"phantom-{seed}-{slices}x{size}"
     if not (case / "phantom.json").exists():
@@ -165,7 +165,7 @@ def build_study(workdir: Path, slices: int, size: int, seed: int) -> Path:
 
 
 def mask_of(seg_path: str, sources):  # -> numpy array (imported in the child process only)
-    from medseg.seg import read_seg_mask
+    from medseg.core.seg import read_seg_mask
 
     import highdicom as hd
     import numpy as np
@@ -201,9 +201,9 @@ def main() -> None:
 
     import numpy as np
 
-    from medseg.evaluation import dice
-    from medseg.io import load_study
-    from medseg.io.nifti import read_nifti
+    from medseg.core.scoring import dice
+    from medseg.core.io import load_study
+    from medseg.core.io.nifti import read_nifti
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="medseg-bench-"))
     case = build_study(workdir, args.slices, args.size, args.seed)

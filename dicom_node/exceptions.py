@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from medseg.exceptions import MedsegError
+from medseg.core.exceptions import MedsegError
 
 #: C-STORE failure statuses we return (PS3.4 Table B.2-1); the 0xC0xx codes are our
 #: "cannot understand" reasons, documented in the README table.

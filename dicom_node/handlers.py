@@ -16,7 +16,7 @@ from typing import Callable
 
 from pydicom.uid import UID
 
-from dicom_node.assembly import Assembly
+from medseg.jobs.assembly import Assembly
 from dicom_node.exceptions import (CANNOT_UNDERSTAND, INCOMPLETE_PIXEL_DATA, UID_MISMATCH, InstanceRejected,
                                    NodeError)
 from dicom_node.spool import Spool, validate_uid

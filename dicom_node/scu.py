@@ -1,6 +1,6 @@
 """Sending SEGs to destinations (C-STORE SCU), with retries and exponential backoff.
 
-Deliveries live in the job table (:mod:`medseg.jobs`), so a retry survives a restart.
+Deliveries live in the job table (:mod:`medseg.jobs.store`), so a retry survives a restart.
 Attempt n (1-based) that fails is retried after ``min(backoff * 2**(n-1), backoff_max)``
 seconds; after ``send_retries`` retries the delivery fails, the job becomes ``failed``
 (visible in the API, metrics, and as an alert event), and the SEG stays in the
@@ -20,8 +20,8 @@ import pydicom
 from pynetdicom import AE
 
 from medseg.config import DestinationSettings, NodeSettings
-from medseg.loops import Ticker
-from medseg.jobs import JobStore, utcnow
+from medseg.core.loops import Ticker
+from medseg.jobs.store import JobStore, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from pynetdicom.sop_class import (
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicom_node import handlers
-from dicom_node.assembly import Assembly
+from medseg.jobs.assembly import Assembly
 from dicom_node.spool import Spool
 from medseg.config import NodeSettings, TLSSettings
 

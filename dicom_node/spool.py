@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from dicom_node.exceptions import CANNOT_WRITE, InvalidIdentifierError, NodeError, OutOfResources
-from medseg.uids import is_uid
+from medseg.core.uids import is_uid
 
 
 
 def validate_uid(value: object, attribute: str) -> str:
-    """A UID safe to use as a path component (:func:`medseg.uids.is_uid`), else an error naming the attribute."""
+    """A UID safe to use as a path component (:func:`medseg.core.uids.is_uid`), else an error naming the attribute."""
     text = str(value or "").strip().rstrip("\x00")
     if not text:
         raise InvalidIdentifierError(f"{attribute} is missing or blank")

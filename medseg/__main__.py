@@ -1,5 +1,5 @@
 """`python -m medseg` is the `medseg` command."""
 
-from medseg.cli import main
+from medseg.app.cli.main import main
 
 main()

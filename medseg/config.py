@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
-from medseg.io import GeometryTolerances, SelectionRules
+from medseg.core.io import GeometryTolerances, SelectionRules
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = "ct-tumor/2.1.0"

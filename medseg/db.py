@@ -15,10 +15,10 @@ class Base(DeclarativeBase):
 
 
 def init_db(engine: Engine) -> None:
-    import medseg.jobs  # noqa: F401  (register the tables)
-    import medseg.monitoring.store  # noqa: F401
-    import medseg.registry  # noqa: F401
-    import medseg.shadow  # noqa: F401
-    import medseg.worklist  # noqa: F401
+    import medseg.jobs.store  # noqa: F401  (register the tables)
+    import medseg.quality.store  # noqa: F401
+    import medseg.models.registry  # noqa: F401
+    import medseg.models.shadow  # noqa: F401
+    import medseg.quality.worklist  # noqa: F401
 
     Base.metadata.create_all(engine)

@@ -141,7 +141,7 @@ def test_timeline_includes_job_events_without_study(log):
 
 
 def test_auditor_anchors_every_n_events_and_hashes_patient_ids(tmp_path, log):
-    from medseg.auditing import Auditor
+    from medseg.app.auditing import Auditor
 
     auditor = Auditor(log, tmp_path / "anchors.jsonl", tmp_path / "audit.key", anchor_every=5)
     for i in range(12):

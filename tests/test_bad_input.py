@@ -11,7 +11,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 
-from medseg import cli
+from medseg.app.cli import main as cli
 
 
 

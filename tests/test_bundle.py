@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medseg import gate
-from medseg.manifest import ModelManifest
+from medseg.models import gate
+from medseg.models.manifest import ModelManifest
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.model
@@ -66,9 +66,9 @@ def test_bundle_becomes_a_model_version_that_segments_like_its_source(tmp_path):
     # with 1.0.0 run with the imported version's post-processing
     import dataclasses
 
-    from medseg.io.nifti import read_nifti
-    from medseg.model_store import load_model
-    from medseg.pipeline import segment
+    from medseg.core.io.nifti import read_nifti
+    from medseg.models.store import load_model
+    from medseg.core.pipeline.segment import segment
     spec = dataclasses.replace(source.pipeline_spec(), min_peak_probability=imported.postprocess.min_peak_probability,
                                min_lesion_ml=imported.postprocess.min_lesion_ml)
     expected = segment(gate._phantom().image, load_model(SOURCE), spec).mask.array

@@ -11,8 +11,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medseg.io.nifti import read_nifti
-from medseg.seg import read_seg_mask
+from medseg.core.io.nifti import read_nifti
+from medseg.core.seg import read_seg_mask
 
 from tests.conftest import PHI_ID, PHI_NAME, dice, small_phantom, write_study
 from tests.test_bad_input import run_cli
@@ -47,7 +47,7 @@ def test_phantom_writes_series_truth_nifti_and_truth_seg(phantom_case):
     info = json.loads((phantom_case / "phantom.json").read_text())
     assert len(list((phantom_case / "dicom").iterdir())) == info["slices"] == 48
     truth = read_nifti(phantom_case / "truth.nii.gz")
-    from medseg.io import load_study
+    from medseg.core.io import load_study
 
     study = load_study(phantom_case / "dicom")
     assert truth.shape == study.volume.shape and np.allclose(truth.affine, study.volume.affine, atol=1e-3)
@@ -80,7 +80,7 @@ def test_segment_dicom_writes_seg_nifti_and_result(segmented, phantom_case, ship
     assert "lesion" in result.stdout and f"ct-tumor {manifest['version']}" in result.stdout
 
     mask = read_nifti(out / "mask.nii.gz")
-    from medseg.io import load_study
+    from medseg.core.io import load_study
 
     study = load_study(phantom_case / "dicom")
     decoded = read_seg_mask(out / "seg.dcm", [h.SOPInstanceUID for h in study.volume.source])

@@ -9,9 +9,9 @@ import pydicom
 import pytest
 from pydicom import uid
 
-from medseg.exceptions import DecodeError
-from medseg.io import load_study
-from medseg.io.decode import read_hu_slices
+from medseg.core.exceptions import DecodeError
+from medseg.core.io import load_study
+from medseg.core.io.decode import read_hu_slices
 
 from tests.conftest import small_phantom, write_study
 

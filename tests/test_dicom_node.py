@@ -23,10 +23,10 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
 from audit.verify import verify
-from medseg.api import create_app
+from medseg.app.api.main import create_app
 from medseg.config import DestinationSettings, NodeSettings, ServiceSettings, Settings
-from medseg.seg import read_seg_mask
-from medseg.serve import Service
+from medseg.core.seg import read_seg_mask
+from medseg.app.serve import Service
 from tests.conftest import PHI_ID, PHI_NAME, small_phantom, write_study
 from tests.node_helpers import TCP_NODELAY, events, free_port, storescp, storescu, wait_for
 
@@ -82,7 +82,7 @@ def test_study_in_seg_out_matches_the_core(tmp_path, study_dir, shipped_model, c
         assert seg.StudyInstanceUID == job.study_uid
 
         # the core on the same input, outside the service
-        from medseg.service import segment_study
+        from medseg.jobs.runner import segment_study
         core = segment_study(study_dir, tmp_path / "core", service.settings)
         sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
         sources.sort(key=lambda d: float(d.ImagePositionPatient[2]))
@@ -248,6 +248,6 @@ def test_four_concurrent_associations(tmp_path):
 
 
 def test_dicom_node_imports_no_ml_code():
-    code = ("import sys, dicom_node.server, dicom_node.handlers, dicom_node.scu, dicom_node.assembly; "
+    code = ("import sys, dicom_node.server, dicom_node.handlers, dicom_node.scu, medseg.jobs.assembly; "
             "bad = [m for m in ('torch', 'monai', 'highdicom') if m in sys.modules]; assert not bad, bad")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0

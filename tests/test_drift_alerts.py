@@ -12,17 +12,17 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from medseg.auditing import auditor_for
+from medseg.app.auditing import auditor_for
 from medseg.config import MonitoringSettings, ServiceSettings, Settings
-from medseg.ct_writer import ct_datasets
+from medseg.training.ct_writer import ct_datasets
 from medseg.db import init_db, make_engine
-from medseg.monitoring import drift
-from medseg.monitoring.alerts import AlertManager
-from medseg.monitoring.monitor import QualityMonitor
-from medseg.monitoring.prom import MonitoringCollector
-from medseg.monitoring.store import MonitoringStore
-from medseg.pipeline import Lesion
-from medseg.volume import Volume
+from medseg.quality import drift
+from medseg.quality.alerts import AlertManager
+from medseg.quality.monitor import QualityMonitor
+from medseg.quality.prom import MonitoringCollector
+from medseg.quality.store import MonitoringStore
+from medseg.core.pipeline.segment import Lesion
+from medseg.core.volume import Volume
 from tests.conftest import small_phantom
 from tests.node_helpers import events, free_port
 

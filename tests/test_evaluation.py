@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from medseg.evaluation import evaluate_case, summarize
+from medseg.core.scoring import evaluate_case, summarize
 
 
 def _cube(shape, lo, size):

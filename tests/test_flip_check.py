@@ -1,10 +1,10 @@
-"""Flip check (medseg.flip_check) with stub predictors: what it keeps, what it removes, what it costs."""
+"""Flip check (medseg.core.pipeline.flip_check) with stub predictors: what it keeps, what it removes, what it costs."""
 
 import numpy as np
 import torch
 
-from medseg.flip_check import FLIPS, candidate_boxes, context_box, flip_check
-from medseg.pipeline import PipelineSpec, infer
+from medseg.core.pipeline.flip_check import FLIPS, candidate_boxes, context_box, flip_check
+from medseg.core.pipeline.segment import PipelineSpec, infer
 
 ROI = (8, 16, 16)
 

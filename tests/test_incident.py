@@ -10,7 +10,7 @@ corrections (= the phantom truth) come back through the node (C-STORE of a SEG) 
 The bound: every study 9.0.0 segments here loses its whole tumor (voxel FN rate 1.0, standard
 deviation 0), so the 95 % interval of the window's mean FN rate is [1.0, 1.0] as soon as the window
 may page: the ``voxel-fn-rate`` SLO (<= 0.15, policy fallback) fires at review ``min_reviews`` = 5
-and not before (medseg.monitoring.slo explains the general bound).
+and not before (medseg.quality.slo explains the general bound).
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from pathlib import Path
 
 import pytest
 
-from medseg import gate
+from medseg.models import gate
 from medseg.config import DEFAULT_MODEL, MonitoringSettings
-from medseg.io.nifti import write_nifti
-from medseg.seg import write_seg
-from medseg.train import TUMOR_LABEL
-from medseg.worklist import Worklist
+from medseg.core.io.nifti import write_nifti
+from medseg.core.seg import write_seg
+from medseg.training.train import TUMOR_LABEL
+from medseg.quality.worklist import Worklist
 from tests.conftest import SHIPPED_MODEL, small_phantom, write_study
 from tests.node_helpers import events, storescu, wait_for
 from tests.test_dicom_node import running

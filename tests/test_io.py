@@ -8,11 +8,11 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
-from medseg.exceptions import GeometryError, NoImageSeriesError, SeriesSelectionError
-from medseg.io import GeometryTolerances, SelectionRules, load_study
-from medseg.io.geometry import sort_and_check
-from medseg.io.scan import scan_folder
-from medseg.io.selection import select_series
+from medseg.core.exceptions import GeometryError, NoImageSeriesError, SeriesSelectionError
+from medseg.core.io import GeometryTolerances, SelectionRules, load_study
+from medseg.core.io.geometry import sort_and_check
+from medseg.core.io.scan import scan_folder
+from medseg.core.io.selection import select_series
 
 from tests.conftest import small_phantom, write_study
 

@@ -5,9 +5,9 @@ import shutil
 
 import pytest
 
-from medseg.exceptions import ChecksumError, ModelError
-from medseg.manifest import ModelManifest
-from medseg.model_store import load_model, sha256_file
+from medseg.core.exceptions import ChecksumError, ModelError
+from medseg.models.manifest import ModelManifest
+from medseg.models.store import load_model, sha256_file
 
 from tests.test_bad_input import run_cli
 

@@ -20,10 +20,10 @@ import pydicom
 import pytest
 import torch
 
-from medseg import gate
+from medseg.models import gate
 from medseg.config import NodeSettings, ServiceSettings, Settings
-from medseg.manifest import ModelManifest
-from medseg.model_store import build_network
+from medseg.models.manifest import ModelManifest
+from medseg.models.store import build_network
 from tests.conftest import REPO
 from tests.node_helpers import events, free_port, storescp, storescu, wait_for
 
@@ -114,8 +114,8 @@ def test_gate_rejects_a_version_that_does_not_reproduce_its_reference(tmp_path, 
 
 
 def _service(tmp_path, store, dest_port, budget=600.0):
-    from medseg.api import create_app
-    from medseg.serve import Service
+    from medseg.app.api.main import create_app
+    from medseg.app.serve import Service
 
     settings = Settings(models_root=store, default_model="ct-tumor/1.1.0",
                         node=NodeSettings(port=free_port(), allowed_calling_aets=("TESTPACS",), quiet_period_s=1.0,

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from medseg.auditing import auditor_for
+from medseg.app.auditing import auditor_for
 from medseg.config import MonitoringSettings, ServiceSettings, Settings, SLOSettings
 from medseg.db import init_db, make_engine
-from medseg.jobs import JobStore
-from medseg.monitoring.store import SCORED, Review
-from medseg.registry import Registry
-from medseg.serve import build_monitor
+from medseg.jobs.store import JobStore
+from medseg.quality.store import SCORED, Review
+from medseg.models.registry import Registry
+from medseg.app.serve import build_monitor
 from tests.node_helpers import events
 
 

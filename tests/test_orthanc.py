@@ -10,7 +10,7 @@ import pydicom
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
 
-from medseg.seg import read_seg_mask
+from medseg.core.seg import read_seg_mask
 from tests.conftest import small_phantom, write_study
 from tests.node_helpers import free_port, orthanc, wait_for
 from tests.test_dicom_node import jobs_in, running
@@ -45,7 +45,7 @@ def test_orthanc_pushes_a_study_and_receives_the_seg(tmp_path, syntax):
                              key=lambda d: float(d.ImagePositionPatient[2]))
             uids = [d.SOPInstanceUID for d in sources]
             (tmp_path / "from_orthanc.dcm").write_bytes(seg_file)
-            from medseg.service import segment_study  # the core on the files Orthanc held
+            from medseg.jobs.runner import segment_study  # the core on the files Orthanc held
             segment_study(study, tmp_path / "core", service.settings)
             np.testing.assert_array_equal(read_seg_mask(tmp_path / "from_orthanc.dcm", uids),
                                           read_seg_mask(tmp_path / "core" / "seg.dcm", uids))

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from medseg.exceptions import ModelOutputError
-from medseg.pipeline import PipelineSpec, segment
-from medseg.service import segment_with_fallback
-from medseg.volume import Volume, canonical_reorientation
+from medseg.core.exceptions import ModelOutputError
+from medseg.core.pipeline.segment import PipelineSpec, segment
+from medseg.jobs.runner import segment_with_fallback
+from medseg.core.volume import Volume, canonical_reorientation
 
 from tests.conftest import dice
 from tests.test_volume import _affine

@@ -1,6 +1,6 @@
 """Real CT tumors (TCIA soft-tissue sarcoma, CC BY 3.0; see tests/data/sts-ct/README.md).
 
-The case in tests/data is one of the eight held out of training (medseg.train.STS_HOLDOUT).
+The case in tests/data is one of the eight held out of training (medseg.training.train.STS_HOLDOUT).
 """
 
 import json
@@ -9,10 +9,10 @@ import subprocess
 import numpy as np
 import pytest
 
-from medseg.ct_writer import ct_datasets, write_series
-from medseg.io.nifti import read_nifti
-from medseg.seg import read_seg_mask
-from medseg.train import STS_HOLDOUT
+from medseg.training.ct_writer import ct_datasets, write_series
+from medseg.core.io.nifti import read_nifti
+from medseg.core.seg import read_seg_mask
+from medseg.training.train import STS_HOLDOUT
 
 from tests.conftest import PHI_ID, PHI_NAME, TEST_DATA, dice
 from tests.test_cli_e2e import EXE

@@ -14,10 +14,10 @@ import pydicom
 import pytest
 from scipy import ndimage
 
-from medseg.io.nifti import write_nifti
-from medseg.seg import read_seg_mask, write_seg
-from medseg.train import TUMOR_LABEL
-from medseg.volume import Volume
+from medseg.core.io.nifti import write_nifti
+from medseg.core.seg import read_seg_mask, write_seg
+from medseg.training.train import TUMOR_LABEL
+from medseg.core.volume import Volume
 from tests.conftest import PHI_ID, PHI_NAME, small_phantom, write_study
 from tests.node_helpers import events, storescu, wait_for
 from tests.test_dicom_node import jobs_in, running
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.model
 
 
 def expected_scores(job, datasets, truth: np.ndarray) -> tuple[float, float]:
-    """Dice and FN rate computed here with numpy alone (independent of medseg.monitoring)."""
+    """Dice and FN rate computed here with numpy alone (independent of medseg.quality)."""
     ours = read_seg_mask(job.seg_path, [d.SOPInstanceUID for d in datasets]) > 0
     t = truth > 0
     overlap = np.logical_and(ours, t).sum()

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from medseg.config import MonitoringSettings, SLOSettings
-from medseg.monitoring import slo
+from medseg.quality import slo
 
 NOW = dt.datetime(2026, 11, 24, 12, 0)
 FN_SLO = SLOSettings(name="fn", metric="fn_rate", objective=0.15, policy="fallback")

@@ -7,7 +7,7 @@ import pytest
 from dicom_node.exceptions import InvalidIdentifierError, OutOfResources
 from dicom_node.spool import Spool
 from medseg.db import init_db, make_engine
-from medseg.jobs import FAILED, QUEUED, RUNNING, SENT, SUPERSEDED, IllegalTransition, JobStore, _move
+from medseg.jobs.store import FAILED, QUEUED, RUNNING, SENT, SUPERSEDED, IllegalTransition, JobStore, _move
 
 
 @pytest.mark.parametrize("bad", ["../etc", "1.2/../../x", "1.2\x00.3", "", " ", "1..2", ".1.2", "1.2.", "1" * 65,

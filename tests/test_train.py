@@ -7,18 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from medseg.calibration import (
+from medseg.training.calibration import (
     MIN_LESION_ML_CANDIDATES,
     PEAK_PROBABILITY_CANDIDATES,
     VALIDATION_PHANTOM_SEED0,
     component_table,
     filtered_dice,
 )
-from medseg.evaluation import evaluate_case
-from medseg.model_store import load_model, sha256_file
-from medseg.phantom import generate_phantom
-from medseg.pipeline import infer, postprocess, preprocess, segment
-from medseg.train import segmentation_loss
+from medseg.core.scoring import evaluate_case
+from medseg.models.store import load_model, sha256_file
+from medseg.core.phantom import generate_phantom
+from medseg.core.pipeline.segment import infer, postprocess, preprocess, segment
+from medseg.training.train import segmentation_loss
 
 from tests.test_bad_input import run_cli
 
@@ -103,7 +103,7 @@ def test_segmentation_loss_weighs_each_tumor_patch_alike_and_leaves_empty_patche
 
 
 def test_training_patches_mirror_image_and_label_together_along_the_chosen_axes():
-    from medseg.train import _Case, _patch
+    from medseg.training.train import _Case, _patch
 
     label = torch.zeros((8, 16, 16), dtype=torch.uint8)
     label[1:3, 2:9, 3:5] = 1  # asymmetric along every axis
@@ -126,7 +126,7 @@ def test_training_patches_mirror_image_and_label_together_along_the_chosen_axes(
 def test_mirror_axes_are_patch_axes(tmp_path):
     from pydantic import ValidationError
 
-    from medseg.train import TrainConfig
+    from medseg.training.train import TrainConfig
 
     assert TrainConfig(out=tmp_path).mirror_axes == (2,)  # left-right, the shipped recipe
     for bad in ((3,), (2, 2)):

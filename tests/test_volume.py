@@ -3,7 +3,7 @@ import itertools
 import numpy as np
 import pytest
 
-from medseg.volume import (
+from medseg.core.volume import (
     Reorientation,
     Volume,
     affine_from_nifti,

@@ -1,0 +1,163 @@
+"""`medseg audit query | timeline | verify | export`: postmortem questions answered from the trail.
+
+Every read is itself recorded (``audit.read`` / ``audit.exported``, actor ``cli:<user>``).
+"""
+
+from __future__ import annotations
+
+import csv
+import getpass
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+audit_app = typer.Typer(no_args_is_help=True, help="Query, verify and export the audit trail.")
+out = Console()
+COLUMNS = ("seq", "ts", "action", "outcome", "actor", "study_uid", "job_id", "model", "destination", "reason_code")
+
+
+def _open(config: Optional[Path]):
+    import os
+
+    from medseg.app.auditing import auditor_for
+    from medseg.config import CONFIG_ENV, Settings
+    from medseg.db import make_engine
+    from medseg.core.exceptions import MedsegError
+
+    if config is not None:
+        if not config.is_file():
+            raise MedsegError(f"configuration file not found: {config}", code="config.not_found")
+        os.environ[CONFIG_ENV] = str(config)
+    settings = Settings()
+    url = settings.audit.database_url or settings.service.db_url()
+    if url.startswith("sqlite") and not Path(url.split("///", 1)[-1]).exists():
+        raise MedsegError(f"no audit database at {url.split('///', 1)[-1]} (check [service] data_dir)",
+                          code="audit.not_found")
+    auditor = auditor_for(settings, make_engine(settings.service.db_url()))
+    auditor.log.create()
+    return auditor.log, auditor
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        return "cli:unknown"
+
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="TOML configuration (default: MEDSEG_CONFIG / environment)")
+
+
+@audit_app.command("query")
+def query_cmd(
+    study: Optional[str] = typer.Option(None, help="StudyInstanceUID"),
+    series: Optional[str] = typer.Option(None, help="SeriesInstanceUID"),
+    model: Optional[str] = typer.Option(None, help="NAME:VERSION or name/version as recorded"),
+    action: Optional[str] = typer.Option(None, help="action, or a prefix with * (job.*)"),
+    actor: Optional[str] = typer.Option(None, help="calling AE title, api:<host>, cli:<user>, system"),
+    outcome: Optional[str] = typer.Option(None, help="success | failure"),
+    job: Optional[int] = typer.Option(None, help="job id"),
+    since: Optional[str] = typer.Option(None, help="ISO 8601, inclusive (naive = UTC)"),
+    until: Optional[str] = typer.Option(None, help="ISO 8601, exclusive"),
+    limit: int = typer.Option(1000, min=1, max=100_000),
+    fmt: str = typer.Option("table", "--format", help="table | json | csv"),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Events matching every filter given, oldest first."""
+    from audit.query import AuditFilter, query
+
+    if fmt not in ("table", "json", "csv"):
+        raise typer.BadParameter("must be table, json or csv", param_hint="--format")
+    log, auditor = _open(config)
+    f = AuditFilter(study_uid=study, series_uid=series, model=model, action=action, actor=actor, outcome=outcome,
+                    job_id=job, since=since, until=until, limit=limit)
+    auditor("audit.read", actor=_actor(), what="events", filter=f.describe())
+    _emit([e.as_dict() for e in query(log, f)], fmt)
+
+
+def _emit(rows: list[dict], fmt: str) -> None:
+    if fmt == "json":
+        print(json.dumps(rows, indent=1, default=str))
+    elif fmt == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=[*COLUMNS, "details"], extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({**r, "details": json.dumps(r["details"], sort_keys=True)})
+    else:
+        table = Table(*COLUMNS, "details")
+        for r in rows:
+            table.add_row(*(str(r.get(c) if r.get(c) not in (None, "") else "") for c in COLUMNS),
+                          json.dumps(r["details"], sort_keys=True)[:80])
+        out.print(table)
+        out.print(f"{len(rows)} event(s)")
+
+
+@audit_app.command()
+def timeline(study_uid: str = typer.Argument(..., help="StudyInstanceUID"), config: Optional[Path] = ConfigOpt) -> None:
+    """The story of one study: received -> selected -> segmented -> SEG sent (-> reviewed)."""
+    from audit.query import describe, timeline as study_timeline
+    from medseg.core.exceptions import MedsegError
+
+    log, auditor = _open(config)
+    auditor("audit.read", actor=_actor(), what="timeline", study_uid=study_uid)
+    rows = study_timeline(log, study_uid)
+    if not rows:
+        raise MedsegError("the audit trail has no event for this study", code="audit.study_not_found")
+    for e in rows:
+        print(describe(e))
+
+
+@audit_app.command()
+def verify(config: Optional[Path] = ConfigOpt,
+           anchors: Optional[Path] = typer.Option(None, help="anchors file (default: the configured one)")) -> None:
+    """Re-walk the hash chain; exit 1 and name the first bad event if it is broken."""
+    from audit.verify import read_anchors, verify as run
+
+    log, auditor = _open(config)
+    result = run(log, read_anchors(anchors or auditor.anchors_file))
+    if result.ok:
+        print(f"audit chain intact: {result.events} events, head #{result.head_seq} {result.head_hash}, "
+              f"{result.anchors_checked} anchor(s) matched")
+        return
+    print(f"audit chain BROKEN at event {result.at_seq}: {result.problem}", file=sys.stderr)
+    raise typer.Exit(1)
+
+
+@audit_app.command()
+def export(
+    since: Optional[str] = typer.Option(None, help="ISO 8601, inclusive"),
+    until: Optional[str] = typer.Option(None, help="ISO 8601, exclusive"),
+    fmt: str = typer.Option("jsonl", "--format", help="jsonl | atna (DICOM PS3.15 A.5 audit messages, one per line)"),
+    output: Optional[Path] = typer.Option(None, "--out", "-o", help="file (default: stdout)"),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Export events (all stored fields, or ATNA XML) for a SIEM or an auditor."""
+    from audit.export import write_atna, write_jsonl
+    from audit.query import AuditFilter, query
+    from medseg.config import Settings
+
+    if fmt not in ("jsonl", "atna"):
+        raise typer.BadParameter("must be jsonl or atna", param_hint="--format")
+    log, auditor = _open(config)
+    f = AuditFilter(since=since, until=until, limit=100_000)
+    auditor("audit.exported", actor=_actor(), format=fmt, filter=f.describe())
+    stream = open(output, "w", encoding="utf-8") if output else sys.stdout
+    try:
+        offset, total = 0, 0
+        while True:
+            rows = query(log, f.model_copy(update={"offset": offset}))
+            total += (write_jsonl(rows, stream) if fmt == "jsonl"
+                      else write_atna(rows, stream, application_ae=Settings().node.ae_title))
+            if len(rows) < f.limit:
+                break
+            offset += f.limit
+    finally:
+        if output:
+            stream.close()
+    if output:
+        print(f"exported {total} event(s) to {output}", file=sys.stderr)

@@ -1,0 +1,180 @@
+"""`medseg models list | show V | promote V --reason | rollback [--to V] --reason | reference V`."""
+
+from __future__ import annotations
+
+import getpass
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+models_app = typer.Typer(no_args_is_help=True, help="Model registry: list, promote, roll back (with the gate).")
+out = Console()
+ConfigOpt = typer.Option(None, "--config", "-c", help="TOML configuration (default: MEDSEG_CONFIG / environment)")
+NameOpt = typer.Option(None, "--name", help="model name (default: the configured default model's)")
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        return "cli:unknown"
+
+
+def _open(config: Optional[Path]):
+    import os
+
+    from medseg.app.auditing import auditor_for
+    from medseg.config import CONFIG_ENV, Settings
+    from medseg.db import init_db, make_engine
+    from medseg.models.registry import Registry
+    from medseg.jobs.store import JobStore
+
+    if config is not None:
+        os.environ[CONFIG_ENV] = str(config)
+    settings = Settings()
+    engine = make_engine(settings.service.db_url())
+    init_db(engine)
+    auditor = auditor_for(settings, engine)
+    auditor.log.create()
+    registry = Registry(engine, settings.models_root, audit=auditor)
+    registry.bootstrap(settings.default_model)
+    return settings, registry, JobStore(engine, auditor, shared_transaction=auditor.log.engine is engine), auditor
+
+
+def _name(settings, name: Optional[str]) -> str:
+    from medseg.models.registry import split_ref
+
+    return name or split_ref(settings.default_model)[0]
+
+
+@models_app.command("list")
+def list_cmd(name: Optional[str] = NameOpt, config: Optional[Path] = ConfigOpt) -> None:
+    """Versions in the model store, which one is active, and their gate reference."""
+    from medseg.models.manifest import ModelManifest
+
+    settings, registry, _, _ = _open(config)
+    model = _name(settings, name)
+    active = registry.active(model)
+    table = Table("version", "active", "sha256", "reference", "held-out mean Dice", "description")
+    for v in registry.versions(model):
+        m = ModelManifest.load(settings.models_root / model / v)
+        dice = m.metrics.get("holdout_phantoms", {}).get("mean_dice", "")
+        table.add_row(v, "*" if v == active else "", m.weights.sha256[:12], "yes" if m.reference else "no",
+                      str(dice), m.description[:50])
+    out.print(table)
+
+
+@models_app.command()
+def show(version: str = typer.Argument(...), name: Optional[str] = NameOpt, config: Optional[Path] = ConfigOpt) -> None:
+    """One version's manifest summary and the registry history."""
+    from medseg.models.manifest import ModelManifest
+
+    settings, registry, _, _ = _open(config)
+    model = _name(settings, name)
+    m = ModelManifest.load(settings.models_root / model / version)
+    print(json.dumps({"model": m.ref, "active": registry.active(model) == version, "sha256": m.weights.sha256,
+                      "architecture": m.architecture.model_dump(), "input": m.input.model_dump(mode="json"),
+                      "reference": m.reference.model_dump(mode="json") if m.reference else None,
+                      "metrics": m.metrics,
+                      "history": [h.as_dict() for h in registry.history(model)]}, indent=2, default=str))
+
+
+@models_app.command()
+def promote(version: str = typer.Argument(...), reason: str = typer.Option(..., help="why (recorded)"),
+            name: Optional[str] = NameOpt, config: Optional[Path] = ConfigOpt) -> None:
+    """Make a version active after it passes the gate; new jobs use it."""
+    from medseg.app import operations as model_ops
+
+    settings, registry, _, auditor = _open(config)
+    model = _name(settings, name)
+    previous, new, result = model_ops.promote(registry, auditor, model, version, actor=_actor(), reason=reason)
+    print(f"gate passed: {result['reason']} (Dice {result['dice']:.4f})")
+    print(f"{model}: {previous or '-'} -> {new} is now active")
+
+
+@models_app.command()
+def rollback(reason: str = typer.Option(..., help="why (recorded)"),
+             to: Optional[str] = typer.Option(None, "--to", help="version (default: the previously active one)"),
+             reprocess: bool = typer.Option(False, "--reprocess", help="re-run the affected studies on the target "
+                                            "version; their new SEGs go out as new series"),
+             name: Optional[str] = NameOpt, config: Optional[Path] = ConfigOpt) -> None:
+    """Switch back (gate first), list every study the rolled-back version segmented since it became
+    active, and put them on the re-review worklist."""
+    from medseg.app import operations as model_ops
+
+    settings, registry, jobs, auditor = _open(config)
+    model = _name(settings, name)
+    r = model_ops.rollback(registry, jobs, auditor, model, to=to, actor=_actor(), reason=reason, reprocess=reprocess)
+    print(f"gate passed: {r.gate['reason']} (Dice {r.gate['dice']:.4f})")
+    if r.requeued_not_started:
+        print(f"{r.requeued_not_started} queued job(s) that had not started will run on {r.active}")
+    print(f"{model}: {r.rolled_back} -> {r.active} is now active. "
+          f"Studies segmented by {r.rolled_back} since it became active: {len(r.affected)}")
+    for a in r.affected:
+        print(f"  study {a['study_uid']} accession {a['accession'] or '-'} series {a['series_uid']} job {a['job_id']} "
+              f"state {a['state']} SEG {a['seg_sop_uid'] or '-'} reviewed {'yes' if a['reviewed'] else 'no'}")
+    print(f"{len(r.affected)} study(ies) put on the re-review worklist (medseg review worklist)")
+    for p in r.reprocessed:
+        print(f"  reprocessing study {p['study_uid']} on {r.active}: job {p['job_id']}" if p["job_id"]
+              else f"  study {p['study_uid']}: {p['note']}")
+
+
+@models_app.command()
+def reference(version: str = typer.Argument(...), name: Optional[str] = NameOpt,
+              config: Optional[Path] = ConfigOpt) -> None:
+    """Record a version's result on the fixed phantom as the reference its promotions must reproduce."""
+    from medseg.models import gate
+
+    settings, registry, _, _ = _open(config)
+    model = _name(settings, name)
+    ref = gate.make_reference(settings.models_root / model / version)
+    print(f"{model}/{version}: reference recorded ({ref.mask_file}, sha256 {ref.mask_sha256[:12]}...)")
+
+
+@models_app.command("import-bundle")
+def import_bundle_cmd(path: Path = typer.Argument(..., help="MONAI bundle folder"),
+                      name: Optional[str] = typer.Option(None, help="model name (default: from the folder name)"),
+                      version: Optional[str] = typer.Option(None, help="version (default: metadata.json version)"),
+                      trust: bool = typer.Option(False, "--trust", help="allow MONAI '$' expressions (runs their code)"),
+                      config: Optional[Path] = ConfigOpt) -> None:
+    """Convert a MONAI bundle into a model version (network, spacing, window, labels) with a gate reference."""
+    from medseg.models.bundle import import_bundle
+
+    settings, registry, _, auditor = _open(config)
+    m = import_bundle(path, settings.models_root, name=name, version=version, trust=trust)
+    auditor("model.imported", actor=_actor(), model=m.ref, sha256=m.weights.sha256, trusted=trust,
+            source=m.training.get("source"))
+    print(f"imported {m.ref} ({m.architecture.name}, spacing {m.input.spacing_xyz_mm} mm, window {m.input.window_hu}, "
+          f"labels {[label.name for label in m.labels]}); promote it with `medseg models promote {m.version} "
+          f"--name {m.name} --reason ...`")
+
+
+@models_app.command("shadow")
+def shadow_cmd(version: Optional[str] = typer.Argument(None, help="candidate version (omit with --off)"),
+               off: bool = typer.Option(False, "--off", help="stop shadowing"),
+               reason: str = typer.Option(..., help="why (recorded)"),
+               name: Optional[str] = NameOpt, config: Optional[Path] = ConfigOpt) -> None:
+    """Run a candidate version on live studies after the active one: results stored, compared, never sent."""
+    from medseg.models.registry import RegistryError
+
+    settings, registry, _, _ = _open(config)
+    model = _name(settings, name)
+    if off == (version is not None):
+        raise RegistryError("give a version, or --off", code="registry.bad_arguments")
+    registry.set_shadow(model, None if off else version, actor=_actor(), reason=reason)
+    print(f"{model}: shadow {'off' if off else version}")
+
+
+@models_app.command()
+def compare(candidate: str = typer.Argument(..., help="candidate version"), name: Optional[str] = NameOpt,
+            config: Optional[Path] = ConfigOpt) -> None:
+    """Agreement of a shadowed candidate with the active version over the studies it ran on."""
+    from medseg.models.shadow import ShadowStore
+
+    settings, _, jobs, _ = _open(config)
+    model = _name(settings, name)
+    print(json.dumps(ShadowStore(jobs.engine).compare(f"{model}/{candidate}"), indent=2))

@@ -1,0 +1,104 @@
+"""Promotion and rollback as one service-layer operation each, shared by the CLI and the API.
+
+Both run the gate first (:mod:`medseg.models.gate`); a refusal is audited and raised. A rollback then
+switches the active version atomically, moves queued jobs that have not started, lists every
+study the rolled-back version segmented since it became active (and those still running on it),
+puts them on the re-review worklist and, on request, re-queues them on the target version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medseg.models import gate
+from medseg.jobs.store import RUNNING, JobStore
+from medseg.quality.store import MonitoringStore
+from medseg.models.registry import Registry, RegistryError
+from medseg.quality.worklist import Worklist
+
+
+@dataclass
+class RollbackReport:
+    model: str
+    rolled_back: str
+    active: str
+    gate: dict
+    requeued_not_started: int
+    affected: list[dict] = field(default_factory=list)
+    reprocessed: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def check_gate(registry: Registry, audit, model: str, version: str, actor: str) -> gate.GateResult:
+    if version not in registry.versions(model):
+        raise RegistryError(f"{model}/{version} is not in the model store", code="registry.unknown_version")
+    result = gate.check(Path(registry.models_root) / model / version)
+    if not result.ok:
+        audit("model.gate_failed", outcome="failure", actor=actor, model=f"{model}:{version}", reason=result.reason)
+        raise RegistryError(f"{model}/{version} refused by the promotion gate: {result.reason}", code="registry.gate_failed")
+    return result
+
+
+def promote(registry: Registry, audit, model: str, version: str, *, actor: str, reason: str) -> tuple[str, str, dict]:
+    result = check_gate(registry, audit, model, version, actor)
+    previous, new = registry.switch(model, version, action="promote", actor=actor, reason=reason)
+    return previous, new, result.as_dict()
+
+
+def rollback(registry: Registry, jobs: JobStore, audit, model: str, *, to: str | None, actor: str, reason: str,
+             reprocess: bool = False) -> RollbackReport:
+    bad = registry.active(model)
+    target = to or registry.rollback_target(model)
+    since = max((h.at for h in registry.history(model) if h.action != "shadow" and h.to_version == bad), default=None)
+    result = check_gate(registry, audit, model, target, actor)
+    registry.switch(model, target, action="rollback", actor=actor, reason=reason)
+    moved = jobs.repoint_queued(f"{model}/{bad}", f"{model}/{target}", actor=actor, reason=f"rollback: {reason}")
+    affected = jobs.segmented_by(f"{model}/{bad}", since)
+    reviewed = MonitoringStore(jobs.engine).reviewed_jobs(j.id for j in affected)
+    Worklist(jobs.engine, audit).add(affected, f"segmented by {model}/{bad}, rolled back: {reason}", actor, reviewed)
+    report = RollbackReport(model, bad, target, result.as_dict(), moved,
+                            [{"study_uid": j.study_uid, "accession": j.accession, "series_uid": j.series_uid,
+                              "job_id": j.id, "state": j.state, "seg_sop_uid": j.seg_sop_uid,
+                              "reviewed": j.id in reviewed} for j in affected])
+    if reprocess:
+        for j in affected:
+            if j.state == RUNNING:
+                report.reprocessed.append({"study_uid": j.study_uid, "job_id": None,
+                                           "note": f"still running on {bad}; reprocess when it has finished"})
+                continue
+            new = jobs.reprocess(j.id, f"{model}/{target}", reason=f"rollback of {bad}: {reason}", actor=actor)
+            report.reprocessed.append({"study_uid": j.study_uid, "job_id": new.id})
+    return report
+
+
+def slo_fallback(registry: Registry, jobs: JobStore, audit, slo_status):
+    """The SLO policy ``fallback`` (quality monitoring): roll the breaching version back through
+    :func:`rollback` (gate, switch, affected studies onto the worklist), with the evidence as reason.
+
+    Not when the target version breaches the same SLO on its own reviews: trading one failing
+    version for another would only hide the alert's cause (``slo_status(ref)`` -> (window, statuses)).
+    """
+    from medseg.models.registry import split_ref
+
+    def act(model_ref: str, status, alert_id: int) -> str:
+        name, version = split_ref(model_ref)
+        if registry.active(name) != version:
+            return f"no rollback: {model_ref} is not the active version"
+        try:
+            target = registry.rollback_target(name)
+            if any(s.slo == status.slo and s.breached for s in slo_status(f"{name}/{target}")[1]):
+                raise RegistryError(f"the rollback target {name}/{target} breaches SLO {status.slo} too",
+                                    code="registry.target_breaches")
+            reason = f"SLO {status.slo} breached (alert {alert_id}): {status.why}"
+            report = rollback(registry, jobs, audit, name, to=target, actor="monitor", reason=reason)
+        except RegistryError as exc:
+            audit("alert.fallback_failed", outcome="failure", actor="monitor", model=model_ref, alert_id=alert_id,
+                  reason=exc.message)
+            return f"fallback failed: {exc.message}"
+        return (f"rolled back {name}/{report.rolled_back} -> {name}/{report.active}; {len(report.affected)} "
+                "affected studies put on the re-review worklist")
+
+    return act

@@ -1,0 +1,84 @@
+"""Decode the selected series' pixel data to Hounsfield units.
+
+pydicom does the decoding through its plugins: pylibjpeg-openjpeg (JPEG 2000
+lossless and lossy), pyjpegls (JPEG-LS), GDCM (JPEG lossless / baseline /
+extended), pylibjpeg-rle (RLE) and pydicom itself (uncompressed, deflated).
+Modality LUT (RescaleSlope/Intercept) is applied by pydicom's own
+``apply_modality_lut``. MONOCHROME1 is accepted: it inverts only the display,
+not the modality values.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_modality_lut, get_decoder
+
+from medseg.core.exceptions import DecodeError
+
+SUPPORTED_DESCRIPTION = (
+    "uncompressed (implicit/explicit VR), deflated, RLE, JPEG lossless (process 14), "
+    "JPEG baseline/extended, JPEG-LS (lossless, near-lossless), JPEG 2000 (lossless, lossy)"
+)
+
+
+def check_transfer_syntax(uid: str) -> None:
+    """Raise a DecodeError if no installed plugin can decode ``uid``."""
+    try:
+        decoder = get_decoder(uid)
+    except NotImplementedError:
+        name = pydicom.uid.UID(uid).name
+        raise DecodeError(
+            f"TransferSyntaxUID {name}: not supported (supported: {SUPPORTED_DESCRIPTION})",
+            code="decode.unsupported_transfer_syntax",
+        ) from None
+    if not decoder.is_available:
+        raise DecodeError(
+            f"TransferSyntaxUID {pydicom.uid.UID(uid).name}: no decoder plugin installed "
+            f"(missing: {', '.join(decoder.missing_dependencies)})",
+            code="decode.unsupported_transfer_syntax",
+        )
+
+
+def read_hu_slices(
+    paths: Sequence[Path], headers: Sequence[Dataset], rows: int, columns: int, *, workers: int | None = None
+) -> np.ndarray:
+    """Decode each file (in the given order) into one float32 HU array (k, r, c)."""
+    out = np.empty((len(paths), rows, columns), dtype=np.float32)
+
+    def decode_one(k: int) -> None:
+        out[k] = _decode(paths[k], k, rows, columns)
+
+    for uid in {str(getattr(h.file_meta, "TransferSyntaxUID", "")) for h in headers if hasattr(h, "file_meta")}:
+        if uid:
+            check_transfer_syntax(uid)
+    with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 2) * 2)) as pool:
+        list(pool.map(decode_one, range(len(paths))))
+    return out
+
+
+def _decode(path: Path, k: int, rows: int, columns: int) -> np.ndarray:
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as exc:  # noqa: BLE001 - parser errors of a damaged file
+        raise DecodeError(f"slice {k}: file truncated or unreadable ({type(exc).__name__})", code="decode.unreadable") from None
+    if "PixelData" not in ds and "FloatPixelData" not in ds:
+        raise DecodeError(f"slice {k}: PixelData missing", code="decode.no_pixel_data")
+    if int(getattr(ds, "SamplesPerPixel", 1)) != 1:
+        raise DecodeError(f"slice {k}: SamplesPerPixel must be 1 for CT", code="decode.not_grayscale")
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:  # noqa: BLE001 - plugin errors: truncated/corrupt codestreams
+        raise DecodeError(
+            f"slice {k}: PixelData cannot be decoded ({ds.file_meta.TransferSyntaxUID.name}: {type(exc).__name__})",
+            code="decode.corrupt_pixel_data",
+        ) from None
+    if pixels.shape != (rows, columns):
+        raise DecodeError(f"slice {k}: pixel matrix {pixels.shape} is not {rows}x{columns}", code="decode.shape")
+    return apply_modality_lut(pixels, ds)

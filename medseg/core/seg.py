@@ -1,0 +1,173 @@
+"""DICOM Segmentation out (and back in), with highdicom.
+
+What a viewer gets (safety rule 3: it says which model made it and that it
+needs review):
+
+* BINARY segmentation, one segment per model label, SNOMED CT coded category
+  and type from the manifest, display colour, algorithm type AUTOMATIC with
+  AlgorithmIdentificationSequence = model name + version (family: DCM
+  "Artificial Intelligence").
+* One frame per source slice (``omit_empty_frames=False``): frames lie in
+  the source planes with the source's ImageOrientationPatient, rows and
+  columns, and each frame references its source instance. Every source
+  instance is referenced (ReferencedSeriesSequence).
+* SeriesDescription ``AI tumor seg - NOT REVIEWED`` style text; ContentLabel
+  ``AI_TUMOR_SEG``; ContentDescription names the model and the lesion count.
+* **No lesion found** is a normal result: the SEG is still written, with the
+  segment(s) defined and every frame empty, and ContentDescription /
+  SeriesDescription say "no lesion detected". An empty SEG keeps the
+  "we looked and found nothing" fact in the PACS, next to the images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.uid import UID, generate_uid
+
+from medseg import __version__
+from medseg.core.exceptions import SegGeometryError
+from medseg.models.manifest import LabelSpec
+
+AI_SERIES_DESCRIPTION = "AI tumor seg {model} - NOT REVIEWED"
+AI_SERIES_DESCRIPTION_EMPTY = "AI tumor seg {model} - no lesion - NOT REVIEWED"
+SEG_SERIES_NUMBER = 9001
+
+
+@dataclass(frozen=True)
+class SegInfo:
+    sop_instance_uid: str
+    series_instance_uid: str
+    frames: int
+    empty: bool
+
+
+def build_seg(
+    mask: np.ndarray,
+    source: Sequence[Dataset],
+    labels: Sequence[LabelSpec],
+    *,
+    model_name: str,
+    model_version: str,
+    series_number: int = SEG_SERIES_NUMBER,
+    series_instance_uid: str | None = None,
+    ground_truth: bool = False,
+):
+    """A highdicom Segmentation of ``mask`` (k, r, c) over the source slices, in order."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    first = source[0]
+    expected = (len(source), int(first.Rows), int(first.Columns))
+    if mask.shape != expected:
+        raise ValueError(f"mask shape {mask.shape} does not match the source series {expected}")
+    known = {label.value for label in labels}
+    if mask.dtype != np.uint8:
+        if mask.size and (mask.min() < 0 or mask.max() > 255):
+            raise ValueError("mask values must lie in 0..255 (label values)")
+        mask = mask.astype(np.uint8)
+    allowed = np.zeros(256, bool)  # a lookup table: one pass, no 8-byte copy of the mask (np.bincount makes one)
+    allowed[[0, *known]] = True
+    unknown = mask[~allowed[mask]]
+    if unknown.size:
+        raise ValueError(f"mask holds label values {sorted(int(v) for v in np.unique(unknown))} the model does not define")
+    empty = not mask.any()
+    model = f"{model_name} {model_version}"
+
+    descriptions = []
+    for label in labels:
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=label.value,
+                segment_label=label.name if not ground_truth else f"{label.name} (reference)",
+                segmented_property_category=label.category.to_code(),
+                segmented_property_type=label.type.to_code(),
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL if ground_truth
+                else hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=None if ground_truth else hd.AlgorithmIdentificationSequence(
+                    name=model_name, version=model_version, family=codes.cid7162.ArtificialIntelligence
+                ),
+                display_color=hd.color.CIELabColor.from_rgb(*label.color_rgb),
+            )
+        )
+    if ground_truth:
+        series_description = "Phantom ground truth (synthetic)"
+        content = "Reference mask of a synthetic phantom"
+    else:
+        template = AI_SERIES_DESCRIPTION_EMPTY if empty else AI_SERIES_DESCRIPTION
+        series_description = template.format(model=model)[:64]
+        content = "AI-generated, needs review: " + ("No lesion detected" if empty else "tumor segmentation")
+    pixel_array = mask.astype(bool) if len(labels) == 1 else mask.astype(np.uint8)
+    seg = hd.seg.Segmentation(
+        source_images=list(source),
+        pixel_array=pixel_array,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=series_instance_uid or generate_uid(),
+        series_number=series_number,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer="medseg",
+        manufacturer_model_name="medseg",
+        software_versions=[__version__] if ground_truth else [__version__, model],
+        device_serial_number="medseg",
+        content_description=content[:64],
+        content_label="REFERENCE" if ground_truth else "AI_TUMOR_SEG",
+        series_description=series_description,
+        omit_empty_frames=False,
+    )
+    return seg, SegInfo(str(seg.SOPInstanceUID), str(seg.SeriesInstanceUID), int(seg.NumberOfFrames), empty)
+
+
+def write_seg(path: Path, mask: np.ndarray, source: Sequence[Dataset], *args, **kwargs) -> SegInfo:
+    seg, info = build_seg(mask, source, *args, **kwargs)
+    verify_seg_geometry(seg, source)
+    seg.save_as(str(path), enforce_file_format=True)
+    return info
+
+
+def verify_seg_geometry(seg: Dataset, source: Sequence[Dataset], tolerance_mm: float = 1e-3) -> None:
+    """Post-condition before a SEG leaves medseg: its frames lie in the source planes.
+
+    Checks the shared plane orientation equals the source ImageOrientationPatient,
+    rows/columns match, every source instance is referenced, and each frame's
+    position equals the position of the source image it references. A mask
+    handed over in the wrong axis order (e.g. RAS) yields frames perpendicular
+    to the acquisition, which validators accept but viewers refuse; this refuses it.
+    """
+    first = source[0]
+    if (int(seg.Rows), int(seg.Columns)) != (int(first.Rows), int(first.Columns)):
+        raise SegGeometryError("Rows/Columns of the SEG differ from the source images")
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    orientation = np.array(shared.PlaneOrientationSequence[0].ImageOrientationPatient, float)
+    if not np.allclose(orientation, np.array(first.ImageOrientationPatient, float), atol=1e-4):
+        raise SegGeometryError("SEG frames are not in the plane of the source images (ImageOrientationPatient)")
+    positions = {str(ds.SOPInstanceUID): np.array(ds.ImagePositionPatient, float) for ds in source}
+    referenced = {
+        str(item.ReferencedSOPInstanceUID)
+        for series in seg.ReferencedSeriesSequence
+        for item in series.ReferencedInstanceSequence
+    }
+    if referenced != set(positions):
+        raise SegGeometryError("SEG does not reference exactly the source instances")
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        source_uid = str(frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID)
+        position = np.array(frame.PlanePositionSequence[0].ImagePositionPatient, float)
+        if source_uid not in positions or np.abs(position - positions[source_uid]).max() > tolerance_mm:
+            raise SegGeometryError("a SEG frame does not lie on the source slice it references")
+
+
+def read_seg_mask(path: Path, source_sop_instance_uids: Sequence[str]) -> np.ndarray:
+    """Decode a SEG back to a label array (k, r, c) over the given source instances."""
+    import highdicom as hd
+
+    seg = hd.seg.segread(str(path))
+    return seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=[UID(u) for u in source_sop_instance_uids],
+        combine_segments=True,
+        assert_missing_frames_are_empty=True,
+    ).astype(np.uint8)

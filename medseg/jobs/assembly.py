@@ -1,0 +1,142 @@
+"""Study assembly: a series is complete once no instance arrived for the quiet period.
+
+Arrivals are tracked in memory (one timestamp per series: no database write per
+instance); the series row is written once per revision (first new instance), so a
+restart finds every series that was still receiving and restarts its quiet period.
+
+When the quiet period passes the series is checked from its headers alone, with the
+same rules the segmentation core applies (``medseg.core.io``: selection, then geometry):
+
+* not a series we segment (a SEG coming back, a localizer, MR...) -> ``ignored`` with the reason;
+* a geometry problem (a gap in the slices, duplicates...) -> wait ``continuity_grace_s`` more
+  for late slices, then queue the job as ``failed`` with the rule that broke: visible, not lost;
+* otherwise -> a queued job (superseding earlier jobs of the same series).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from dicom_node.spool import Spool
+from medseg.config import Settings
+from medseg.core.exceptions import GeometryError, InputError
+from medseg.core.io.geometry import sort_and_check
+from medseg.core.io.scan import scan_folder
+from medseg.core.io.selection import ineligible_reason
+from medseg.jobs.store import JobStore
+from medseg.core.loops import Ticker
+
+Recorder = Callable[..., None]
+
+
+@dataclass
+class _Pending:
+    calling_ae: str
+    last_arrival: float
+    received: int = 0
+    grace_until: float | None = None  # set when a geometry check failed once
+
+
+class Assembly(Ticker):
+    thread_name, interval_s = "medseg-assembly", 0.2
+
+    def __init__(self, spool: Spool, jobs: JobStore, settings: Settings, model_ref: Callable[[], str],
+                 record: Recorder, clock: Callable[[], float] = time.monotonic,
+                 on_segmentations: Callable[[list, str], object] | None = None) -> None:
+        self.spool, self.jobs, self.settings, self.model_ref, self.record = spool, jobs, settings, model_ref, record
+        #: a complete SEG series (e.g. a radiologist's correction): (files, calling AE) -> review intake
+        self.on_segmentations = on_segmentations
+        self.clock = clock
+        self._pending: dict[tuple[str, str], _Pending] = {}
+        self._lock = threading.Lock()
+        super().__init__()
+
+    # -- called from SCP threads ------------------------------------------------------------
+    def arrived(self, study_uid: str, series_uid: str, calling_ae: str, patient: str = "", accession: str = "") -> None:
+        """A new instance of this series is on disk (``patient``: keyed hash of its patient ID)."""
+        key = (study_uid, series_uid)
+        with self._lock:
+            entry = self._pending.get(key)
+            if entry is None:
+                self.jobs.series_seen(study_uid, series_uid, calling_ae, patient, accession)
+                entry = self._pending[key] = _Pending(calling_ae, self.clock())
+            entry.last_arrival = self.clock()
+            entry.received += 1
+            entry.grace_until = None
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def recover(self) -> int:
+        """Restart the quiet period of every series that was receiving, including ones on disk
+        whose first instance was stored just before a crash (before its row was written)."""
+        self.spool.remove_partials()
+        known = self.jobs.known_series()
+        for study_uid, series_uid, _ in self.spool.series_dirs():
+            if (study_uid, series_uid) not in known:
+                self.jobs.series_seen(study_uid, series_uid, "")
+        now = self.clock()
+        with self._lock:
+            for row in self.jobs.receiving_series():
+                self._pending.setdefault((row.study_uid, row.series_uid), _Pending(row.calling_ae, now))
+            return len(self._pending)
+
+    def tick(self) -> None:
+        """Complete every series whose quiet period (and grace, if any) has passed."""
+        now = self.clock()
+        quiet = self.settings.node.quiet_period_s
+        with self._lock:
+            due = [(k, e) for k, e in self._pending.items()
+                   if now - e.last_arrival >= quiet and (e.grace_until is None or now >= e.grace_until)]
+        for key, entry in due:
+            self._complete(key, entry)
+
+    def _segmentations(self, key: tuple[str, str], entry: _Pending, files: list) -> None:
+        """A SEG series came in (a corrected result): hand it to review intake; it is not segmented.
+        Intake runs before the series row is closed, so a crash in between repeats the intake after
+        the restart (the intake skips SEGs it already has: at least once, and idempotent)."""
+        with self._lock:
+            if self._pending.get(key) is not entry:
+                return
+            del self._pending[key]
+        self.on_segmentations(files, entry.calling_ae)
+        self.jobs.complete_series(*key, self.model_ref(), len(files), quiet_period_s=self.settings.node.quiet_period_s,
+                                  ignored_reason="a segmentation (SEG): handed to review intake, not segmented")
+
+    def _complete(self, key: tuple[str, str], entry: _Pending) -> None:
+        study_uid, series_uid = key
+        files = self.spool.instances(study_uid, series_uid)
+        ignored, failed = "", None
+        try:
+            scan = scan_folder(self.spool.path_for(study_uid, series_uid))
+            series = next(s for s in scan.series if s.series_uid == series_uid)
+            if series.modality == "SEG" and self.on_segmentations is not None:
+                self._segmentations(key, entry, files)
+                return
+            ignored = ineligible_reason(series, self.settings.selection)
+            if not ignored:
+                sort_and_check(series.headers, self.settings.geometry)
+        except StopIteration:
+            ignored = "no readable instance of this series in the spool"
+        except GeometryError as exc:
+            if entry.grace_until is None and self.settings.node.continuity_grace_s > 0:
+                with self._lock:
+                    if self._pending.get(key) is entry and entry.grace_until is None:
+                        entry.grace_until = self.clock() + self.settings.node.continuity_grace_s
+                self.record("study.continuity_wait", study_uid=study_uid, series_uid=series_uid,
+                            rule=exc.message, wait_s=self.settings.node.continuity_grace_s)
+                return
+            failed = (exc.code, exc.message)
+        except InputError as exc:
+            ignored = exc.message
+        with self._lock:  # held across the write: an arrival now must reopen the series afterwards
+            if self._pending.get(key) is not entry or self.clock() - entry.last_arrival < self.settings.node.quiet_period_s:
+                return  # an instance arrived while we were checking: wait for quiet again
+            del self._pending[key]
+            self.jobs.complete_series(study_uid, series_uid, self.model_ref(), len(files), ignored_reason=ignored,
+                                      failed=failed, quiet_period_s=self.settings.node.quiet_period_s)

@@ -1,0 +1,160 @@
+"""The service layer: one call turns an input study into output files + result.json.
+
+The CLI calls it now; the DICOM worker calls the same function later. It is
+the only place that combines I/O, model loading and the pure pipeline.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from medseg import __version__
+from medseg.config import Settings
+from medseg.core.io import LoadedStudy, load_study, write_nifti
+from medseg.quality.drift import study_features
+from medseg.models.store import LoadedModel, load_model, resolve_device
+from medseg.core.pipeline.segment import PipelineSpec, Predictor, SegmentationOutput, segment
+from medseg.core.schemas import InputInfo, LesionOut, ModelRef, SegmentationResult, SegOut
+from medseg.core.seg import write_seg
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class RunOutcome:
+    output: SegmentationOutput
+    device: str
+    degraded_reason: str | None
+
+
+def segment_with_fallback(
+    volume, predictor: Predictor, spec: PipelineSpec, *, device: str, amp: bool,
+    move_to_cpu: Callable[[], None] = lambda: None, progress: Progress | None = None,
+) -> RunOutcome:
+    """Run the pipeline; a CUDA out-of-memory error retries on the CPU and says so."""
+    try:
+        return RunOutcome(segment(volume, predictor, spec, device=device, amp=amp, progress=progress), device, None)
+    except torch.cuda.OutOfMemoryError:
+        log.warning("CUDA out of memory on %s; retrying on CPU (degraded)", device)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        move_to_cpu()
+        output = segment(volume, predictor, spec, device="cpu", amp=False, progress=progress)
+        return RunOutcome(output, "cpu", f"CUDA out of memory on {device}; ran on CPU")
+
+
+def segment_study(
+    input_path: Path,
+    out_dir: Path,
+    settings: Settings,
+    *,
+    model: str | None = None,
+    device: str | None = None,
+    nifti: bool = False,
+    progress: Progress | None = None,
+    loaded: LoadedModel | None = None,
+    series_uid: str | None = None,
+) -> SegmentationResult:
+    """Segment one study. ``loaded``: a model already in memory (the worker keeps one);
+    ``series_uid``: segment that series instead of the automatic choice."""
+    report = progress or (lambda stage: None)
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    if settings.cpu_threads:
+        torch.set_num_threads(settings.cpu_threads)
+
+    report("reading study")
+    t = time.perf_counter()
+    rules = settings.selection.model_copy(update={"series_uid": series_uid}) if series_uid else settings.selection
+    study = load_study(Path(input_path), rules, settings.geometry)
+    timings["load"] = time.perf_counter() - t
+
+    report("loading model")
+    t = time.perf_counter()
+    if loaded is None:
+        loaded = load_model(settings.model_dir(model), device=resolve_device(device or settings.device))
+    resolved = loaded.device
+    timings["model_load"] = time.perf_counter() - t
+
+    outcome = segment_with_fallback(
+        study.volume, loaded, loaded.manifest.pipeline_spec(), device=resolved, amp=settings.amp,
+        move_to_cpu=lambda: loaded.to("cpu"), progress=report,
+    )
+    timings.update({k.removesuffix("_s"): v for k, v in outcome.output.timings.items()})
+
+    report("writing results")
+    t = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outputs, seg_out = _write_outputs(study, outcome.output, loaded, out_dir, nifti)
+    timings["write"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - started
+
+    result = _result(study, outcome, loaded, outputs, seg_out, timings)
+    (out_dir / "result.json").write_text(result.model_dump_json(indent=2) + "\n")
+    return result
+
+
+def _write_outputs(study: LoadedStudy, output: SegmentationOutput, loaded: LoadedModel, out_dir: Path, nifti: bool):
+    outputs: dict[str, str] = {}
+    seg_out = None
+    manifest = loaded.manifest
+    if study.kind == "dicom":
+        info = write_seg(
+            out_dir / "seg.dcm", output.mask.array, study.volume.source, manifest.labels,
+            model_name=manifest.name, model_version=manifest.version,
+        )
+        outputs["seg"] = "seg.dcm"
+        seg_out = SegOut(sop_instance_uid=info.sop_instance_uid, series_instance_uid=info.series_instance_uid,
+                         frames=info.frames)
+    if nifti or study.kind == "nifti":
+        write_nifti(output.mask, out_dir / "mask.nii.gz", dtype=np.uint8)
+        outputs["nifti"] = "mask.nii.gz"
+    outputs["result"] = "result.json"
+    return outputs, seg_out
+
+
+def _result(study, outcome: RunOutcome, loaded: LoadedModel, outputs, seg_out, timings) -> SegmentationResult:
+    volume = study.volume
+    first = volume.source[0] if volume.source else None
+    names = {label.value: label.name for label in loaded.manifest.labels}
+    lesions = [
+        LesionOut(label=l.label, label_name=names[l.label], volume_ml=l.volume_ml, centroid_lps_mm=l.centroid_lps_mm,
+                  extent_mm=l.extent_mm, mean_probability=l.mean_probability, mean_entropy=l.mean_entropy)
+        for l in outcome.output.lesions
+    ]
+    return SegmentationResult(
+        medseg_version=__version__,
+        created_utc=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        input=InputInfo(
+            kind=study.kind,
+            study_instance_uid=str(first.StudyInstanceUID) if first is not None else None,
+            series_instance_uid=str(first.SeriesInstanceUID) if first is not None else None,
+            shape_krc=volume.shape,
+            spacing_krc_mm=tuple(round(s, 4) for s in volume.spacing),
+            transfer_syntaxes=study.transfer_syntaxes,
+            series=[d.as_dict() for d in study.decisions],
+            scan=study.scan_summary,
+        ),
+        model=ModelRef(name=loaded.manifest.name, version=loaded.manifest.version, sha256=loaded.manifest.weights.sha256),
+        device=outcome.device,
+        degraded=outcome.degraded_reason is not None,
+        degraded_reason=outcome.degraded_reason,
+        lesion_count=len(lesions),
+        lesions=lesions,
+        total_volume_ml=round(sum(l.volume_ml for l in lesions), 3),
+        outputs=outputs,
+        seg=seg_out,
+        timings_s={k: round(v, 3) for k, v in timings.items()},
+        features=study_features(volume, lesions),
+    )

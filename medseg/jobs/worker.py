@@ -1,0 +1,168 @@
+"""The in-process worker: claims queued jobs, runs the segmentation core, hands the SEG to delivery.
+
+It reaches the queue only through :class:`medseg.jobs.store.JobStore` (``claim_next``,
+``finish``, ``fail``), so a distributed task engine can replace this loop without
+touching the node or the API. Models stay loaded between jobs (one per model ref).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from medseg.config import Settings
+from medseg.core.exceptions import MedsegError, ModelError
+from medseg.jobs.store import Job, JobStore
+from medseg.models.store import LoadedModel, load_model, resolve_device
+from medseg.models.registry import split_ref
+
+log = logging.getLogger(__name__)
+Recorder = Callable[..., None]
+
+
+class Worker:
+    def __init__(self, jobs: JobStore, settings: Settings, spool_root: Path, results_root: Path, record: Recorder,
+                 metrics, route: Callable[[str], list[str]], delivered: Callable[[], None] = lambda: None,
+                 fallback_chain: Callable[[str, str], list[str]] | None = None,
+                 shadow_of: Callable[[str], str | None] = lambda name: None, shadow_store=None,
+                 observe: Callable[[int, str, dict], None] = lambda job_id, model, features: None) -> None:
+        self.jobs, self.settings, self.record, self.metrics = jobs, settings, record, metrics
+        #: (name, first version) -> versions to try in order (the registry's fallback chain)
+        self.fallback_chain = fallback_chain or (lambda name, version: [version])
+        #: model name -> candidate version running in shadow (registry), and where its results go
+        self.shadow_of, self.shadow_store = shadow_of, shadow_store
+        self.spool_root, self.results_root = Path(spool_root), Path(results_root)
+        self.route, self.delivered = route, delivered
+        #: (job id, name/version, label-free features) after each segmentation: drift monitoring
+        self.observe = observe
+        self._models: dict[str, LoadedModel] = {}
+        self._models_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def model(self, ref: str) -> LoadedModel:
+        with self._models_lock:
+            if ref not in self._models:
+                loaded = load_model(self.settings.model_dir(ref), device=resolve_device(self.settings.device))
+                self._models[ref] = loaded
+                m = loaded.manifest
+                self.record("model.loaded", actor="system", model=ref, sha256=m.weights.sha256, device=loaded.device)
+            return self._models[ref]
+
+    def _forget(self, ref: str) -> None:
+        with self._models_lock:
+            self._models.pop(ref, None)
+
+    def has_model(self, ref: str) -> bool:
+        with self._models_lock:
+            return ref in self._models
+
+    def start(self) -> None:
+        for i in range(self.settings.service.workers):
+            thread = threading.Thread(target=self._run, name=f"medseg-worker-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                job = self.jobs.claim_next()
+            except Exception:  # noqa: BLE001 - database hiccup: retry after the poll interval
+                log.exception("claiming a job failed")
+                job = None
+            if job is None:
+                self._stop.wait(self.settings.service.poll_interval_s)
+                continue
+            self.run_job(job)
+
+    def run_job(self, job: Job) -> None:
+        """Segment with the job's model version; if that version fails on this study (load, checksum,
+        exception, non-finite or out-of-contract output, time budget) the previous good versions are
+        tried in turn (safety rule 4). Input problems fail the job: another model would not help."""
+        from medseg.jobs.runner import segment_study  # torch/MONAI: imported when the first job runs
+
+        started = time.perf_counter()
+        out_dir = self.results_root / str(job.id)
+        name, first = split_ref(job.model)
+        candidate = self.shadow_of(name) if self.shadow_store is not None else None
+        failures: list[dict] = []
+        result = None
+        for version in self.fallback_chain(name, first):
+            ref = f"{name}/{version}"
+            try:
+                loaded = self.model(ref)
+                with loaded.time_budget(self.settings.service.model_time_budget_s):
+                    result = segment_study(self.spool_root / job.study_uid / job.series_uid, out_dir, self.settings,
+                                           loaded=loaded, series_uid=job.series_uid, nifti=candidate is not None)
+                break
+            except MedsegError as exc:
+                if not isinstance(exc, ModelError):
+                    self._failed(job, exc.code, exc.message)
+                    return
+                failures.append({"version": version, "code": exc.code, "reason": exc.message})
+            except Exception as exc:  # noqa: BLE001 - a version that crashes has failed on this study
+                log.error("job %s: model %s failed: %s", job.id, ref, type(exc).__name__)
+                failures.append({"version": version, "code": "model.exception",
+                                 "reason": f"{type(exc).__name__} during segmentation"})
+            self._forget(ref)
+            self.record("model.failed", outcome="failure", actor="system", job_id=job.id, study_uid=job.study_uid,
+                        model=ref, code=failures[-1]["code"], reason=failures[-1]["reason"])
+        if result is None:
+            tried = "; ".join(f"{f['version']}: {f['reason']}" for f in failures)
+            self._failed(job, "model.no_good_version", f"no model version could segment this study ({tried})")
+            return
+        elapsed = time.perf_counter() - started
+        self.metrics.job_finished("segmented", elapsed)
+        used = f"{name}/{result.model.version}"
+        summary = {"device": result.device, "degraded": result.degraded, "degraded_reason": result.degraded_reason,
+                   "lesion_count": result.lesion_count, "total_volume_ml": result.total_volume_ml,
+                   "model_used": used, "model_sha256": result.model.sha256, "fallback": bool(failures),
+                   "fallback_reasons": failures, "timings_s": result.timings_s}
+        if failures:
+            ids = dict(actor="system", job_id=job.id, study_uid=job.study_uid, series_uid=job.series_uid)
+            self.record("model.fallback_used", model=used, failed=failures, **ids)
+            self.record("alert.model_fallback", outcome="failure", model=used, failed=failures, **ids)
+            self.metrics.fallbacks.inc()
+        self.jobs.finish(job.id, seg_path=str(out_dir / "seg.dcm"), seg_series_uid=result.seg.series_instance_uid,
+                         seg_sop_uid=result.seg.sop_instance_uid, result=summary,
+                         destinations=self.route(job.calling_ae), duration_s=round(elapsed, 3),
+                         model_sha256=result.model.sha256, model_used=used)
+        self.delivered()
+        self.observe(job.id, used, result.features)
+        if candidate and f"{name}/{candidate}" != used:
+            self._shadow(job, f"{name}/{candidate}", used, result, out_dir)
+
+    def _shadow(self, job: Job, ref: str, active: str, active_result, out_dir: Path) -> None:
+        """Run the shadow candidate on the same series; store and compare, never send."""
+        from medseg.core.scoring import dice
+        from medseg.core.io.nifti import read_nifti
+        from medseg.jobs.runner import segment_study
+        from medseg.models.shadow import ShadowResult
+
+        row = ShadowResult(job_id=job.id, study_uid=job.study_uid, candidate=ref, active=active,
+                           lesions_active=active_result.lesion_count, volume_active_ml=active_result.total_volume_ml,
+                           seconds_active=active_result.timings_s.get("total", 0.0))
+        shadow_dir = out_dir / f"shadow-{ref.split('/')[-1]}"
+        try:
+            loaded = self.model(ref)
+            with loaded.time_budget(self.settings.service.model_time_budget_s):
+                result = segment_study(self.spool_root / job.study_uid / job.series_uid, shadow_dir, self.settings,
+                                       loaded=loaded, series_uid=job.series_uid, nifti=True)
+            row.dice = dice(read_nifti(shadow_dir / "mask.nii.gz").array, read_nifti(out_dir / "mask.nii.gz").array)
+            row.lesions_candidate, row.volume_candidate_ml = result.lesion_count, result.total_volume_ml
+            row.seconds_candidate = result.timings_s.get("total", 0.0)
+        except Exception as exc:  # noqa: BLE001 - a failing candidate is evidence, not an outage
+            row.error = getattr(exc, "message", type(exc).__name__)
+        self.shadow_store.add(row)
+
+    def _failed(self, job: Job, code: str, message: str) -> None:
+        self.jobs.fail(job.id, code, message)  # records job.failed and the alert with the state change
+        self.metrics.job_finished("failed", None)

@@ -1,0 +1,195 @@
+"""The model manifest: a model version that describes itself (DESIGN.md "Model version").
+
+``models/<name>/<version>/manifest.json`` pins the weights' sha256, the
+network (a whitelisted MONAI architecture and its arguments), the input
+contract (spacing, intensity window, patch size), output labels with SNOMED CT
+codes and display colours, post-processing, the training recipe and measured
+metrics. A manifest is valid once constructed (STYLE.md #8): errors name the
+field and the rule.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from medseg.core.exceptions import ModelError
+from medseg.core.pipeline.segment import PipelineSpec
+
+MANIFEST_FILE = "manifest.json"
+#: Architectures a manifest may name; a manifest is data, never an import path.
+ARCHITECTURES = ("UNet", "BasicUNet", "SegResNet", "AttentionUnet")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CodeSpec(_Frozen):
+    value: str = Field(min_length=1, max_length=64)
+    scheme: str = Field(min_length=1, max_length=16)
+    meaning: str = Field(min_length=1, max_length=64)
+
+    def to_code(self):
+        from pydicom.sr.coding import Code
+
+        return Code(self.value, self.scheme, self.meaning)
+
+
+class LabelSpec(_Frozen):
+    value: int = Field(ge=1, le=255)
+    name: str = Field(min_length=1, max_length=64)
+    category: CodeSpec
+    type: CodeSpec
+    color_rgb: tuple[int, int, int] = (255, 80, 0)
+
+    @field_validator("color_rgb")
+    @classmethod
+    def _rgb(cls, v):
+        if any(c < 0 or c > 255 for c in v):
+            raise ValueError("each component must be 0..255")
+        return v
+
+
+class ArchitectureSpec(_Frozen):
+    name: Literal["UNet", "BasicUNet", "SegResNet", "AttentionUnet"]
+    args: dict[str, Any]
+
+
+class InputSpec(_Frozen):
+    spacing_xyz_mm: tuple[float, float, float]
+    window_hu: tuple[float, float]
+    roi_size_zyx: tuple[int, int, int]
+    orientation: Literal["canonical-SPL"] = "canonical-SPL"
+
+    @model_validator(mode="after")
+    def _check(self):
+        if any(s <= 0 for s in self.spacing_xyz_mm):
+            raise ValueError("spacing_xyz_mm must be positive")
+        if self.window_hu[0] >= self.window_hu[1]:
+            raise ValueError("window_hu must be (low, high) with low < high")
+        if any(r < 8 for r in self.roi_size_zyx):
+            raise ValueError("roi_size_zyx must be at least 8 voxels per axis")
+        return self
+
+
+class InferenceSpec(_Frozen):
+    overlap: float = Field(default=0.25, ge=0, lt=1)
+    sw_batch_size: int = Field(default=2, ge=1)
+    blend_mode: Literal["gaussian", "constant"] = "gaussian"
+    #: roi used at inference (bigger than the training patch is fine: the network is fully convolutional)
+    roi_size_zyx: tuple[int, int, int] | None = None
+    #: re-predict each candidate lesion on the 8 axis flips of its window and average (medseg.core.pipeline.flip_check)
+    flip_check: bool = False
+
+
+class PostprocessSpec(_Frozen):
+    min_lesion_ml: float = Field(default=0.05, ge=0)
+    #: drop components whose most confident voxel stays below this (suppresses faint noise blobs)
+    min_peak_probability: float = Field(default=0.0, ge=0, le=1)
+
+
+class WeightsSpec(_Frozen):
+    file: str
+    sha256: str
+    format: Literal["state_dict"] = "state_dict"
+
+    @field_validator("file")
+    @classmethod
+    def _plain_name(cls, v):
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", v) or v.startswith("."):
+            raise ValueError("must be a plain file name inside the model folder")
+        return v
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, v):
+        if not re.fullmatch(r"[0-9a-f]{64}", v):
+            raise ValueError("must be 64 lowercase hex digits")
+        return v
+
+
+class ReferenceSpec(_Frozen):
+    """The version's own result on a fixed phantom, which a promotion must reproduce (the gate)."""
+
+    phantom_seed: int
+    shape_krc: tuple[int, int, int]
+    spacing_krc_mm: tuple[float, float, float]
+    n_tumors: int = Field(ge=0)
+    mask_file: str  # uint8 NIfTI in the model folder
+    mask_sha256: str
+    min_dice: float = Field(default=0.99, gt=0, le=1)
+
+    @field_validator("mask_file")
+    @classmethod
+    def _plain_name(cls, v):
+        return WeightsSpec._plain_name(v)
+
+
+class ModelManifest(_Frozen):
+    schema_version: Literal[1] = 1
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,47}$")
+    version: str = Field(pattern=r"^\d+\.\d+\.\d+([.-][A-Za-z0-9.]+)?$")
+    description: str
+    intended_use: str
+    architecture: ArchitectureSpec
+    input: InputSpec
+    labels: tuple[LabelSpec, ...] = Field(min_length=1)
+    inference: InferenceSpec = InferenceSpec()
+    postprocess: PostprocessSpec = PostprocessSpec()
+    weights: WeightsSpec
+    training: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    reference: ReferenceSpec | None = None
+
+    @field_validator("labels")
+    @classmethod
+    def _unique(cls, v):
+        values = [label.value for label in v]
+        if len(set(values)) != len(values):
+            raise ValueError("label values must be unique")
+        if sorted(values) != list(range(1, len(values) + 1)):
+            raise ValueError("label values must be 1..N (output channel k is label k)")
+        return v
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    def pipeline_spec(self) -> PipelineSpec:
+        sx, sy, sz = self.input.spacing_xyz_mm
+        return PipelineSpec(
+            spacing_zyx=(sz, sy, sx),
+            window_hu=self.input.window_hu,
+            roi_size=self.inference.roi_size_zyx or self.input.roi_size_zyx,
+            labels=tuple(label.value for label in self.labels),
+            overlap=self.inference.overlap,
+            sw_batch_size=self.inference.sw_batch_size,
+            blend_mode=self.inference.blend_mode,
+            flip_check=self.inference.flip_check,
+            min_lesion_ml=self.postprocess.min_lesion_ml,
+            min_peak_probability=self.postprocess.min_peak_probability,
+        )
+
+    @classmethod
+    def load(cls, model_dir: Path) -> "ModelManifest":
+        path = Path(model_dir) / MANIFEST_FILE
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ModelError(f"{path}: manifest not found", code="model.not_found") from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelError(f"{path}: unreadable manifest ({exc})") from None
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ModelError(f"{path}: invalid manifest: {where}: {first['msg']}") from None
+
+    def dump(self, model_dir: Path) -> None:
+        (Path(model_dir) / MANIFEST_FILE).write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n")

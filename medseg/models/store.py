@@ -1,0 +1,105 @@
+"""Load a model version from ``models/<name>/<version>/``: verify, then deserialize.
+
+The weights file is read once into memory, its sha256 compared with the
+manifest, and only then deserialized from those same bytes with
+``torch.load(weights_only=True)`` (no pickle code execution, no window
+between check and use).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from medseg.core.exceptions import ChecksumError, DeviceError, ModelError, ModelTimeBudgetError
+from medseg.models.manifest import ModelManifest
+
+
+def build_network(manifest: ModelManifest) -> torch.nn.Module:
+    from monai.networks import nets
+
+    cls = getattr(nets, manifest.architecture.name)
+    try:
+        return cls(**manifest.architecture.args)
+    except TypeError as exc:
+        raise ModelError(f"{manifest.ref}: architecture.args do not fit {manifest.architecture.name} ({exc})") from None
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@dataclass
+class LoadedModel:
+    manifest: ModelManifest
+    network: torch.nn.Module
+    path: Path
+    device: str
+    _budget: threading.local = field(default_factory=threading.local, repr=False)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        deadline = getattr(self._budget, "deadline", None)
+        if deadline is not None and time.monotonic() > deadline:
+            raise ModelTimeBudgetError(f"{self.manifest.ref}: inference exceeded its time budget")
+        return self.network(x)
+
+    @contextmanager
+    def time_budget(self, seconds: float | None):
+        """Inference windows started after ``seconds`` raise ModelTimeBudgetError (this thread only)."""
+        self._budget.deadline = None if seconds is None else time.monotonic() + seconds
+        try:
+            yield self
+        finally:
+            self._budget.deadline = None
+
+    def to(self, device: str) -> "LoadedModel":
+        self.network.to(device)
+        self.device = device
+        return self
+
+
+def load_model(model_dir: Path, device: str = "cpu") -> LoadedModel:
+    model_dir = Path(model_dir)
+    manifest = ModelManifest.load(model_dir)
+    weights = model_dir / manifest.weights.file
+    try:
+        blob = weights.read_bytes()
+    except OSError:
+        raise ModelError(f"{manifest.ref}: weights file {manifest.weights.file} missing", code="model.weights_missing") from None
+    digest = hashlib.sha256(blob).hexdigest()
+    if digest != manifest.weights.sha256:
+        raise ChecksumError(
+            f"{manifest.ref}: weights sha256 {digest[:12]}... does not match the manifest's {manifest.weights.sha256[:12]}..."
+        )
+    network = build_network(manifest)
+    try:
+        state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+        network.load_state_dict(state)
+    except Exception as exc:  # noqa: BLE001 - any deserialization failure makes the version unusable
+        raise ModelError(f"{manifest.ref}: weights cannot be loaded ({type(exc).__name__})") from None
+    network.eval()
+    return LoadedModel(manifest, network, model_dir, "cpu").to(device)
+
+
+def resolve_device(requested: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; explicit devices are checked."""
+    requested = requested.lower()
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cpu":
+        return "cpu"
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {requested} requested but CUDA is not available on this host")
+        index = int(requested.split(":")[1]) if ":" in requested else 0
+        if index >= torch.cuda.device_count():
+            raise DeviceError(f"device {requested} requested but only {torch.cuda.device_count()} GPU(s) present")
+        return requested
+    raise DeviceError(f"unknown device {requested!r}: use auto, cpu, cuda or cuda:N")

@@ -1,0 +1,276 @@
+"""Review intake: a radiologist's corrected mask (or "accepted as is") becomes a scored review.
+
+Three doors, one path (:meth:`ReviewIntake.submit`): the DICOM node (a corrected SEG sent back by
+C-STORE, :meth:`ReviewIntake.receive_segs`), ``medseg review submit`` and ``POST /reviews``.
+
+* The review is of one job's SEG: the latest job of the study (and series) that produced one.
+* The corrected mask must lie on the source series' grid. A SEG must reference that series and only
+  its instances; a NIfTI must have the same voxel grid (axis order and direction may differ: they
+  are permuted and flipped exactly, never resampled). Anything else is a ``review.geometry`` error.
+* "Accepted as is" scores the SEG against itself: perfect agreement, a real data point.
+* A corrected SEG that matches none of our results is kept (the spool), recorded as an
+  ``unmatched`` review, audited and reported; never dropped.
+
+Matching a SEG from the network, in order: its SeriesInstanceUID or a referenced series is one of
+our SEG series (the viewer edited our object) -> that job; a referenced series is a source series
+we segmented -> its latest job with a SEG. Our own SEG coming back unchanged (same SOP Instance
+UID) is not a review and is refused as such.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from medseg.core.exceptions import MedsegError
+from medseg.core.io.geometry import sort_and_check
+from medseg.core.io.scan import scan_folder
+from medseg.jobs.store import Job, JobStore
+from medseg.quality.monitor import QualityMonitor
+from medseg.quality.scores import score_review
+from medseg.quality.store import SCORED, UNMATCHED, Review
+from medseg.core.volume import Volume, canonical_reorientation
+from medseg.quality.worklist import Worklist
+
+log = logging.getLogger(__name__)
+
+
+class ReviewError(MedsegError):
+    code = "review.invalid"
+
+
+@dataclass
+class ReviewOutcome:
+    review: Review
+    slos: list = field(default_factory=list)
+
+
+class ReviewIntake:
+    def __init__(self, jobs: JobStore, spool_root: Path, reviews_dir: Path, audit, monitor: QualityMonitor) -> None:
+        self.jobs, self.engine, self.audit, self.monitor = jobs, jobs.engine, audit, monitor
+        self.spool_root, self.reviews_dir = Path(spool_root), Path(reviews_dir)
+
+    # -- doors ---------------------------------------------------------------------------------
+    def submit(self, study_uid: str, *, mask: bytes | None, accepted: bool, door: str, submitted_by: str,
+               reviewer: str = "", series_uid: str | None = None) -> ReviewOutcome:
+        """CLI and API: ``mask`` is a DICOM SEG or a NIfTI (bytes); None with ``accepted``."""
+        if accepted == (mask is not None):
+            raise ReviewError("give either a corrected mask or 'accepted as is', not both or neither",
+                              code="review.invalid")
+        job = self._job_for_study(study_uid, series_uid)
+        return self._score(job, mask, accepted=accepted, door=door, submitted_by=submitted_by, reviewer=reviewer)
+
+    def receive_segs(self, files: list[Path], calling_ae: str) -> list[ReviewOutcome | None]:
+        """DICOM door: SEG instances a peer sent us. Never raises: a failure is audited and kept."""
+        out = []
+        for path in files:
+            try:
+                ds = pydicom.dcmread(path, stop_before_pixels=True)
+                known = self._known(str(ds.get("SOPInstanceUID", "")))
+                if known is not None:  # delivered again, or intake repeated after a restart
+                    out.append(ReviewOutcome(known))
+                    continue
+                job = self._job_for_seg(ds, calling_ae)
+                if job is None:
+                    out.append(self._unmatched(ds, path, calling_ae))
+                    continue
+                out.append(self._score(job, Path(path).read_bytes(), accepted=False, door="dicom",
+                                       submitted_by=calling_ae, reviewer=str(getattr(ds, "ContentCreatorName", ""))[:64],
+                                       stored=Path(path)))
+            except ReviewError:
+                out.append(None)  # audited as review.rejected by _score
+            except Exception as exc:  # noqa: BLE001 - the SEG stays in the spool; record why it was not scored
+                self.audit("review.rejected", outcome="failure", actor=calling_ae, path=Path(path).name,
+                           reason=f"the SEG could not be processed ({type(exc).__name__})", door="dicom")
+                out.append(None)
+        return out
+
+    # -- matching ------------------------------------------------------------------------------
+    def _known(self, sop_uid: str) -> Review | None:
+        if not sop_uid:
+            return None
+        with Session(self.engine, expire_on_commit=False) as s:
+            return s.scalar(select(Review).where(Review.correction_sop_uid == sop_uid))
+
+    def _job_for_study(self, study_uid: str, series_uid: str | None) -> Job:
+        with Session(self.engine) as s:
+            q = select(Job).where(Job.study_uid == study_uid, Job.seg_sop_uid != "").order_by(Job.id.desc())
+            if series_uid:
+                q = q.where(Job.series_uid == series_uid)
+            jobs = list(s.scalars(q))
+        if not jobs:
+            raise ReviewError("no SEG of ours exists for this study (and series); nothing to review",
+                              code="review.no_result")
+        if len({j.series_uid for j in jobs}) > 1:
+            raise ReviewError("several series of this study have SEGs; name the series (--series / series_uid)",
+                              code="review.ambiguous")
+        return jobs[0]
+
+    def _job_for_seg(self, ds, calling_ae: str) -> Job | None:
+        if ds.get("Modality") != "SEG":
+            raise ReviewError("not a Segmentation object (Modality is not SEG)", code="review.unreadable")
+        refs = {str(ds.get("SeriesInstanceUID", ""))} | {
+            str(item.get("SeriesInstanceUID", "")) for item in ds.get("ReferencedSeriesSequence", [])}
+        refs.discard("")
+        with Session(self.engine) as s:
+            own = s.scalar(select(Job).where(Job.seg_sop_uid == str(ds.SOPInstanceUID)))
+        if own is not None:
+            self.audit("review.rejected", outcome="failure", actor=calling_ae, sop_uid=own.seg_sop_uid, job_id=own.id,
+                       study_uid=own.study_uid, reason="our own SEG came back unchanged: not a review", door="dicom")
+            raise ReviewError("our own SEG came back unchanged", code="review.own_seg")
+        with Session(self.engine) as s:
+            ours = s.scalar(select(Job).where(Job.seg_series_uid.in_(refs)).order_by(Job.id.desc()))
+            if ours is not None:
+                return ours
+            return s.scalar(select(Job).where(Job.series_uid.in_(refs), Job.seg_sop_uid != "")
+                            .order_by(Job.id.desc()))
+
+    def _unmatched(self, ds, path: Path, calling_ae: str) -> ReviewOutcome:
+        with Session(self.engine, expire_on_commit=False) as s, s.begin():
+            row = Review(status=UNMATCHED, study_uid=str(ds.get("StudyInstanceUID", "")), door="dicom",
+                         submitted_by=calling_ae, correction_sop_uid=str(ds.SOPInstanceUID), stored_path=str(path),
+                         note="references no series or SEG of ours; kept in the spool")
+            s.add(row)
+            s.flush()
+            self.audit("review.unmatched", connection=s.connection(), outcome="failure", actor=calling_ae,
+                       review_id=row.id, study_uid=row.study_uid or None, sop_uid=row.correction_sop_uid,
+                       reason=row.note)
+        log.warning("a corrected SEG from %s matched none of our results (review %d, kept)", calling_ae, row.id)
+        return ReviewOutcome(row)
+
+    # -- scoring -------------------------------------------------------------------------------
+    def _score(self, job: Job, mask: bytes | None, *, accepted: bool, door: str, submitted_by: str, reviewer: str,
+               stored: Path | None = None) -> ReviewOutcome:
+        ids = dict(job_id=job.id, study_uid=job.study_uid, series_uid=job.series_uid, model=job.model_used,
+                   patient=job.patient)
+        self.audit("review.received", actor=submitted_by, door=door, reviewer=reviewer or None,
+                   accepted=accepted, **ids)
+        try:
+            headers, affine = self._source(job)
+            uids = [str(h.SOPInstanceUID) for h in headers]
+            predicted = Volume(_read_our_seg(job, uids), affine)
+            if accepted:
+                reference = predicted
+            elif _is_dicom(mask):
+                reference = Volume(seg_mask(mask, job.series_uid, uids, predicted.shape), affine)
+            else:
+                reference = Volume(nifti_mask(mask, predicted), affine)
+        except ReviewError as exc:
+            self.audit("review.rejected", outcome="failure", actor=submitted_by, code=exc.code, reason=exc.message,
+                       door=door, **ids)
+            raise
+        scores = score_review(predicted, reference)
+        correction_uid = "" if mask is None or not _is_dicom(mask) else str(
+            pydicom.dcmread(io.BytesIO(mask), stop_before_pixels=True).get("SOPInstanceUID", ""))
+        header = headers[0]
+        scanner = " / ".join(str(header.get(k, "") or "?") for k in ("Manufacturer", "ManufacturerModelName"))
+        with Session(self.engine, expire_on_commit=False) as s, s.begin():
+            row = Review(status=SCORED, job_id=job.id, study_uid=job.study_uid, series_uid=job.series_uid,
+                         model=job.model_used, door=door, submitted_by=submitted_by, reviewer=reviewer,
+                         accepted=accepted, correction_sop_uid=correction_uid, site=job.calling_ae, scanner=scanner, dice=scores.dice,
+                         fn_rate=scores.fn_rate, reference_lesions=scores.reference_lesions,
+                         detected_lesions=scores.detected_lesions, reference_lesions_ge10=scores.reference_lesions_ge10,
+                         detected_lesions_ge10=scores.detected_lesions_ge10,
+                         false_positive_lesions=scores.false_positive_lesions, hd95_mm=scores.hd95_mm,
+                         msd_mm=scores.msd_mm, fp_volume_ml=scores.fp_volume_ml, volume_diff_ml=scores.volume_diff_ml,
+                         scores=scores.as_dict())
+            s.add(row)
+            s.flush()
+            row.stored_path = str(stored) if stored else self._keep(row.id, mask)
+            self.audit("review.scored", connection=s.connection(), actor=submitted_by, review_id=row.id,
+                       accepted=accepted, dice=round(scores.dice, 4),
+                       fn_rate=None if scores.fn_rate is None else round(scores.fn_rate, 4),
+                       lesions=scores.reference_lesions, detected=scores.detected_lesions,
+                       missed=len(scores.missed), hd95_mm=scores.hd95_mm, **ids)
+            Worklist(self.engine, self.audit).close_for_series(s, job.study_uid, job.series_uid, row.id, submitted_by)
+        return ReviewOutcome(row, self.monitor.check_slos(job.model_used))
+
+    def _keep(self, review_id: int, mask: bytes | None) -> str:
+        if mask is None:
+            return ""
+        self.reviews_dir.mkdir(parents=True, exist_ok=True)
+        suffix = ".dcm" if _is_dicom(mask) else ".nii.gz" if mask[:2] == b"\x1f\x8b" else ".nii"
+        path = self.reviews_dir / f"review-{review_id}{suffix}"
+        path.write_bytes(mask)
+        return str(path)
+
+    def _source(self, job: Job):
+        folder = self.spool_root / job.study_uid / job.series_uid
+        scan = scan_folder(folder) if folder.is_dir() else None
+        series = next((x for x in scan.series if x.series_uid == job.series_uid), None) if scan else None
+        if series is None:
+            raise ReviewError("the source images of this result are no longer in the spool", code="review.no_source")
+        order, affine = sort_and_check(series.headers)
+        return [series.headers[i] for i in order], affine
+
+
+def _is_dicom(data: bytes) -> bool:
+    return data[128:132] == b"DICM"
+
+
+def _read_our_seg(job: Job, uids: list[str]) -> np.ndarray:
+    from medseg.core.seg import read_seg_mask
+
+    if not job.seg_path or not Path(job.seg_path).is_file():
+        raise ReviewError("the SEG this review refers to is no longer in the results folder", code="review.no_result")
+    return read_seg_mask(Path(job.seg_path), uids) > 0
+
+
+def seg_mask(data: bytes, series_uid: str, uids: list[str], shape) -> np.ndarray:
+    """Foreground of every segment of a corrected SEG, on the source instances ``uids`` (slice order)."""
+    import highdicom as hd
+
+    try:
+        seg = hd.seg.Segmentation.from_dataset(pydicom.dcmread(io.BytesIO(data)), copy=False)
+    except Exception as exc:  # noqa: BLE001 - any damage: the reviewer gets one line
+        raise ReviewError(f"the corrected mask is not a readable DICOM SEG ({type(exc).__name__})",
+                          code="review.unreadable") from None
+    series = {str(item.SeriesInstanceUID) for item in seg.get("ReferencedSeriesSequence", [])}
+    referenced = {str(item.ReferencedSOPInstanceUID) for item in seg.get("ReferencedSeriesSequence", [])
+                  for item in item.get("ReferencedInstanceSequence", [])}
+    if series_uid not in series or not referenced <= set(uids):
+        raise ReviewError("the corrected SEG references other images than the series our result was made on "
+                          "(a different series or slices); it cannot be compared without resampling",
+                          code="review.geometry")
+    if (int(seg.Rows), int(seg.Columns)) != tuple(shape[1:]):
+        raise ReviewError(f"the corrected SEG has {seg.Rows}x{seg.Columns} frames, the source {shape[1]}x{shape[2]}",
+                          code="review.geometry")
+    pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=False,
+                                               assert_missing_frames_are_empty=True)
+    threshold = 0.5 if str(seg.SegmentationType) == "FRACTIONAL" else 0
+    return (np.asarray(pixels) > threshold).any(axis=-1)
+
+
+def nifti_mask(data: bytes, target: Volume) -> np.ndarray:
+    """A NIfTI mask on the target's voxel grid, exactly (axes permuted/flipped, never resampled)."""
+    from medseg.core.io.nifti import read_nifti
+
+    suffix = ".nii.gz" if data[:2] == b"\x1f\x8b" else ".nii"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"mask{suffix}"
+        path.write_bytes(data)
+        try:
+            volume = read_nifti(path)
+        except MedsegError as exc:
+            raise ReviewError(f"the corrected mask is not a usable NIfTI: {exc.message}", code="review.unreadable") from None
+    mine, theirs = canonical_reorientation(target.affine), canonical_reorientation(volume.affine)
+    canon_target = mine.apply_affine(target.affine, target.shape)
+    canon_theirs = theirs.apply_affine(volume.affine, volume.shape)
+    array = theirs.apply(volume.array)
+    if array.shape != mine.apply(np.empty(target.shape, bool)).shape or not np.allclose(canon_target, canon_theirs,
+                                                                                      atol=0.01):
+        raise ReviewError(f"the NIfTI mask is not on the source grid (shape {volume.shape} vs {target.shape}, or "
+                          "different spacing/origin/orientation); export it on the original series",
+                          code="review.geometry")
+    return np.ascontiguousarray(mine.invert(array) > 0)
+
+
+__all__ = ["ReviewError", "ReviewIntake", "ReviewOutcome", "nifti_mask", "seg_mask"]
