@@ -5,7 +5,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import and_, select, true
 
-from audit.store import AuditLog, events_table as t
+from audit.store import AuditLog
+from audit.store import events_table as t
 
 
 class AuditFilter(BaseModel):

@@ -13,8 +13,7 @@ import datetime as dt
 import json
 from typing import Iterable, Iterator
 
-from sqlalchemy import (Column, Connection, Engine, Index, Integer, MetaData, String, Table, Text, insert, select,
-                        update)
+from sqlalchemy import Column, Connection, Engine, Index, Integer, MetaData, String, Table, Text, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from audit.chain import GENESIS, link

@@ -165,10 +165,10 @@ def build_study(workdir: Path, slices: int, size: int, seed: int) -> Path:
 
 
 def mask_of(seg_path: str, sources):  # -> numpy array (imported in the child process only)
-    from medseg.core.seg import read_seg_mask
-
     import highdicom as hd
     import numpy as np
+
+    from medseg.core.seg import read_seg_mask
 
     seg = hd.seg.segread(seg_path)
     present = {str(f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID)
@@ -201,9 +201,9 @@ def main() -> None:
 
     import numpy as np
 
-    from medseg.core.scoring import dice
     from medseg.core.io import load_study
     from medseg.core.io.nifti import read_nifti
+    from medseg.core.scoring import dice
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="medseg-bench-"))
     case = build_study(workdir, args.slices, args.size, args.seed)
@@ -223,7 +223,8 @@ def main() -> None:
     masks = {name: mask_of(r["seg"], sources) for name, r in results.items()}
     ours, ref = results["medseg"], results["reference"]
 
-    import platform, os
+    import os
+    import platform
 
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPU cores; study {args.slices}x{args.size}x{args.size}")
     print(f"{'stage':<12}{'reference s':>14}{'medseg s':>12}{'ratio':>9}")

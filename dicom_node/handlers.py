@@ -1,6 +1,6 @@
 """pynetdicom event handlers: plain functions, collaborators bound through handler arguments.
 
-The error boundary (STYLE.md #5): a :class:`NodeError` becomes its DIMSE status and an
+The error boundary: a :class:`NodeError` becomes its DIMSE status and an
 audit event; anything unexpected becomes 0xC000 with the exception *type* recorded
 (exception messages can quote header values, so they are not). Nothing escapes into
 the association thread.
@@ -12,17 +12,14 @@ import logging
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Callable
 
 from pydicom.uid import UID
 
-from medseg.jobs.assembly import Assembly
-from dicom_node.exceptions import (CANNOT_UNDERSTAND, INCOMPLETE_PIXEL_DATA, UID_MISMATCH, InstanceRejected,
-                                   NodeError)
+from dicom_node.exceptions import CANNOT_UNDERSTAND, INCOMPLETE_PIXEL_DATA, UID_MISMATCH, InstanceRejected, NodeError
+from dicom_node.ports import NodeMetrics, Pseudonymizer, Recorder, SeriesSink
 from dicom_node.spool import Spool, validate_uid
 
 log = logging.getLogger(__name__)
-Recorder = Callable[..., None]
 DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 SUCCESS = 0x0000
 
@@ -65,8 +62,8 @@ def handle_echo(event) -> int:
     return SUCCESS
 
 
-def handle_store(event, spool: Spool, assembly: Assembly, tally: AssociationTally, record: Recorder, metrics,
-                 pseudonymize: Callable[[str], str]) -> int:
+def handle_store(event, spool: Spool, assembly: SeriesSink, tally: AssociationTally, record: Recorder,
+                 metrics: NodeMetrics, pseudonymize: Pseudonymizer) -> int:
     """Store one instance durably, or refuse it with a specific status (README "C-STORE statuses")."""
     calling_ae = event.assoc.requestor.ae_title
     sop_class = str(event.request.AffectedSOPClassUID)
@@ -149,13 +146,13 @@ def _safe(uid) -> str:
         return ""
 
 
-def handle_accepted(event, record: Recorder, metrics) -> None:
+def handle_accepted(event, record: Recorder, metrics: NodeMetrics) -> None:
     metrics.association("accepted")
     record("dicom.association.accepted", actor=event.assoc.requestor.ae_title, peer=event.assoc.requestor.address,
            called_ae=event.assoc.acceptor.ae_title)
 
 
-def handle_rejected(event, record: Recorder, metrics, allowed_calling_aets: tuple[str, ...]) -> None:
+def handle_rejected(event, record: Recorder, metrics: NodeMetrics, allowed_calling_aets: tuple[str, ...]) -> None:
     metrics.association("rejected")
     requestor = event.assoc.requestor
     if allowed_calling_aets and requestor.ae_title not in allowed_calling_aets:

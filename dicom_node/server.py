@@ -1,4 +1,4 @@
-"""Bootstrap of the SCP: AE, presentation contexts, association policy, TLS (STYLE.md #4).
+"""Bootstrap of the SCP: AE, presentation contexts, association policy, TLS (handlers: ``handlers``).
 
 Association policy:
 
@@ -17,22 +17,26 @@ import logging
 import socket
 import ssl
 import threading
-from typing import Callable
 
 from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import (
-    CTImageStorage, EnhancedCTImageStorage, EnhancedMRImageStorage, EnhancedPETImageStorage, MRImageStorage,
-    PositronEmissionTomographyImageStorage, SegmentationStorage, Verification,
+    CTImageStorage,
+    EnhancedCTImageStorage,
+    EnhancedMRImageStorage,
+    EnhancedPETImageStorage,
+    MRImageStorage,
+    PositronEmissionTomographyImageStorage,
+    SegmentationStorage,
+    Verification,
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicom_node import handlers
-from medseg.jobs.assembly import Assembly
+from dicom_node.config import NodeSettings, TLSSettings
+from dicom_node.ports import NodeMetrics, Pseudonymizer, Recorder, SeriesSink
 from dicom_node.spool import Spool
-from medseg.config import NodeSettings, TLSSettings
 
 log = logging.getLogger(__name__)
-Recorder = Callable[..., None]
 
 STORAGE_CLASSES = (
     CTImageStorage, EnhancedCTImageStorage, MRImageStorage, EnhancedMRImageStorage,
@@ -116,7 +120,7 @@ class NodeAE(AE):
 
 
 def build_ae(settings: NodeSettings) -> AE:
-    _config.LOG_REQUEST_IDENTIFIERS = False  # pynetdicom logs C-FIND/MOVE identifiers (names) otherwise (STYLE #7)
+    _config.LOG_REQUEST_IDENTIFIERS = False  # pynetdicom logs C-FIND/MOVE identifiers (names) otherwise
     _config.LOG_RESPONSE_IDENTIFIERS = False
     ae = NodeAE(ae_title=settings.ae_title)
     ae.maximum_associations = settings.max_associations
@@ -134,8 +138,8 @@ def build_ae(settings: NodeSettings) -> AE:
 class Node:
     """The running SCP: ``start()`` listens (non-blocking), ``stop()`` closes."""
 
-    def __init__(self, settings: NodeSettings, spool: Spool, assembly: Assembly, record: Recorder, metrics,
-                 pseudonymize: Callable[[str], str]) -> None:
+    def __init__(self, settings: NodeSettings, spool: Spool, assembly: SeriesSink, record: Recorder,
+                 metrics: NodeMetrics, pseudonymize: Pseudonymizer) -> None:
         self.settings, self.spool, self.assembly, self.record, self.metrics = settings, spool, assembly, record, metrics
         self.pseudonymize = pseudonymize
         self.ae = build_ae(settings)

@@ -1,6 +1,6 @@
 """The durable spool: spool/<study>/<series>/<sop>.dcm, written and fsynced before success.
 
-Paths are built from validated UIDs only, in one function (STYLE.md #6): a UID
+Paths are built from validated UIDs only, in one function (:meth:`Spool.path_for`): a UID
 is 1-64 characters of digits and dots with no empty component, and the resolved
 path must stay inside the spool root. Files are written to a temporary name,
 fsynced, renamed into place and the directory fsynced, so a crash leaves either
@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from dicom_node.exceptions import CANNOT_WRITE, InvalidIdentifierError, NodeError, OutOfResources
-from medseg.core.uids import is_uid
-
+from dicom_node.uids import is_uid
 
 
 def validate_uid(value: object, attribute: str) -> str:
-    """A UID safe to use as a path component (:func:`medseg.core.uids.is_uid`), else an error naming the attribute."""
+    """A UID safe to use as a path component (:func:`dicom_node.uids.is_uid`), else an error naming the attribute."""
     text = str(value or "").strip().rstrip("\x00")
     if not text:
         raise InvalidIdentifierError(f"{attribute} is missing or blank")

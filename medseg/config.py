@@ -1,133 +1,43 @@
-"""Typed settings (pydantic-settings), reached through ``get_settings()``.
+"""Typed settings (pydantic-settings): the root :class:`Settings`, built by ``load_settings(config)``
+(commands with ``--config``) or ``get_settings()`` (cached, environment only).
 
-Sources, highest first: explicit arguments (CLI flags), environment variables
-``MEDSEG_*`` (nested with ``__``, e.g. ``MEDSEG_SELECTION__MIN_SLICES=10``),
-defaults. Unsafe or meaningless values are refused at start-up, never coerced.
+Sources, highest first: explicit arguments (CLI flags), environment variables ``MEDSEG_*``
+(nested with ``__``, e.g. ``MEDSEG_SELECTION__MIN_SLICES=10``), the TOML file (``--config``,
+else ``MEDSEG_CONFIG``), defaults. Unsafe or meaningless values are refused at start-up,
+never coerced. The ``[node]`` section's schema belongs to the DICOM node (``dicom_node.config``);
+this module composes it with the service's own sections.
 """
 
 from __future__ import annotations
 
 import os
-import re
+import tomllib
+from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from dicom_node.config import DestinationSettings, NodeSettings, TLSSettings
+from medseg.core.exceptions import ConfigError
 from medseg.core.io import GeometryTolerances, SelectionRules
+
+__all__ = ["DestinationSettings", "MonitoringSettings", "NodeSettings", "Settings", "SLOSettings", "TLSSettings",
+           "get_settings", "load_settings"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = "ct-tumor/2.1.0"
 
 
-#: the configuration file `medseg serve --config` names (also settable as MEDSEG_CONFIG)
+#: the configuration file when no --config is given
 CONFIG_ENV = "MEDSEG_CONFIG"
-_AE_TITLE = re.compile(r"^[\x21-\x5b\x5d-\x7e]([\x20-\x5b\x5d-\x7e]{0,14}[\x21-\x5b\x5d-\x7e])?$")
-
-
-def _ae_title(v: str) -> str:
-    """PS3.5 AE title: 1-16 characters of the default repertoire, no backslash, no leading/trailing space."""
-    if not _AE_TITLE.match(v):
-        raise ValueError("must be 1-16 printable ASCII characters without backslash or leading/trailing spaces")
-    return v
+#: the file ``load_settings`` reads while it builds a Settings (no process-wide state)
+_config_file: ContextVar[Path | None] = ContextVar("medseg_config_file", default=None)
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class TLSSettings(_Section):
-    """DICOM TLS (PS3.15 B.1). Enabled when a certificate is configured."""
-
-    cert: Path | None = None
-    key: Path | None = None
-    #: CA bundle that client certificates must chain to
-    ca: Path | None = None
-    require_client_cert: bool = True
-    #: a peer that opens TCP but does not finish the handshake in this time is dropped (and audited)
-    handshake_timeout_s: float = Field(default=10.0, gt=0)
-
-    @model_validator(mode="after")
-    def _complete(self) -> "TLSSettings":
-        if (self.cert is None) != (self.key is None):
-            raise ValueError("cert and key must be given together")
-        if self.cert is not None and self.require_client_cert and self.ca is None:
-            raise ValueError("require_client_cert needs a ca bundle to verify client certificates against")
-        return self
-
-    @property
-    def enabled(self) -> bool:
-        return self.cert is not None
-
-
-class DestinationSettings(_Section):
-    """A DICOM peer we send SEGs to (C-STORE SCU)."""
-
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    ae_title: str
-    host: str
-    port: int = Field(ge=1, le=65535)
-    tls: bool = False
-    #: CA bundle to verify the destination's certificate, and our client certificate/key
-    tls_ca: Path | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-
-    @field_validator("ae_title")
-    @classmethod
-    def _peer_ae(cls, v: str) -> str:
-        return _ae_title(v)
-
-
-class NodeSettings(_Section):
-    """The DICOM node: our AE, association policy, spool and study assembly."""
-
-    ae_title: str = "MEDSEG"
-    host: str = "127.0.0.1"
-    port: int = Field(default=11112, ge=0, le=65535)
-    max_associations: int = Field(default=10, ge=1)
-    max_pdu: int = Field(default=65536, ge=0)  # 0 = unlimited
-    acse_timeout_s: float = Field(default=30.0, gt=0)
-    dimse_timeout_s: float = Field(default=60.0, gt=0)
-    network_timeout_s: float = Field(default=60.0, gt=0)
-    #: calling AE titles allowed to associate; empty = any (the README says why that is not the default in production)
-    allowed_calling_aets: tuple[str, ...] = ()
-    #: peer IP addresses allowed to connect; empty = any
-    allowed_addresses: tuple[str, ...] = ()
-    tls: TLSSettings = TLSSettings()
-    #: C-STORE answers 0xA700 (out of resources) while free space under the spool is below this
-    disk_floor_mb: float = Field(default=1024.0, ge=0)
-    #: a series is complete when no instance arrived for this long
-    quiet_period_s: float = Field(default=10.0, gt=0)
-    #: a series with a slice gap waits this much longer for the missing slices before it fails visibly
-    continuity_grace_s: float = Field(default=10.0, ge=0)
-    destinations: tuple[DestinationSettings, ...] = ()
-    #: where SEGs go: destination names, "@sender" = the destination whose AE title sent the study
-    send_to: tuple[str, ...] = ("@sender",)
-    send_retries: int = Field(default=5, ge=0)
-    send_backoff_s: float = Field(default=2.0, gt=0)
-    send_backoff_max_s: float = Field(default=300.0, gt=0)
-
-    @field_validator("ae_title")
-    @classmethod
-    def _our_ae(cls, v: str) -> str:
-        return _ae_title(v)
-
-    @field_validator("allowed_calling_aets")
-    @classmethod
-    def _aets(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(_ae_title(a) for a in v)
-
-    @model_validator(mode="after")
-    def _routes(self) -> "NodeSettings":
-        names = [d.name for d in self.destinations]
-        if len(set(names)) != len(names):
-            raise ValueError("destination names must be unique")
-        unknown = [n for n in self.send_to if n != "@sender" and n not in names]
-        if unknown:
-            raise ValueError(f"send_to names unknown destinations: {unknown}")
-        return self
 
 
 class ServiceSettings(_Section):
@@ -150,6 +60,21 @@ class ServiceSettings(_Section):
 
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'medseg.db').resolve()}"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Received instances: spool/<study>/<series>/<sop>.dcm (``dicom_node.spool``)."""
+        return self.data_dir.resolve() / "spool"
+
+    @property
+    def results_dir(self) -> Path:
+        """One folder per job: seg.dcm, result.json (and shadow runs)."""
+        return self.data_dir.resolve() / "results"
+
+    @property
+    def reviews_dir(self) -> Path:
+        """Corrected masks submitted with reviews."""
+        return self.data_dir.resolve() / "reviews"
 
 
 class AuditSettings(_Section):
@@ -258,8 +183,9 @@ class Settings(BaseSettings):
     def settings_customise_sources(
         cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Priority: explicit arguments, then MEDSEG_* environment, then the TOML file named by MEDSEG_CONFIG."""
-        path = os.environ.get(CONFIG_ENV)
+        """Priority: explicit arguments, then MEDSEG_* environment, then the TOML file (``load_settings``'s
+        argument, else the one named by MEDSEG_CONFIG)."""
+        path = _config_file.get() or os.environ.get(CONFIG_ENV)
         sources = [init_settings, env_settings]
         if path:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(path)))
@@ -293,3 +219,18 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def load_settings(config: Path | None = None, **overrides) -> Settings:
+    """The settings of a command: ``config`` (a TOML file; default: MEDSEG_CONFIG) under the
+    environment. A missing or unreadable file is a :class:`ConfigError`; an invalid value is
+    pydantic's ValidationError (the CLI and the service name the setting and the rule)."""
+    if config is not None and not Path(config).is_file():
+        raise ConfigError(f"configuration file not found: {config}", code="config.not_found")
+    token = _config_file.set(Path(config) if config is not None else None)
+    try:
+        return Settings(**overrides)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"configuration file is not valid TOML ({exc})", code="config.invalid") from None
+    finally:
+        _config_file.reset(token)

@@ -1,24 +1,36 @@
-"""The service database: SQLite (WAL) by default, any SQLAlchemy URL (PostgreSQL) for scale-out."""
+"""The service database's shared pieces: the declarative ``Base`` every table module uses, the
+engine (SQLite in WAL mode by default, any SQLAlchemy URL such as PostgreSQL for scale-out),
+sessions, and the one clock the tables' timestamps come from.
+
+Which tables exist is listed once, explicitly, in ``medseg.app.database``.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import Engine
-from sqlalchemy.orm import DeclarativeBase
+import datetime as dt
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Session
 
 from audit.db import make_engine
 
-__all__ = ["Base", "init_db", "make_engine"]
+__all__ = ["Base", "make_engine", "plain", "session", "utcnow"]
 
 
 class Base(DeclarativeBase):
     pass
 
 
-def init_db(engine: Engine) -> None:
-    import medseg.jobs.store  # noqa: F401  (register the tables)
-    import medseg.quality.store  # noqa: F401
-    import medseg.models.registry  # noqa: F401
-    import medseg.models.shadow  # noqa: F401
-    import medseg.quality.worklist  # noqa: F401
+def utcnow() -> dt.datetime:
+    """Naive UTC, as the DateTime columns store it."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
-    Base.metadata.create_all(engine)
+
+def plain(value):
+    """A column value as JSON: datetimes as ISO 8601 UTC with ``Z``."""
+    return value.isoformat() + "Z" if isinstance(value, dt.datetime) else value
+
+
+def session(engine: Engine) -> Session:
+    """A session whose objects stay readable after commit (they are handed to callers)."""
+    return Session(engine, expire_on_commit=False)

@@ -10,8 +10,8 @@ import pydicom
 import pytest
 
 from medseg.config import DEFAULT_MODEL
-from medseg.training.ct_writer import ct_datasets, write_series
 from medseg.core.phantom import generate_phantom
+from medseg.training.ct_writer import ct_datasets, write_series
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_MODEL = REPO / "models" / DEFAULT_MODEL

@@ -10,9 +10,9 @@ import subprocess
 import sys
 
 import lxml.etree as et
-from pydicom.uid import generate_uid
 import pytest
 import rnc2rng
+from pydicom.uid import generate_uid
 
 from audit.verify import verify
 from medseg.config import DEFAULT_MODEL

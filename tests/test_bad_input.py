@@ -14,7 +14,6 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from medseg.app.cli import main as cli
 
 
-
 def run_cli(args, capsys):
     """The real entry point, in process (fast); returns (exit code, stdout, stderr)."""
     saved = sys.argv

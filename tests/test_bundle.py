@@ -67,8 +67,8 @@ def test_bundle_becomes_a_model_version_that_segments_like_its_source(tmp_path):
     import dataclasses
 
     from medseg.core.io.nifti import read_nifti
-    from medseg.models.store import load_model
     from medseg.core.pipeline.segment import segment
+    from medseg.models.store import load_model
     spec = dataclasses.replace(source.pipeline_spec(), min_peak_probability=imported.postprocess.min_peak_probability,
                                min_lesion_ml=imported.postprocess.min_lesion_ml)
     expected = segment(gate._phantom().image, load_model(SOURCE), spec).mask.array

@@ -13,7 +13,6 @@ import pytest
 
 from medseg.core.io.nifti import read_nifti
 from medseg.core.seg import read_seg_mask
-
 from tests.conftest import PHI_ID, PHI_NAME, dice, small_phantom, write_study
 from tests.test_bad_input import run_cli
 from tests.test_seg import _dciodvfy_errors

@@ -12,7 +12,6 @@ from pydicom import uid
 from medseg.core.exceptions import DecodeError
 from medseg.core.io import load_study
 from medseg.core.io.decode import read_hu_slices
-
 from tests.conftest import small_phantom, write_study
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"

@@ -24,9 +24,9 @@ from pynetdicom.sop_class import CTImageStorage
 
 from audit.verify import verify
 from medseg.app.api.main import create_app
+from medseg.app.serve import Service
 from medseg.config import DestinationSettings, NodeSettings, ServiceSettings, Settings
 from medseg.core.seg import read_seg_mask
-from medseg.app.serve import Service
 from tests.conftest import PHI_ID, PHI_NAME, small_phantom, write_study
 from tests.node_helpers import TCP_NODELAY, events, free_port, storescp, storescu, wait_for
 

@@ -12,17 +12,16 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from medseg.app.auditing import auditor_for
+from medseg.app.context import build_context
+from medseg.app.metrics import MonitoringCollector
 from medseg.config import MonitoringSettings, ServiceSettings, Settings
-from medseg.training.ct_writer import ct_datasets
-from medseg.db import init_db, make_engine
+from medseg.core.pipeline.segment import Lesion
+from medseg.core.volume import Volume
 from medseg.quality import drift
 from medseg.quality.alerts import AlertManager
 from medseg.quality.monitor import QualityMonitor
-from medseg.quality.prom import MonitoringCollector
 from medseg.quality.store import MonitoringStore
-from medseg.core.pipeline.segment import Lesion
-from medseg.core.volume import Volume
+from medseg.training.ct_writer import ct_datasets
 from tests.conftest import small_phantom
 from tests.node_helpers import events, free_port
 
@@ -107,12 +106,9 @@ def webhook(fail_first: int = 0):
 
 def manager(tmp_path, **monitoring):
     settings = Settings(service=ServiceSettings(data_dir=tmp_path), monitoring=MonitoringSettings(**monitoring))
-    engine = make_engine(settings.service.db_url())
-    init_db(engine)
-    audit = auditor_for(settings, engine)
-    audit.log.create()
-    store = MonitoringStore(engine)
-    return store, AlertManager(store, settings.monitoring, audit)
+    ctx = build_context(settings).prepare()
+    store = MonitoringStore(ctx.engine)
+    return store, AlertManager(store, settings.monitoring, ctx.auditor)
 
 
 def test_drift_alert_fires_once_reaches_every_sink_and_resolves(tmp_path, caplog):

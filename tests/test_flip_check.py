@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from medseg.core.pipeline.flip_check import FLIPS, candidate_boxes, context_box, flip_check
+from medseg.core.pipeline.flip_check import FLIPS, candidate_boxes, context_box
 from medseg.core.pipeline.segment import PipelineSpec, infer
 
 ROI = (8, 16, 16)

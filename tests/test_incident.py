@@ -24,12 +24,12 @@ from pathlib import Path
 
 import pytest
 
-from medseg.models import gate
 from medseg.config import DEFAULT_MODEL, MonitoringSettings
 from medseg.core.io.nifti import write_nifti
 from medseg.core.seg import write_seg
-from medseg.training.train import TUMOR_LABEL
+from medseg.models import gate
 from medseg.quality.worklist import Worklist
+from medseg.training.train import TUMOR_LABEL
 from tests.conftest import SHIPPED_MODEL, small_phantom, write_study
 from tests.node_helpers import events, storescu, wait_for
 from tests.test_dicom_node import running
@@ -127,7 +127,7 @@ def test_degraded_model_is_caught_by_reviews_and_rolled_back(tmp_path, models_ro
         assert client.get("/models").json()["active"] == GOOD
 
         # affected = exactly the studies BAD segmented; all on the worklist, the reviewed ones closed
-        items = Worklist(service.engine).items()
+        items = Worklist(service.engine, service.events).items()
         assert {i.study_uid for i in items} == set(bad)
         assert {i.study_uid for i in items if i.closed_at is None} == set(order[5:])
         assert {w["study_uid"] for w in client.get("/worklist").json()["items"]} == set(order[5:])

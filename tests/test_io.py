@@ -13,7 +13,6 @@ from medseg.core.io import GeometryTolerances, SelectionRules, load_study
 from medseg.core.io.geometry import sort_and_check
 from medseg.core.io.scan import scan_folder
 from medseg.core.io.selection import select_series
-
 from tests.conftest import small_phantom, write_study
 
 

@@ -8,7 +8,6 @@ import pytest
 from medseg.core.exceptions import ChecksumError, ModelError
 from medseg.models.manifest import ModelManifest
 from medseg.models.store import load_model, sha256_file
-
 from tests.test_bad_input import run_cli
 
 

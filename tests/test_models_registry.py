@@ -20,8 +20,8 @@ import pydicom
 import pytest
 import torch
 
-from medseg.models import gate
 from medseg.config import NodeSettings, ServiceSettings, Settings
+from medseg.models import gate
 from medseg.models.manifest import ModelManifest
 from medseg.models.store import build_network
 from tests.conftest import REPO

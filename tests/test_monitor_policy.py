@@ -4,30 +4,23 @@ and alert-only SLOs never touch the registry."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from medseg.app.auditing import auditor_for
+from medseg.app.context import build_context
 from medseg.config import MonitoringSettings, ServiceSettings, Settings, SLOSettings
-from medseg.db import init_db, make_engine
-from medseg.jobs.store import JobStore
-from medseg.quality.store import SCORED, Review
-from medseg.models.registry import Registry
-from medseg.app.serve import build_monitor
+from medseg.quality.orm import Review
+from medseg.quality.states import ReviewStatus
 from tests.node_helpers import events
 
 
 @pytest.fixture
 def env(tmp_path):
     settings = Settings(service=ServiceSettings(data_dir=tmp_path), default_model="ct-tumor/1.0.0")
-    engine = make_engine(settings.service.db_url())
-    init_db(engine)
-    audit = auditor_for(settings, engine)
-    audit.log.create()
-    registry = Registry(engine, settings.models_root, audit=audit)
-    registry.bootstrap("ct-tumor/1.0.0")
-    registry.switch("ct-tumor", "1.1.0", action="promote", actor="test", reason="setup")
-    jobs = JobStore(engine, audit)
-    return settings, registry, jobs, audit, engine
+    ctx = build_context(settings).prepare()
+    ctx.registry.switch("ct-tumor", "1.1.0", action="promote", actor="test", reason="setup")
+    return ctx
 
 
 def add_reviews(engine, model: str, fn: float, n: int = 5) -> None:
@@ -35,13 +28,12 @@ def add_reviews(engine, model: str, fn: float, n: int = 5) -> None:
 
     with Session(engine) as s, s.begin():
         for i in range(n):
-            s.add(Review(status=SCORED, job_id=i, study_uid=f"1.2.{i}", model=model, door="api", dice=1 - fn,
+            s.add(Review(status=ReviewStatus.SCORED, job_id=i, study_uid=f"1.2.{i}", model=model, door="api", dice=1 - fn,
                          fn_rate=fn, reference_lesions=1, detected_lesions=int(fn < 0.5)))
 
 
 def test_no_fallback_onto_a_version_that_breaches_too(env, tmp_path):
-    settings, registry, jobs, audit, engine = env
-    monitor = build_monitor(settings, registry, jobs, audit)
+    registry, engine, monitor = env.registry, env.engine, env.monitor
     add_reviews(engine, "ct-tumor/1.0.0", fn=0.9)
     add_reviews(engine, "ct-tumor/1.1.0", fn=0.8)
     statuses = monitor.check_slos("ct-tumor/1.1.0")
@@ -55,8 +47,7 @@ def test_no_fallback_onto_a_version_that_breaches_too(env, tmp_path):
 
 
 def test_only_the_active_version_is_rolled_back(env, tmp_path):
-    settings, registry, jobs, audit, engine = env
-    monitor = build_monitor(settings, registry, jobs, audit)
+    registry, engine, monitor = env.registry, env.engine, env.monitor
     add_reviews(engine, "ct-tumor/1.0.0", fn=0.9)  # an old version, no longer active
     monitor.check_slos("ct-tumor/1.0.0")
     alert = next(a for a in monitor.store.alerts("firing") if a.name == "voxel-fn-rate")
@@ -65,10 +56,10 @@ def test_only_the_active_version_is_rolled_back(env, tmp_path):
 
 
 def test_alert_policy_never_rolls_back_and_good_reviews_resolve(env, tmp_path):
-    settings, registry, jobs, audit, engine = env
+    settings, registry, engine = env.settings, env.registry, env.engine
     settings = settings.model_copy(update={"monitoring": MonitoringSettings(
         slos=(SLOSettings(name="fn", metric="fn_rate", objective=0.15, policy="alert"),))})
-    monitor = build_monitor(settings, registry, jobs, audit)
+    monitor = replace(env, settings=settings).monitor
     add_reviews(engine, "ct-tumor/1.1.0", fn=0.9)
     monitor.check_slos("ct-tumor/1.1.0")
     (alert,) = monitor.store.alerts("firing")
@@ -84,7 +75,7 @@ def test_report_cli_table_json_png_and_bad_since(env, tmp_path):
     import subprocess
     import sys
 
-    settings, registry, jobs, audit, engine = env
+    settings, registry, engine = env.settings, env.registry, env.engine
     add_reviews(engine, "ct-tumor/1.1.0", fn=0.1, n=6)
     add_reviews(engine, "ct-tumor/1.0.0", fn=0.3, n=2)
     run = lambda *a: subprocess.run([sys.executable, "-m", "medseg", "monitor", "report", *a], capture_output=True,
@@ -109,11 +100,11 @@ def test_fallback_page_waits_for_the_action(env, tmp_path, outcome):
     was done; a policy that raises is recorded as failed (and audited) and still releases it."""
     from tests.test_drift_alerts import webhook
 
-    settings, registry, jobs, audit, engine = env
+    settings, registry, engine = env.settings, env.registry, env.engine
     with webhook() as (url, hooks, _):
         settings = settings.model_copy(update={"monitoring": MonitoringSettings(webhook_url=url, slos=(
             SLOSettings(name="fn", metric="fn_rate", objective=0.15, policy="fallback"),))})
-        monitor = build_monitor(settings, registry, jobs, audit)
+        monitor = replace(env, settings=settings).monitor
         seen = {}
 
         def policy(model, status, alert_id):

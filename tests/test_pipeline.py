@@ -8,9 +8,8 @@ import torch
 
 from medseg.core.exceptions import ModelOutputError
 from medseg.core.pipeline.segment import PipelineSpec, segment
-from medseg.jobs.runner import segment_with_fallback
 from medseg.core.volume import Volume, canonical_reorientation
-
+from medseg.jobs.runner import segment_with_fallback
 from tests.conftest import dice
 from tests.test_volume import _affine
 

@@ -9,11 +9,10 @@ import subprocess
 import numpy as np
 import pytest
 
-from medseg.training.ct_writer import ct_datasets, write_series
 from medseg.core.io.nifti import read_nifti
 from medseg.core.seg import read_seg_mask
+from medseg.training.ct_writer import ct_datasets, write_series
 from medseg.training.train import STS_HOLDOUT
-
 from tests.conftest import PHI_ID, PHI_NAME, TEST_DATA, dice
 from tests.test_cli_e2e import EXE
 

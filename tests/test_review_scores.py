@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import surface_distance as sd
 
-from medseg.quality.scores import score_review
 from medseg.core.volume import Volume
+from medseg.quality.scores import score_review
 
 
 def vol(array, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0)) -> Volume:

@@ -9,12 +9,11 @@ import numpy as np
 import pydicom
 import pytest
 
-from medseg.training.ct_writer import ct_datasets
 from medseg.core.exceptions import SegGeometryError
 from medseg.core.io.nifti import read_nifti
 from medseg.core.seg import build_seg, read_seg_mask, verify_seg_geometry, write_seg
+from medseg.training.ct_writer import ct_datasets
 from medseg.training.train import TUMOR_LABEL
-
 from tests.conftest import PHI_ID, PHI_NAME, small_phantom
 
 ORIENTATIONS = ["supine", "prone", "feet_first", "coronal", "sagittal"]

@@ -6,8 +6,11 @@ import pytest
 
 from dicom_node.exceptions import InvalidIdentifierError, OutOfResources
 from dicom_node.spool import Spool
-from medseg.db import init_db, make_engine
-from medseg.jobs.store import FAILED, QUEUED, RUNNING, SENT, SUPERSEDED, IllegalTransition, JobStore, _move
+from medseg.app.context import build_context
+from medseg.config import ServiceSettings, Settings
+from medseg.core.exceptions import IllegalTransition
+from medseg.jobs.states import JobState
+from medseg.jobs.store import JobStore, _move
 
 
 @pytest.mark.parametrize("bad", ["../etc", "1.2/../../x", "1.2\x00.3", "", " ", "1..2", ".1.2", "1.2.", "1" * 65,
@@ -49,22 +52,20 @@ def test_spool_disk_floor(tmp_path):
 
 @pytest.fixture
 def store(tmp_path) -> JobStore:
-    engine = make_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
-    init_db(engine)
-    return JobStore(engine)
+    return build_context(Settings(service=ServiceSettings(data_dir=tmp_path))).prepare().jobs
 
 
 def test_job_lifecycle_and_supersede(store):
     store.series_seen("1.2", "1.2.3", "PACS")
     job = store.complete_series("1.2", "1.2.3", "m/1", 10)
-    assert job.state == QUEUED and store.queue_depth() == 1
+    assert job.state == JobState.QUEUED and store.queue_depth() == 1
     claimed = store.claim_next()
-    assert claimed.id == job.id and claimed.state == RUNNING and store.claim_next() is None
+    assert claimed.id == job.id and claimed.state == JobState.RUNNING and store.claim_next() is None
     # a late instance reopens the series while the job runs: the running job is superseded
     assert store.series_seen("1.2", "1.2.3", "PACS").reopened
     newer = store.complete_series("1.2", "1.2.3", "m/1", 11)
     finished = store.finish(job.id, seg_path="x", seg_series_uid="1", seg_sop_uid="2", result={}, destinations=["a"])
-    assert finished.state == SUPERSEDED and newer.revision == 2
+    assert finished.state == JobState.SUPERSEDED and newer.revision == 2
     assert store.due_deliveries() == [], "a superseded job sends nothing"
 
 
@@ -78,7 +79,7 @@ def test_delivery_retries_then_failure(store):
     _, after_retry = store.delivery_result(b.id, ok=False, status="no connection", retry_at=a.next_attempt_at)
     assert after_retry.state == "delivering"
     _, final = store.delivery_result(b.id, ok=False, status="no connection", error="down")
-    assert final.state == FAILED and "down" in final.error
+    assert final.state == JobState.FAILED and "down" in final.error
 
 
 def test_recover_requeues_running_jobs_and_rejects_illegal_moves(store):
@@ -86,6 +87,6 @@ def test_recover_requeues_running_jobs_and_rejects_illegal_moves(store):
     job = store.complete_series("1.2", "1.2.5", "m/1", 5)
     store.claim_next()
     assert store.recover() == 1 and store.claim_next().attempts == 2
-    job.state = SENT
+    job.state = JobState.SENT
     with pytest.raises(IllegalTransition):
-        _move(job, RUNNING)
+        _move(job, JobState.RUNNING)

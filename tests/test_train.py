@@ -7,6 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from medseg.core.phantom import generate_phantom
+from medseg.core.pipeline.segment import infer, postprocess, preprocess, segment
+from medseg.core.scoring import evaluate_case
+from medseg.models.store import load_model, sha256_file
 from medseg.training.calibration import (
     MIN_LESION_ML_CANDIDATES,
     PEAK_PROBABILITY_CANDIDATES,
@@ -14,12 +18,7 @@ from medseg.training.calibration import (
     component_table,
     filtered_dice,
 )
-from medseg.core.scoring import evaluate_case
-from medseg.models.store import load_model, sha256_file
-from medseg.core.phantom import generate_phantom
-from medseg.core.pipeline.segment import infer, postprocess, preprocess, segment
 from medseg.training.train import segmentation_loss
-
 from tests.test_bad_input import run_cli
 
 

@@ -10,7 +10,7 @@ from typing import Callable
 import pydicom
 from pynetdicom import AE
 
-from medseg.jobs.store import FAILED, SENT
+from medseg.jobs.states import JobState
 
 DEMO_AE = "DEMO-PACS"
 
@@ -49,7 +49,7 @@ def push_when_ready(service, seed: int, say: Callable[[str], None], timeout_s: f
             f"segmenting after the {node.quiet_period_s:g} s quiet period")
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            done = [j for j in service.jobs.jobs(info["study_instance_uid"]) if j.state in (SENT, FAILED)]
+            done = [j for j in service.jobs.jobs(info["study_instance_uid"]) if j.state in (JobState.SENT, JobState.FAILED)]
             if done:
                 _report(service, done[-1], say)
                 return
@@ -64,7 +64,7 @@ def push_when_ready(service, seed: int, say: Callable[[str], None], timeout_s: f
 def _report(service, job, say) -> None:
     study = service.jobs.study(job.study_uid)
     detail = next(j for j in study["jobs"] if j["id"] == job.id)
-    if job.state == FAILED:
+    if job.state == JobState.FAILED:
         say(f"demo: job {job.id} failed: {job.error}")
         return
     targets = ", ".join(f"{d['destination']} ({d['state']}, status {d['last_status']})" for d in detail["deliveries"])

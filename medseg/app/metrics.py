@@ -1,4 +1,9 @@
-"""Prometheus metrics of the service (served at /metrics). Metrics fail open (STYLE.md #16)."""
+"""Prometheus metrics of the service, served at ``/metrics``: the service's own counters
+(:class:`ServiceMetrics`) and the quality-monitoring view read from the database at scrape time
+(:class:`MonitoringCollector`, so reviews submitted by the CLI show up too).
+
+Metrics fail open: a failing read yields no samples (or NaN) and a log line, never an error.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,9 @@ import logging
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+from medseg.quality.states import AlertState
 
 log = logging.getLogger(__name__)
 
@@ -57,3 +65,33 @@ def _fail_open(read: Callable[[], int]) -> float:
     except Exception:  # noqa: BLE001 - a metric read must never break a scrape
         log.warning("metric read failed", exc_info=True)
         return float("nan")
+
+
+class MonitoringCollector:
+    """Quality monitoring as gauges: SLO values, burn rates, breaches, window sizes, firing alerts."""
+
+    def __init__(self, monitor) -> None:
+        self.monitor = monitor
+
+    def collect(self):
+        value = GaugeMetricFamily("medseg_slo_value", "SLO metric over the long window", labels=["model", "slo"])
+        burn = GaugeMetricFamily("medseg_slo_burn_rate", "error-budget burn rate", labels=["model", "slo", "window"])
+        breached = GaugeMetricFamily("medseg_slo_breached", "1 when the SLO is breached", labels=["model", "slo"])
+        reviews = GaugeMetricFamily("medseg_reviews_window", "reviews in the long window", labels=["model"])
+        firing = GaugeMetricFamily("medseg_alerts_firing", "alerts firing", labels=["kind", "name", "model"])
+        try:
+            for model in self.monitor.store.models_reviewed():
+                long, statuses = self.monitor.slo_status(model)
+                reviews.add_metric([model], len(long))
+                for st in statuses:
+                    if st.long.value is not None:
+                        value.add_metric([model, st.slo], st.long.value)
+                    for window, b in (("long", st.burn_long), ("short", st.burn_short)):
+                        if b is not None:
+                            burn.add_metric([model, st.slo, window], b)
+                    breached.add_metric([model, st.slo], float(st.breached))
+            for alert in self.monitor.store.alerts(state=AlertState.FIRING):
+                firing.add_metric([alert.kind, alert.name, alert.model], 1.0)
+        except Exception as exc:  # noqa: BLE001 - metrics fail open
+            log.warning("monitoring metrics unavailable (%s)", type(exc).__name__)
+        yield from (value, burn, breached, reviews, firing)

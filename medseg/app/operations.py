@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medseg.core.exceptions import RegistryError
+from medseg.jobs.states import JobState
+from medseg.jobs.store import JobStore
 from medseg.models import gate
-from medseg.jobs.store import RUNNING, JobStore
+from medseg.models.registry import Registry
 from medseg.quality.store import MonitoringStore
-from medseg.models.registry import Registry, RegistryError
 from medseg.quality.worklist import Worklist
 
 
@@ -65,7 +67,7 @@ def rollback(registry: Registry, jobs: JobStore, audit, model: str, *, to: str |
                               "reviewed": j.id in reviewed} for j in affected])
     if reprocess:
         for j in affected:
-            if j.state == RUNNING:
+            if j.state == JobState.RUNNING:
                 report.reprocessed.append({"study_uid": j.study_uid, "job_id": None,
                                            "note": f"still running on {bad}; reprocess when it has finished"})
                 continue

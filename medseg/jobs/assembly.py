@@ -18,18 +18,29 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Iterator, Protocol
 
-from dicom_node.spool import Spool
+from audit.recorder import Recorder
 from medseg.config import Settings
 from medseg.core.exceptions import GeometryError, InputError
 from medseg.core.io.geometry import sort_and_check
 from medseg.core.io.scan import scan_folder
 from medseg.core.io.selection import ineligible_reason
-from medseg.jobs.store import JobStore
 from medseg.core.loops import Ticker
+from medseg.jobs.store import JobStore
 
-Recorder = Callable[..., None]
+
+class SpoolView(Protocol):
+    """What assembly reads of the node's spool (``dicom_node.spool.Spool``)."""
+
+    def path_for(self, study_uid: str, series_uid: str) -> Path: ...
+
+    def instances(self, study_uid: str, series_uid: str) -> list[Path]: ...
+
+    def series_dirs(self) -> Iterator[tuple[str, str, Path]]: ...
+
+    def remove_partials(self) -> int: ...
 
 
 @dataclass
@@ -43,7 +54,7 @@ class _Pending:
 class Assembly(Ticker):
     thread_name, interval_s = "medseg-assembly", 0.2
 
-    def __init__(self, spool: Spool, jobs: JobStore, settings: Settings, model_ref: Callable[[], str],
+    def __init__(self, spool: SpoolView, jobs: JobStore, settings: Settings, model_ref: Callable[[], str],
                  record: Recorder, clock: Callable[[], float] = time.monotonic,
                  on_segmentations: Callable[[list, str], object] | None = None) -> None:
         self.spool, self.jobs, self.settings, self.model_ref, self.record = spool, jobs, settings, model_ref, record

@@ -19,11 +19,11 @@ import torch
 from medseg import __version__
 from medseg.config import Settings
 from medseg.core.io import LoadedStudy, load_study, write_nifti
-from medseg.quality.drift import study_features
-from medseg.models.store import LoadedModel, load_model, resolve_device
 from medseg.core.pipeline.segment import PipelineSpec, Predictor, SegmentationOutput, segment
 from medseg.core.schemas import InputInfo, LesionOut, ModelRef, SegmentationResult, SegOut
 from medseg.core.seg import write_seg
+from medseg.models.store import LoadedModel, load_model, resolve_device
+from medseg.quality.drift import study_features
 
 log = logging.getLogger(__name__)
 

@@ -10,34 +10,43 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from audit.recorder import Recorder
 from medseg.config import Settings
 from medseg.core.exceptions import MedsegError, ModelError
-from medseg.jobs.store import Job, JobStore
+from medseg.jobs.orm import Job
+from medseg.jobs.store import JobStore
+from medseg.models.registry import Registry, split_ref
+from medseg.models.shadow import ShadowStore
 from medseg.models.store import LoadedModel, load_model, resolve_device
-from medseg.models.registry import split_ref
 
 log = logging.getLogger(__name__)
-Recorder = Callable[..., None]
+
+
+@dataclass(frozen=True)
+class WorkerHooks:
+    """Where a finished job's results go next (bound by the service)."""
+
+    #: calling AE title -> destination names of its SEG
+    route: Callable[[str], list[str]]
+    #: a SEG is ready: wake the delivery loop
+    delivered: Callable[[], None]
+    #: (job id, name/version, label-free features) after each segmentation: drift monitoring
+    observe: Callable[[int, str, dict], None]
 
 
 class Worker:
-    def __init__(self, jobs: JobStore, settings: Settings, spool_root: Path, results_root: Path, record: Recorder,
-                 metrics, route: Callable[[str], list[str]], delivered: Callable[[], None] = lambda: None,
-                 fallback_chain: Callable[[str, str], list[str]] | None = None,
-                 shadow_of: Callable[[str], str | None] = lambda name: None, shadow_store=None,
-                 observe: Callable[[int, str, dict], None] = lambda job_id, model, features: None) -> None:
+    """Model versions come from ``registry`` (the fallback chain per study, the shadow candidate);
+    shadow results go to ``shadow_store``."""
+
+    def __init__(self, jobs: JobStore, settings: Settings, record: Recorder, metrics, registry: Registry,
+                 shadow_store: ShadowStore, hooks: WorkerHooks) -> None:
         self.jobs, self.settings, self.record, self.metrics = jobs, settings, record, metrics
-        #: (name, first version) -> versions to try in order (the registry's fallback chain)
-        self.fallback_chain = fallback_chain or (lambda name, version: [version])
-        #: model name -> candidate version running in shadow (registry), and where its results go
-        self.shadow_of, self.shadow_store = shadow_of, shadow_store
-        self.spool_root, self.results_root = Path(spool_root), Path(results_root)
-        self.route, self.delivered = route, delivered
-        #: (job id, name/version, label-free features) after each segmentation: drift monitoring
-        self.observe = observe
+        self.registry, self.shadow_store, self.hooks = registry, shadow_store, hooks
+        self.spool_root, self.results_root = settings.service.spool_dir, settings.service.results_dir
         self._models: dict[str, LoadedModel] = {}
         self._models_lock = threading.Lock()
         self._stop = threading.Event()
@@ -92,10 +101,10 @@ class Worker:
         started = time.perf_counter()
         out_dir = self.results_root / str(job.id)
         name, first = split_ref(job.model)
-        candidate = self.shadow_of(name) if self.shadow_store is not None else None
+        candidate = self.registry.shadow(name)
         failures: list[dict] = []
         result = None
-        for version in self.fallback_chain(name, first):
+        for version in self.registry.fallback_chain(name, first):
             ref = f"{name}/{version}"
             try:
                 loaded = self.model(ref)
@@ -133,19 +142,19 @@ class Worker:
             self.metrics.fallbacks.inc()
         self.jobs.finish(job.id, seg_path=str(out_dir / "seg.dcm"), seg_series_uid=result.seg.series_instance_uid,
                          seg_sop_uid=result.seg.sop_instance_uid, result=summary,
-                         destinations=self.route(job.calling_ae), duration_s=round(elapsed, 3),
+                         destinations=self.hooks.route(job.calling_ae), duration_s=round(elapsed, 3),
                          model_sha256=result.model.sha256, model_used=used)
-        self.delivered()
-        self.observe(job.id, used, result.features)
+        self.hooks.delivered()
+        self.hooks.observe(job.id, used, result.features)
         if candidate and f"{name}/{candidate}" != used:
             self._shadow(job, f"{name}/{candidate}", used, result, out_dir)
 
     def _shadow(self, job: Job, ref: str, active: str, active_result, out_dir: Path) -> None:
         """Run the shadow candidate on the same series; store and compare, never send."""
-        from medseg.core.scoring import dice
         from medseg.core.io.nifti import read_nifti
+        from medseg.core.scoring import dice
         from medseg.jobs.runner import segment_study
-        from medseg.models.shadow import ShadowResult
+        from medseg.models.orm import ShadowResult
 
         row = ShadowResult(job_id=job.id, study_uid=job.study_uid, candidate=ref, active=active,
                            lesions_active=active_result.lesion_count, volume_active_ml=active_result.total_volume_ml,

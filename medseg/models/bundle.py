@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from medseg.core.exceptions import MedsegError
+from medseg.core.exceptions import BundleError
 from medseg.models.manifest import (ArchitectureSpec, CodeSpec, InferenceSpec, InputSpec, LabelSpec, ModelManifest,
                              WeightsSpec)
 
@@ -38,10 +38,6 @@ NEOPLASM = (CodeSpec(value="49755003", scheme="SCT", meaning="Morphologically Ab
 ANATOMY = (CodeSpec(value="91723000", scheme="SCT", meaning="Anatomical Structure"),
            CodeSpec(value="91723000", scheme="SCT", meaning="Anatomical Structure"))
 COLORS = [(255, 96, 0), (0, 160, 255), (60, 200, 60), (220, 40, 160), (240, 220, 0)]
-
-
-class BundleError(MedsegError):
-    code = "bundle.invalid"
 
 
 def _expressions(obj, path="") -> list[str]:

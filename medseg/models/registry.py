@@ -11,49 +11,16 @@ then the versions that were active before it, most recent first.
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
-from sqlalchemy import DateTime, Integer, String, Text, select
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
-from medseg.db import Base
-from medseg.core.exceptions import MedsegError
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-
-
-class RegistryError(MedsegError):
-    code = "registry.error"
-
-
-class ModelState(Base):
-    __tablename__ = "model_registry"
-
-    name: Mapped[str] = mapped_column(String(48), primary_key=True)
-    active: Mapped[str] = mapped_column(String(64))
-    shadow: Mapped[str] = mapped_column(String(64), default="")  # candidate run in shadow on live studies
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-
-
-class RegistryHistory(Base):
-    __tablename__ = "model_registry_history"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(48), index=True)
-    action: Mapped[str] = mapped_column(String(16))  # bootstrap, promote, rollback
-    from_version: Mapped[str] = mapped_column(String(64), default="")
-    to_version: Mapped[str] = mapped_column(String(64))
-    actor: Mapped[str] = mapped_column(String(64))
-    reason: Mapped[str] = mapped_column(Text, default="")
-    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-
-    def as_dict(self) -> dict:
-        return {"action": self.action, "from": self.from_version, "to": self.to_version, "actor": self.actor,
-                "reason": self.reason, "at": self.at.isoformat() + "Z"}
+from audit.recorder import Recorder
+from medseg.core.exceptions import RegistryError
+from medseg.db import session, utcnow
+from medseg.models.orm import ModelState, RegistryHistory
 
 
 def split_ref(ref: str) -> tuple[str, str]:
@@ -64,12 +31,11 @@ def split_ref(ref: str) -> tuple[str, str]:
 
 
 class Registry:
-    def __init__(self, engine: Engine, models_root: Path, audit=None) -> None:
+    def __init__(self, engine: Engine, models_root: Path, audit: Recorder) -> None:
         self.engine, self.models_root, self.audit = engine, Path(models_root), audit
 
     def _event(self, s: Session, action: str, **fields) -> None:
-        if self.audit is not None:
-            self.audit(action, connection=s.connection(), **fields)
+        self.audit(action, connection=s.connection(), **fields)
 
     def versions(self, name: str) -> list[str]:
         """Versions present in the model store (folders with a manifest), oldest first."""
@@ -78,7 +44,7 @@ class Registry:
         return sorted(found, key=lambda v: [int(x) if x.isdigit() else x for x in v.replace("-", ".").split(".")])
 
     def active(self, name: str) -> str | None:
-        with Session(self.engine) as s:
+        with session(self.engine) as s:
             row = s.get(ModelState, name)
             return row.active if row else None
 
@@ -91,7 +57,7 @@ class Registry:
         """First start: the configured default becomes the active version (recorded, not gated:
         it is what the service ran before the registry existed)."""
         name, version = split_ref(default_ref)
-        with Session(self.engine) as s, s.begin():
+        with session(self.engine) as s, s.begin():
             row = s.get(ModelState, name)
             if row is not None:
                 return row.active
@@ -102,7 +68,7 @@ class Registry:
             return version
 
     def history(self, name: str) -> list[RegistryHistory]:
-        with Session(self.engine) as s:
+        with session(self.engine) as s:
             return list(s.scalars(select(RegistryHistory).where(RegistryHistory.name == name)
                                   .order_by(RegistryHistory.id)))
 
@@ -129,7 +95,7 @@ class Registry:
             raise RegistryError("a reason is required", code="registry.reason_required")
         if version not in self.versions(name):
             raise RegistryError(f"{name}/{version} is not in the model store", code="registry.unknown_version")
-        with Session(self.engine) as s, s.begin():
+        with session(self.engine) as s, s.begin():
             row = s.get(ModelState, name, with_for_update=True)
             previous = row.active if row else ""
             if previous == version:
@@ -145,14 +111,14 @@ class Registry:
             return previous, version
 
     def shadow(self, name: str) -> str | None:
-        with Session(self.engine) as s:
+        with session(self.engine) as s:
             row = s.get(ModelState, name)
             return (row.shadow or None) if row else None
 
     def set_shadow(self, name: str, version: str | None, *, actor: str, reason: str) -> None:
         if version is not None and version not in self.versions(name):
             raise RegistryError(f"{name}/{version} is not in the model store", code="registry.unknown_version")
-        with Session(self.engine) as s, s.begin():
+        with session(self.engine) as s, s.begin():
             row = s.get(ModelState, name)
             if row is None:
                 raise RegistryError(f"{name}: no active version yet", code="registry.not_bootstrapped")

@@ -4,51 +4,30 @@ reports the agreement, to decide a promotion on evidence."""
 
 from __future__ import annotations
 
-import datetime as dt
 import statistics
 
-from sqlalchemy import DateTime, Float, Integer, String, Text, select
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from medseg.db import Base
-from medseg.jobs.store import utcnow
-
-
-class ShadowResult(Base):
-    __tablename__ = "shadow_results"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    job_id: Mapped[int] = mapped_column(Integer, index=True)
-    study_uid: Mapped[str] = mapped_column(String(64))
-    candidate: Mapped[str] = mapped_column(String(128), index=True)  # name/version
-    active: Mapped[str] = mapped_column(String(128))
-    dice: Mapped[float | None] = mapped_column(Float, nullable=True)
-    lesions_active: Mapped[int] = mapped_column(Integer, default=0)
-    lesions_candidate: Mapped[int] = mapped_column(Integer, default=0)
-    volume_active_ml: Mapped[float] = mapped_column(Float, default=0.0)
-    volume_candidate_ml: Mapped[float] = mapped_column(Float, default=0.0)
-    seconds_active: Mapped[float] = mapped_column(Float, default=0.0)
-    seconds_candidate: Mapped[float] = mapped_column(Float, default=0.0)
-    error: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+from audit.recorder import Recorder
+from medseg.db import session
+from medseg.models.orm import ShadowResult
 
 
 class ShadowStore:
-    def __init__(self, engine: Engine, audit=None) -> None:
+    def __init__(self, engine: Engine, audit: Recorder) -> None:
         self.engine, self.audit = engine, audit
 
     def add(self, row: ShadowResult) -> None:
-        with Session(self.engine) as s, s.begin():
+        with session(self.engine) as s, s.begin():
             s.add(row)
             s.flush()
-            if self.audit is not None:
-                self.audit("model.shadow_run", connection=s.connection(), outcome="failure" if row.error else "success",
-                           job_id=row.job_id, study_uid=row.study_uid, model=row.candidate, active=row.active,
-                           dice=row.dice, reason=row.error or None)
+            self.audit("model.shadow_run", connection=s.connection(), outcome="failure" if row.error else "success",
+                       job_id=row.job_id, study_uid=row.study_uid, model=row.candidate, active=row.active,
+                       dice=row.dice, reason=row.error or None)
 
     def compare(self, candidate: str) -> dict:
-        with Session(self.engine) as s:
+        with session(self.engine) as s:
             rows = list(s.scalars(select(ShadowResult).where(ShadowResult.candidate == candidate)))
         ok = [r for r in rows if not r.error]
         if not ok:

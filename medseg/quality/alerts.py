@@ -6,7 +6,7 @@ with their audit event in one transaction (fail closed); the log line follows; t
 outbox (``webhook_state`` pending) delivered with retries and exponential backoff by
 :meth:`AlertManager.deliver_webhooks` — the service runs it in a loop, the CLI once — so a slow or
 dead webhook never blocks a review or the rollback it may trigger. Prometheus reads the table at
-scrape time (:mod:`medseg.quality.prom`). Alert payloads carry UIDs and numbers, never PHI.
+scrape time (``medseg.app.metrics.MonitoringCollector``). Alert payloads carry UIDs and numbers, never PHI.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ import httpx
 from sqlalchemy import select
 
 from medseg.config import MonitoringSettings
-from medseg.jobs.store import utcnow
 from medseg.core.loops import Ticker
-from medseg.quality.store import Alert, MonitoringStore
+from medseg.db import utcnow
+from medseg.quality.orm import Alert
+from medseg.quality.states import AlertState, WebhookState
+from medseg.quality.store import MonitoringStore
 
 log = logging.getLogger("medseg.alerts")
-FIRING, RESOLVED = "firing", "resolved"
 ACTIONS = {"slo": "alert.slo_breached", "drift": "alert.drift_detected"}
 
 
@@ -37,7 +38,7 @@ class AlertManager:
     def open(self, kind: str, name: str, model: str) -> Alert | None:
         with self.store.session() as s:
             return s.scalar(select(Alert).where(Alert.kind == kind, Alert.name == name, Alert.model == model,
-                                                Alert.state == FIRING))
+                                                Alert.state == AlertState.FIRING))
 
     def fire(self, kind: str, name: str, model: str, evidence: dict, policy: str = "alert",
              hold_webhook: bool = False) -> Alert | None:
@@ -46,13 +47,13 @@ class AlertManager:
         :meth:`record_action` releases the webhook, so the page says what was done."""
         with self._lock, self.store.session() as s, s.begin():
             current = s.scalar(select(Alert).where(Alert.kind == kind, Alert.name == name, Alert.model == model,
-                                                   Alert.state == FIRING))
+                                                   Alert.state == AlertState.FIRING))
             if current is not None:  # keep the evidence that opened it; the newest goes beside it
                 current.evidence = {**current.evidence, "latest": evidence}
                 return None
-            alert = Alert(kind=kind, name=name, model=model, state=FIRING, policy=policy, evidence=evidence,
-                          webhook_state=("held" if hold_webhook else "pending") if self.settings.webhook_url
-                          else "none")
+            alert = Alert(kind=kind, name=name, model=model, state=AlertState.FIRING, policy=policy, evidence=evidence,
+                          webhook_state=(WebhookState.HELD if hold_webhook else WebhookState.PENDING)
+                          if self.settings.webhook_url else WebhookState.NONE)
             s.add(alert)
             s.flush()
             self.audit(ACTIONS[kind], connection=s.connection(), outcome="failure", actor="monitor", alert_id=alert.id,
@@ -64,19 +65,19 @@ class AlertManager:
         with self.store.session() as s, s.begin():
             alert = s.get(Alert, alert_id)
             alert.action = action
-            if alert.webhook_state == "held":
-                alert.webhook_state, alert.webhook_next_at = "pending", utcnow()
+            if alert.webhook_state == WebhookState.HELD:
+                alert.webhook_state, alert.webhook_next_at = WebhookState.PENDING, utcnow()
 
     def resolve(self, kind: str, name: str, model: str, evidence: dict) -> Alert | None:
         with self._lock, self.store.session() as s, s.begin():
             alert = s.scalar(select(Alert).where(Alert.kind == kind, Alert.name == name, Alert.model == model,
-                                                 Alert.state == FIRING))
+                                                 Alert.state == AlertState.FIRING))
             if alert is None:
                 return None
-            alert.state, alert.resolved_at = RESOLVED, utcnow()
+            alert.state, alert.resolved_at = AlertState.RESOLVED, utcnow()
             alert.evidence = {**alert.evidence, "resolved_with": evidence}
-            if self.settings.webhook_url and alert.webhook_state in ("sent", "none"):
-                alert.webhook_state, alert.webhook_attempts, alert.webhook_next_at = "pending", 0, utcnow()
+            if self.settings.webhook_url and alert.webhook_state in (WebhookState.SENT, WebhookState.NONE):
+                alert.webhook_state, alert.webhook_attempts, alert.webhook_next_at = WebhookState.PENDING, 0, utcnow()
             self.audit("alert.resolved", connection=s.connection(), actor="monitor", alert_id=alert.id, alert=name,
                        model=model or None, kind=kind)
         log.info("alert %s %s resolved for %s", kind, name, model or "all models")
@@ -89,7 +90,7 @@ class AlertManager:
             return 0
         now = now or utcnow()
         with self.store.session() as s:
-            due = list(s.scalars(select(Alert).where(Alert.webhook_state == "pending", Alert.webhook_next_at <= now)
+            due = list(s.scalars(select(Alert).where(Alert.webhook_state == WebhookState.PENDING, Alert.webhook_next_at <= now)
                                  .order_by(Alert.id)))
         sent = 0
         for alert in due:
@@ -98,10 +99,10 @@ class AlertManager:
                 row = s.get(Alert, alert.id)
                 row.webhook_attempts += 1
                 if error is None:
-                    row.webhook_state, row.webhook_error = "sent", ""
+                    row.webhook_state, row.webhook_error = WebhookState.SENT, ""
                     sent += 1
                 elif row.webhook_attempts > self.settings.webhook_retries:
-                    row.webhook_state, row.webhook_error = "failed", error
+                    row.webhook_state, row.webhook_error = WebhookState.FAILED, error
                     self.audit("alert.webhook_failed", connection=s.connection(), outcome="failure", actor="monitor",
                                alert_id=row.id, alert=row.name, attempts=row.webhook_attempts, reason=error)
                 else:

@@ -28,23 +28,22 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from medseg.core.exceptions import MedsegError
+from audit.recorder import Recorder
+from medseg.core.exceptions import MedsegError, ReviewError
 from medseg.core.io.geometry import sort_and_check
 from medseg.core.io.scan import scan_folder
-from medseg.jobs.store import Job, JobStore
-from medseg.quality.monitor import QualityMonitor
-from medseg.quality.scores import score_review
-from medseg.quality.store import SCORED, UNMATCHED, Review
 from medseg.core.volume import Volume, canonical_reorientation
+from medseg.db import session
+from medseg.jobs.orm import Job
+from medseg.jobs.store import JobStore
+from medseg.quality.monitor import QualityMonitor
+from medseg.quality.orm import Review
+from medseg.quality.scores import score_review
+from medseg.quality.states import ReviewStatus
 from medseg.quality.worklist import Worklist
 
 log = logging.getLogger(__name__)
-
-
-class ReviewError(MedsegError):
-    code = "review.invalid"
 
 
 @dataclass
@@ -54,7 +53,8 @@ class ReviewOutcome:
 
 
 class ReviewIntake:
-    def __init__(self, jobs: JobStore, spool_root: Path, reviews_dir: Path, audit, monitor: QualityMonitor) -> None:
+    def __init__(self, jobs: JobStore, spool_root: Path, reviews_dir: Path, audit: Recorder,
+                 monitor: QualityMonitor) -> None:
         self.jobs, self.engine, self.audit, self.monitor = jobs, jobs.engine, audit, monitor
         self.spool_root, self.reviews_dir = Path(spool_root), Path(reviews_dir)
 
@@ -97,15 +97,11 @@ class ReviewIntake:
     def _known(self, sop_uid: str) -> Review | None:
         if not sop_uid:
             return None
-        with Session(self.engine, expire_on_commit=False) as s:
+        with session(self.engine) as s:
             return s.scalar(select(Review).where(Review.correction_sop_uid == sop_uid))
 
     def _job_for_study(self, study_uid: str, series_uid: str | None) -> Job:
-        with Session(self.engine) as s:
-            q = select(Job).where(Job.study_uid == study_uid, Job.seg_sop_uid != "").order_by(Job.id.desc())
-            if series_uid:
-                q = q.where(Job.series_uid == series_uid)
-            jobs = list(s.scalars(q))
+        jobs = self.jobs.with_seg(study_uid, series_uid)
         if not jobs:
             raise ReviewError("no SEG of ours exists for this study (and series); nothing to review",
                               code="review.no_result")
@@ -120,22 +116,16 @@ class ReviewIntake:
         refs = {str(ds.get("SeriesInstanceUID", ""))} | {
             str(item.get("SeriesInstanceUID", "")) for item in ds.get("ReferencedSeriesSequence", [])}
         refs.discard("")
-        with Session(self.engine) as s:
-            own = s.scalar(select(Job).where(Job.seg_sop_uid == str(ds.SOPInstanceUID)))
+        own = self.jobs.by_seg_sop(str(ds.SOPInstanceUID))
         if own is not None:
             self.audit("review.rejected", outcome="failure", actor=calling_ae, sop_uid=own.seg_sop_uid, job_id=own.id,
                        study_uid=own.study_uid, reason="our own SEG came back unchanged: not a review", door="dicom")
             raise ReviewError("our own SEG came back unchanged", code="review.own_seg")
-        with Session(self.engine) as s:
-            ours = s.scalar(select(Job).where(Job.seg_series_uid.in_(refs)).order_by(Job.id.desc()))
-            if ours is not None:
-                return ours
-            return s.scalar(select(Job).where(Job.series_uid.in_(refs), Job.seg_sop_uid != "")
-                            .order_by(Job.id.desc()))
+        return self.jobs.latest_for_series(refs)
 
     def _unmatched(self, ds, path: Path, calling_ae: str) -> ReviewOutcome:
-        with Session(self.engine, expire_on_commit=False) as s, s.begin():
-            row = Review(status=UNMATCHED, study_uid=str(ds.get("StudyInstanceUID", "")), door="dicom",
+        with session(self.engine) as s, s.begin():
+            row = Review(status=ReviewStatus.UNMATCHED, study_uid=str(ds.get("StudyInstanceUID", "")), door="dicom",
                          submitted_by=calling_ae, correction_sop_uid=str(ds.SOPInstanceUID), stored_path=str(path),
                          note="references no series or SEG of ours; kept in the spool")
             s.add(row)
@@ -172,8 +162,8 @@ class ReviewIntake:
             pydicom.dcmread(io.BytesIO(mask), stop_before_pixels=True).get("SOPInstanceUID", ""))
         header = headers[0]
         scanner = " / ".join(str(header.get(k, "") or "?") for k in ("Manufacturer", "ManufacturerModelName"))
-        with Session(self.engine, expire_on_commit=False) as s, s.begin():
-            row = Review(status=SCORED, job_id=job.id, study_uid=job.study_uid, series_uid=job.series_uid,
+        with session(self.engine) as s, s.begin():
+            row = Review(status=ReviewStatus.SCORED, job_id=job.id, study_uid=job.study_uid, series_uid=job.series_uid,
                          model=job.model_used, door=door, submitted_by=submitted_by, reviewer=reviewer,
                          accepted=accepted, correction_sop_uid=correction_uid, site=job.calling_ae, scanner=scanner, dice=scores.dice,
                          fn_rate=scores.fn_rate, reference_lesions=scores.reference_lesions,

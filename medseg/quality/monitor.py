@@ -12,8 +12,7 @@ import logging
 from typing import Callable
 
 from medseg.config import MonitoringSettings
-from medseg.quality import drift
-from medseg.quality import slo
+from medseg.quality import drift, slo
 from medseg.quality.alerts import AlertManager
 from medseg.quality.store import MonitoringStore
 

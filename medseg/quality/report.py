@@ -11,7 +11,7 @@ from pathlib import Path
 from medseg.quality import slo
 from medseg.quality.alerts import payload
 from medseg.quality.monitor import QualityMonitor
-from medseg.quality.store import UNMATCHED
+from medseg.quality.states import ReviewStatus
 
 _SINCE = re.compile(r"^(\d+)([dh])$")
 PLOTTED = (("dice", "Dice"), ("fn_rate", "voxel FN rate"), ("lesion_sensitivity", "lesion sensitivity"))
@@ -72,7 +72,7 @@ def summary(monitor: QualityMonitor, model: str | None = None, since: dt.datetim
         "models": out,
         "alerts_firing": [a for a in alerts if a["state"] == "firing"],
         "alerts_recent": alerts[-20:],
-        "unmatched_reviews": len(store.reviews(status=UNMATCHED)),
+        "unmatched_reviews": len(store.reviews(status=ReviewStatus.UNMATCHED)),
     }
 
 

@@ -8,92 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text, select
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
-from medseg.db import Base
-from medseg.jobs.store import utcnow
-
-SCORED, UNMATCHED = "scored", "unmatched"
-
-
-def _plain(value):
-    return value.isoformat() + "Z" if isinstance(value, dt.datetime) else value
-
-
-class Review(Base):
-    """One radiologist review of one of our SEGs (or a SEG that matched none: ``unmatched``)."""
-
-    __tablename__ = "reviews"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    status: Mapped[str] = mapped_column(String(16), index=True)  # scored | unmatched
-    job_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
-    study_uid: Mapped[str] = mapped_column(String(64), index=True)
-    series_uid: Mapped[str] = mapped_column(String(64), default="")
-    model: Mapped[str] = mapped_column(String(128), default="", index=True)  # name/version that made the SEG
-    door: Mapped[str] = mapped_column(String(16))  # dicom | cli | api
-    submitted_by: Mapped[str] = mapped_column(String(128), default="")  # calling AE, cli:user, api:host
-    reviewer: Mapped[str] = mapped_column(String(64), default="")
-    accepted: Mapped[bool] = mapped_column(Boolean, default=False)  # accepted as is: no correction
-    correction_sop_uid: Mapped[str] = mapped_column(String(64), default="")
-    stored_path: Mapped[str] = mapped_column(Text, default="")
-    site: Mapped[str] = mapped_column(String(16), default="")  # calling AE that sent the study
-    scanner: Mapped[str] = mapped_column(String(128), default="")  # manufacturer / model name
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
-    dice: Mapped[float | None] = mapped_column(Float, nullable=True)
-    fn_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
-    reference_lesions: Mapped[int] = mapped_column(Integer, default=0)
-    detected_lesions: Mapped[int] = mapped_column(Integer, default=0)
-    reference_lesions_ge10: Mapped[int] = mapped_column(Integer, default=0)
-    detected_lesions_ge10: Mapped[int] = mapped_column(Integer, default=0)
-    false_positive_lesions: Mapped[int] = mapped_column(Integer, default=0)
-    hd95_mm: Mapped[float | None] = mapped_column(Float, nullable=True)
-    msd_mm: Mapped[float | None] = mapped_column(Float, nullable=True)
-    fp_volume_ml: Mapped[float | None] = mapped_column(Float, nullable=True)
-    volume_diff_ml: Mapped[float | None] = mapped_column(Float, nullable=True)
-    scores: Mapped[dict] = mapped_column(JSON, default=dict)  # the full ReviewScores, missed lesions included
-    note: Mapped[str] = mapped_column(Text, default="")
-
-    def as_dict(self) -> dict:
-        return {c.name: _plain(getattr(self, c.name)) for c in self.__table__.columns}
-
-
-class StudyFeatures(Base):
-    """Label-free numbers of one segmented study (input and output), for drift monitors."""
-
-    __tablename__ = "study_features"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    job_id: Mapped[int] = mapped_column(Integer, index=True)
-    model: Mapped[str] = mapped_column(String(128), index=True)  # name/version
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-    features: Mapped[dict] = mapped_column(JSON, default=dict)
-
-
-class Alert(Base):
-    """A firing (or resolved) alert: one row per (kind, name, model) episode."""
-
-    __tablename__ = "alerts"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))  # slo | drift
-    name: Mapped[str] = mapped_column(String(64), index=True)
-    model: Mapped[str] = mapped_column(String(128), default="")
-    state: Mapped[str] = mapped_column(String(16), index=True)  # firing | resolved
-    policy: Mapped[str] = mapped_column(String(16), default="alert")
-    opened_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-    resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
-    evidence: Mapped[dict] = mapped_column(JSON, default=dict)
-    action: Mapped[str] = mapped_column(Text, default="")  # what the policy did (rollback report summary)
-    webhook_state: Mapped[str] = mapped_column(String(16), default="none")  # none | held (policy acting) | pending | sent | failed
-    webhook_attempts: Mapped[int] = mapped_column(Integer, default=0)
-    webhook_next_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-    webhook_error: Mapped[str] = mapped_column(Text, default="")
-
-    def as_dict(self) -> dict:
-        return {c.name: _plain(getattr(self, c.name)) for c in self.__table__.columns}
+from medseg.db import session
+from medseg.quality.orm import Alert, Review, StudyFeatures
+from medseg.quality.states import ReviewStatus
 
 
 class MonitoringStore:
@@ -101,9 +22,9 @@ class MonitoringStore:
         self.engine = engine
 
     def session(self) -> Session:
-        return Session(self.engine, expire_on_commit=False)
+        return session(self.engine)
 
-    def reviews(self, *, model: str | None = None, since: dt.datetime | None = None, status: str = SCORED,
+    def reviews(self, *, model: str | None = None, since: dt.datetime | None = None, status: str = ReviewStatus.SCORED,
                 limit: int | None = None) -> list[Review]:
         """Newest first."""
         q = select(Review).where(Review.status == status).order_by(Review.created_at.desc(), Review.id.desc())
@@ -118,11 +39,11 @@ class MonitoringStore:
 
     def reviewed_jobs(self, job_ids) -> set[int]:
         with self.session() as s:
-            return set(s.scalars(select(Review.job_id).where(Review.job_id.in_(list(job_ids)), Review.status == SCORED)))
+            return set(s.scalars(select(Review.job_id).where(Review.job_id.in_(list(job_ids)), Review.status == ReviewStatus.SCORED)))
 
     def models_reviewed(self) -> list[str]:
         with self.session() as s:
-            return sorted(set(s.scalars(select(Review.model).where(Review.status == SCORED))))
+            return sorted(set(s.scalars(select(Review.model).where(Review.status == ReviewStatus.SCORED))))
 
     def add_features(self, job_id: int, model: str, features: dict) -> None:
         with self.session() as s, s.begin():

@@ -7,43 +7,23 @@ closed explicitly. Adding an item is audited in the same transaction.
 
 from __future__ import annotations
 
-import datetime as dt
-
-from sqlalchemy import DateTime, Integer, String, Text, select
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
-from medseg.db import Base
-from medseg.jobs.store import utcnow
-
-
-class WorklistItem(Base):
-    __tablename__ = "worklist"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    study_uid: Mapped[str] = mapped_column(String(64), index=True)
-    series_uid: Mapped[str] = mapped_column(String(64))
-    job_id: Mapped[int] = mapped_column(Integer)
-    model: Mapped[str] = mapped_column(String(128))
-    seg_sop_uid: Mapped[str] = mapped_column(String(64), default="")
-    reason: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-    closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
-    closed_by: Mapped[str] = mapped_column(String(64), default="")  # "review <id>" or "already reviewed"
-
-    def as_dict(self) -> dict:
-        return {c.name: (v.isoformat() + "Z" if isinstance(v := getattr(self, c.name), dt.datetime) else v)
-                for c in self.__table__.columns}
+from audit.recorder import Recorder
+from medseg.db import session, utcnow
+from medseg.quality.orm import WorklistItem
 
 
 class Worklist:
-    def __init__(self, engine: Engine, audit=None) -> None:
+    def __init__(self, engine: Engine, audit: Recorder) -> None:
         self.engine, self.audit = engine, audit
 
     def add(self, jobs, reason: str, actor: str, reviewed: set[int] = frozenset()) -> list[WorklistItem]:
         """One item per job; a job in ``reviewed`` (a radiologist's review of its SEG is already in)
         gets an item that is closed at once, so the list shows it was affected and needs nothing more."""
-        with Session(self.engine, expire_on_commit=False) as s, s.begin():
+        with session(self.engine) as s, s.begin():
             items = []
             for job in jobs:
                 item = WorklistItem(study_uid=job.study_uid, series_uid=job.series_uid, job_id=job.id,
@@ -52,10 +32,9 @@ class Worklist:
                     item.closed_at, item.closed_by = utcnow(), "already reviewed"
                 s.add(item)
                 items.append(item)
-                if self.audit is not None:
-                    self.audit("review.worklist_added", connection=s.connection(), actor=actor, job_id=job.id,
-                               study_uid=job.study_uid, series_uid=job.series_uid, model=job.model_used,
-                               sop_uid=job.seg_sop_uid, reason=reason)
+                self.audit("review.worklist_added", connection=s.connection(), actor=actor, job_id=job.id,
+                           study_uid=job.study_uid, series_uid=job.series_uid, model=job.model_used,
+                           sop_uid=job.seg_sop_uid, reason=reason)
             return items
 
     def close_for_series(self, s: Session, study_uid: str, series_uid: str, review_id: int, actor: str) -> int:
@@ -65,15 +44,14 @@ class Worklist:
                                                           WorklistItem.closed_at.is_(None))))
         for item in items:
             item.closed_at, item.closed_by = utcnow(), f"review {review_id}"
-            if self.audit is not None:
-                self.audit("review.worklist_closed", connection=s.connection(), actor=actor, job_id=item.job_id,
-                           study_uid=study_uid, series_uid=series_uid, review_id=review_id)
+            self.audit("review.worklist_closed", connection=s.connection(), actor=actor, job_id=item.job_id,
+                       study_uid=study_uid, series_uid=series_uid, review_id=review_id)
         return len(items)
 
     def items(self) -> list[WorklistItem]:
-        with Session(self.engine) as s:
+        with session(self.engine) as s:
             return list(s.scalars(select(WorklistItem).order_by(WorklistItem.id)))
 
     def open_items(self) -> list[WorklistItem]:
-        with Session(self.engine) as s:
+        with session(self.engine) as s:
             return list(s.scalars(select(WorklistItem).where(WorklistItem.closed_at.is_(None)).order_by(WorklistItem.id)))

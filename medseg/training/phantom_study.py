@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 from pydicom.uid import ExplicitVRLittleEndian
 
-from medseg.training.ct_writer import ct_datasets, write_series
 from medseg.core.io.nifti import write_nifti
 from medseg.core.phantom import generate_phantom
 from medseg.core.seg import write_seg
+from medseg.training.ct_writer import ct_datasets, write_series
 from medseg.training.train import TUMOR_LABEL
 
 

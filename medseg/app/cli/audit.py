@@ -6,7 +6,6 @@ Every read is itself recorded (``audit.read`` / ``audit.exported``, actor ``cli:
 from __future__ import annotations
 
 import csv
-import getpass
 import json
 import sys
 from pathlib import Path
@@ -16,41 +15,27 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from medseg.app.cli.common import ConfigOpt, actor
+
 audit_app = typer.Typer(no_args_is_help=True, help="Query, verify and export the audit trail.")
 out = Console()
 COLUMNS = ("seq", "ts", "action", "outcome", "actor", "study_uid", "job_id", "model", "destination", "reason_code")
 
 
 def _open(config: Optional[Path]):
-    import os
+    """The audit trail of an existing service: refuses to create an empty one where none is."""
+    from medseg.app.context import build_context
+    from medseg.config import load_settings
+    from medseg.core.exceptions import ConfigError
 
-    from medseg.app.auditing import auditor_for
-    from medseg.config import CONFIG_ENV, Settings
-    from medseg.db import make_engine
-    from medseg.core.exceptions import MedsegError
-
-    if config is not None:
-        if not config.is_file():
-            raise MedsegError(f"configuration file not found: {config}", code="config.not_found")
-        os.environ[CONFIG_ENV] = str(config)
-    settings = Settings()
+    settings = load_settings(config)
     url = settings.audit.database_url or settings.service.db_url()
     if url.startswith("sqlite") and not Path(url.split("///", 1)[-1]).exists():
-        raise MedsegError(f"no audit database at {url.split('///', 1)[-1]} (check [service] data_dir)",
+        raise ConfigError(f"no audit database at {url.split('///', 1)[-1]} (check [service] data_dir)",
                           code="audit.not_found")
-    auditor = auditor_for(settings, make_engine(settings.service.db_url()))
+    auditor = build_context(settings).auditor
     auditor.log.create()
-    return auditor.log, auditor
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:  # noqa: BLE001 - no user name in some containers
-        return "cli:unknown"
-
-
-ConfigOpt = typer.Option(None, "--config", "-c", help="TOML configuration (default: MEDSEG_CONFIG / environment)")
+    return auditor.log, auditor, settings
 
 
 @audit_app.command("query")
@@ -73,10 +58,10 @@ def query_cmd(
 
     if fmt not in ("table", "json", "csv"):
         raise typer.BadParameter("must be table, json or csv", param_hint="--format")
-    log, auditor = _open(config)
+    log, auditor, settings = _open(config)
     f = AuditFilter(study_uid=study, series_uid=series, model=model, action=action, actor=actor, outcome=outcome,
                     job_id=job, since=since, until=until, limit=limit)
-    auditor("audit.read", actor=_actor(), what="events", filter=f.describe())
+    auditor("audit.read", actor=actor(), what="events", filter=f.describe())
     _emit([e.as_dict() for e in query(log, f)], fmt)
 
 
@@ -100,11 +85,12 @@ def _emit(rows: list[dict], fmt: str) -> None:
 @audit_app.command()
 def timeline(study_uid: str = typer.Argument(..., help="StudyInstanceUID"), config: Optional[Path] = ConfigOpt) -> None:
     """The story of one study: received -> selected -> segmented -> SEG sent (-> reviewed)."""
-    from audit.query import describe, timeline as study_timeline
+    from audit.query import describe
+    from audit.query import timeline as study_timeline
     from medseg.core.exceptions import MedsegError
 
-    log, auditor = _open(config)
-    auditor("audit.read", actor=_actor(), what="timeline", study_uid=study_uid)
+    log, auditor, settings = _open(config)
+    auditor("audit.read", actor=actor(), what="timeline", study_uid=study_uid)
     rows = study_timeline(log, study_uid)
     if not rows:
         raise MedsegError("the audit trail has no event for this study", code="audit.study_not_found")
@@ -116,9 +102,10 @@ def timeline(study_uid: str = typer.Argument(..., help="StudyInstanceUID"), conf
 def verify(config: Optional[Path] = ConfigOpt,
            anchors: Optional[Path] = typer.Option(None, help="anchors file (default: the configured one)")) -> None:
     """Re-walk the hash chain; exit 1 and name the first bad event if it is broken."""
-    from audit.verify import read_anchors, verify as run
+    from audit.verify import read_anchors
+    from audit.verify import verify as run
 
-    log, auditor = _open(config)
+    log, auditor, settings = _open(config)
     result = run(log, read_anchors(anchors or auditor.anchors_file))
     if result.ok:
         print(f"audit chain intact: {result.events} events, head #{result.head_seq} {result.head_hash}, "
@@ -139,20 +126,19 @@ def export(
     """Export events (all stored fields, or ATNA XML) for a SIEM or an auditor."""
     from audit.export import write_atna, write_jsonl
     from audit.query import AuditFilter, query
-    from medseg.config import Settings
 
     if fmt not in ("jsonl", "atna"):
         raise typer.BadParameter("must be jsonl or atna", param_hint="--format")
-    log, auditor = _open(config)
+    log, auditor, settings = _open(config)
     f = AuditFilter(since=since, until=until, limit=100_000)
-    auditor("audit.exported", actor=_actor(), format=fmt, filter=f.describe())
+    auditor("audit.exported", actor=actor(), format=fmt, filter=f.describe())
     stream = open(output, "w", encoding="utf-8") if output else sys.stdout
     try:
         offset, total = 0, 0
         while True:
             rows = query(log, f.model_copy(update={"offset": offset}))
             total += (write_jsonl(rows, stream) if fmt == "jsonl"
-                      else write_atna(rows, stream, application_ae=Settings().node.ae_title))
+                      else write_atna(rows, stream, application_ae=settings.node.ae_title))
             if len(rows) < f.limit:
                 break
             offset += f.limit

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 from pathlib import Path
 from typing import Optional
@@ -11,44 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from medseg.app.cli.common import ConfigOpt, NameOpt, actor, model_name, open_context
+
 models_app = typer.Typer(no_args_is_help=True, help="Model registry: list, promote, roll back (with the gate).")
 out = Console()
-ConfigOpt = typer.Option(None, "--config", "-c", help="TOML configuration (default: MEDSEG_CONFIG / environment)")
-NameOpt = typer.Option(None, "--name", help="model name (default: the configured default model's)")
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:  # noqa: BLE001 - no user name in some containers
-        return "cli:unknown"
-
-
-def _open(config: Optional[Path]):
-    import os
-
-    from medseg.app.auditing import auditor_for
-    from medseg.config import CONFIG_ENV, Settings
-    from medseg.db import init_db, make_engine
-    from medseg.models.registry import Registry
-    from medseg.jobs.store import JobStore
-
-    if config is not None:
-        os.environ[CONFIG_ENV] = str(config)
-    settings = Settings()
-    engine = make_engine(settings.service.db_url())
-    init_db(engine)
-    auditor = auditor_for(settings, engine)
-    auditor.log.create()
-    registry = Registry(engine, settings.models_root, audit=auditor)
-    registry.bootstrap(settings.default_model)
-    return settings, registry, JobStore(engine, auditor, shared_transaction=auditor.log.engine is engine), auditor
-
-
-def _name(settings, name: Optional[str]) -> str:
-    from medseg.models.registry import split_ref
-
-    return name or split_ref(settings.default_model)[0]
 
 
 @models_app.command("list")
@@ -56,8 +21,9 @@ def list_cmd(name: Optional[str] = NameOpt, config: Optional[Path] = ConfigOpt) 
     """Versions in the model store, which one is active, and their gate reference."""
     from medseg.models.manifest import ModelManifest
 
-    settings, registry, _, _ = _open(config)
-    model = _name(settings, name)
+    ctx = open_context(config)
+    settings, registry = ctx.settings, ctx.registry
+    model = model_name(ctx, name)
     active = registry.active(model)
     table = Table("version", "active", "sha256", "reference", "held-out mean Dice", "description")
     for v in registry.versions(model):
@@ -73,8 +39,9 @@ def show(version: str = typer.Argument(...), name: Optional[str] = NameOpt, conf
     """One version's manifest summary and the registry history."""
     from medseg.models.manifest import ModelManifest
 
-    settings, registry, _, _ = _open(config)
-    model = _name(settings, name)
+    ctx = open_context(config)
+    settings, registry = ctx.settings, ctx.registry
+    model = model_name(ctx, name)
     m = ModelManifest.load(settings.models_root / model / version)
     print(json.dumps({"model": m.ref, "active": registry.active(model) == version, "sha256": m.weights.sha256,
                       "architecture": m.architecture.model_dump(), "input": m.input.model_dump(mode="json"),
@@ -89,9 +56,10 @@ def promote(version: str = typer.Argument(...), reason: str = typer.Option(..., 
     """Make a version active after it passes the gate; new jobs use it."""
     from medseg.app import operations as model_ops
 
-    settings, registry, _, auditor = _open(config)
-    model = _name(settings, name)
-    previous, new, result = model_ops.promote(registry, auditor, model, version, actor=_actor(), reason=reason)
+    ctx = open_context(config)
+    settings, registry = ctx.settings, ctx.registry
+    model = model_name(ctx, name)
+    previous, new, result = model_ops.promote(registry, ctx.auditor, model, version, actor=actor(), reason=reason)
     print(f"gate passed: {result['reason']} (Dice {result['dice']:.4f})")
     print(f"{model}: {previous or '-'} -> {new} is now active")
 
@@ -106,9 +74,10 @@ def rollback(reason: str = typer.Option(..., help="why (recorded)"),
     active, and put them on the re-review worklist."""
     from medseg.app import operations as model_ops
 
-    settings, registry, jobs, auditor = _open(config)
-    model = _name(settings, name)
-    r = model_ops.rollback(registry, jobs, auditor, model, to=to, actor=_actor(), reason=reason, reprocess=reprocess)
+    ctx = open_context(config)
+    settings, registry = ctx.settings, ctx.registry
+    model = model_name(ctx, name)
+    r = model_ops.rollback(registry, ctx.jobs, ctx.auditor, model, to=to, actor=actor(), reason=reason, reprocess=reprocess)
     print(f"gate passed: {r.gate['reason']} (Dice {r.gate['dice']:.4f})")
     if r.requeued_not_started:
         print(f"{r.requeued_not_started} queued job(s) that had not started will run on {r.active}")
@@ -129,8 +98,9 @@ def reference(version: str = typer.Argument(...), name: Optional[str] = NameOpt,
     """Record a version's result on the fixed phantom as the reference its promotions must reproduce."""
     from medseg.models import gate
 
-    settings, registry, _, _ = _open(config)
-    model = _name(settings, name)
+    ctx = open_context(config)
+    settings, registry = ctx.settings, ctx.registry
+    model = model_name(ctx, name)
     ref = gate.make_reference(settings.models_root / model / version)
     print(f"{model}/{version}: reference recorded ({ref.mask_file}, sha256 {ref.mask_sha256[:12]}...)")
 
@@ -144,9 +114,9 @@ def import_bundle_cmd(path: Path = typer.Argument(..., help="MONAI bundle folder
     """Convert a MONAI bundle into a model version (network, spacing, window, labels) with a gate reference."""
     from medseg.models.bundle import import_bundle
 
-    settings, registry, _, auditor = _open(config)
-    m = import_bundle(path, settings.models_root, name=name, version=version, trust=trust)
-    auditor("model.imported", actor=_actor(), model=m.ref, sha256=m.weights.sha256, trusted=trust,
+    ctx = open_context(config)
+    m = import_bundle(path, ctx.settings.models_root, name=name, version=version, trust=trust)
+    ctx.auditor("model.imported", actor=actor(), model=m.ref, sha256=m.weights.sha256, trusted=trust,
             source=m.training.get("source"))
     print(f"imported {m.ref} ({m.architecture.name}, spacing {m.input.spacing_xyz_mm} mm, window {m.input.window_hu}, "
           f"labels {[label.name for label in m.labels]}); promote it with `medseg models promote {m.version} "
@@ -159,13 +129,14 @@ def shadow_cmd(version: Optional[str] = typer.Argument(None, help="candidate ver
                reason: str = typer.Option(..., help="why (recorded)"),
                name: Optional[str] = NameOpt, config: Optional[Path] = ConfigOpt) -> None:
     """Run a candidate version on live studies after the active one: results stored, compared, never sent."""
-    from medseg.models.registry import RegistryError
+    from medseg.core.exceptions import RegistryError
 
-    settings, registry, _, _ = _open(config)
-    model = _name(settings, name)
+    ctx = open_context(config)
+    settings, registry = ctx.settings, ctx.registry
+    model = model_name(ctx, name)
     if off == (version is not None):
         raise RegistryError("give a version, or --off", code="registry.bad_arguments")
-    registry.set_shadow(model, None if off else version, actor=_actor(), reason=reason)
+    registry.set_shadow(model, None if off else version, actor=actor(), reason=reason)
     print(f"{model}: shadow {'off' if off else version}")
 
 
@@ -175,6 +146,6 @@ def compare(candidate: str = typer.Argument(..., help="candidate version"), name
     """Agreement of a shadowed candidate with the active version over the studies it ran on."""
     from medseg.models.shadow import ShadowStore
 
-    settings, _, jobs, _ = _open(config)
-    model = _name(settings, name)
-    print(json.dumps(ShadowStore(jobs.engine).compare(f"{model}/{candidate}"), indent=2))
+    ctx = open_context(config)
+    model = model_name(ctx, name)
+    print(json.dumps(ShadowStore(ctx.engine, ctx.auditor).compare(f"{model}/{candidate}"), indent=2))

@@ -1,0 +1,28 @@
+"""Liveness, readiness and the Prometheus scrape."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from medseg import __version__
+from medseg.app.api.deps import ServiceDep
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health")
+def health() -> dict:
+    return {"status": "ok", "version": __version__}
+
+
+@router.get("/ready")
+def ready(service: ServiceDep):
+    state = service.readiness()
+    return JSONResponse(state, status_code=200 if state["ready"] else 503)
+
+
+@router.get("/metrics")
+def metrics(service: ServiceDep) -> Response:
+    return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)

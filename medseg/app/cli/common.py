@@ -1,0 +1,59 @@
+"""What every ``medseg`` sub-command shares: the ``--config`` option, the context it opens, the actor,
+the consoles and the progress spinner."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:  # the context imports the database and model code: only when a command runs
+    from medseg.app.context import AppContext
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="TOML configuration (default: MEDSEG_CONFIG / environment)")
+NameOpt = typer.Option(None, "--name", help="model name (default: the configured default model's)")
+
+
+def actor() -> str:
+    """The actor of a CLI action as the audit trail records it: ``cli:<OS user>``."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        return "cli:unknown"
+
+
+def open_context(config: Optional[Path]) -> AppContext:
+    """Settings from ``--config`` (else MEDSEG_CONFIG and the environment), then the shared wiring."""
+    from medseg.app.context import build_context
+    from medseg.config import load_settings
+
+    return build_context(load_settings(config)).prepare()
+
+
+def model_name(ctx: AppContext, name: Optional[str]) -> str:
+    return name or ctx.default_model_name
+
+
+err = Console(stderr=True)
+stdout = Console()
+#: tables: piped output does not wrap cells at 80 columns
+wide = Console(width=None if sys.stdout.isatty() else 160)
+
+
+@contextmanager
+def progress(message: str):
+    """A spinner with the current stage on stderr (only when stderr is a terminal)."""
+    if not err.is_terminal:
+        yield lambda stage: None
+        return
+    with err.status(message) as status:
+        yield lambda stage: status.update(f"{message}: {stage}")
+
+
+def number(value, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"

@@ -1,0 +1,34 @@
+"""`medseg serve`: the DICOM node, worker and HTTP API in one process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def serve(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML configuration (see config/medseg.toml)"),
+    push_phantom: Optional[int] = typer.Option(
+        None, help="demo: once running, push the phantom study with this seed to ourselves and report where the SEG went"),
+) -> None:
+    """Run the DICOM node, worker and HTTP API in one process (Ctrl-C stops it)."""
+    import uvicorn
+
+    from medseg.config import load_settings
+
+    settings = load_settings(config)
+    from medseg.app.api.main import create_app
+    from medseg.app.serve import Service
+
+    service = Service(settings)
+    app_ = create_app(service)
+    if push_phantom is not None:
+        from medseg.app.demo import push_when_ready
+
+        push_when_ready(service, push_phantom, lambda line: print(line, flush=True))
+    print(f"medseg serve: DICOM {settings.node.ae_title}@{settings.node.host}:{settings.node.port}, "
+          f"HTTP http://{settings.service.http_host}:{settings.service.http_port}, data {settings.service.data_dir}",
+          flush=True)
+    uvicorn.run(app_, host=settings.service.http_host, port=settings.service.http_port, log_level="warning")

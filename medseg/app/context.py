@@ -1,0 +1,65 @@
+"""The one wiring of the service's state: settings -> engine -> tables -> audit trail -> job store
+and model registry. ``medseg serve``, every CLI command and the tests build it the same way.
+
+``build_context(settings)`` connects the parts and does no I/O; ``prepare()`` then creates what
+is missing (the tables, the audit table, the registry's first active version). Neither starts a
+thread or loads a model. The audit commands use the context without ``prepare()``, so that
+reading or verifying a trail never writes to the database it examines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from sqlalchemy.engine import Engine
+
+from medseg.app.auditing import Auditor, auditor_for
+from medseg.app.database import init_db
+from medseg.app.operations import slo_fallback
+from medseg.config import Settings
+from medseg.db import make_engine
+from medseg.jobs.store import JobStore
+from medseg.models.registry import Registry
+from medseg.quality.alerts import AlertManager
+from medseg.quality.monitor import QualityMonitor
+from medseg.quality.store import MonitoringStore
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    engine: Engine
+    auditor: Auditor
+    jobs: JobStore
+    registry: Registry
+
+    @cached_property
+    def monitor(self) -> QualityMonitor:
+        """Quality monitoring wired to the rollback path (the SLO fallback policy)."""
+        store = MonitoringStore(self.engine)
+        alerts = AlertManager(store, self.settings.monitoring, self.auditor)
+        monitor = QualityMonitor(store, self.settings.monitoring, alerts)
+        monitor.fallback = slo_fallback(self.registry, self.jobs, self.auditor, monitor.slo_status)
+        return monitor
+
+    def prepare(self) -> AppContext:
+        """Create the missing tables and register the default model's first active version."""
+        init_db(self.engine)
+        self.auditor.log.create()
+        self.registry.bootstrap(self.settings.default_model)
+        return self
+
+    @property
+    def default_model_name(self) -> str:
+        return self.settings.default_model.split("/")[0]
+
+
+def build_context(settings: Settings) -> AppContext:
+    engine = make_engine(settings.service.db_url())
+    auditor = auditor_for(settings, engine)
+    # job state and its events commit together when they share the database
+    jobs = JobStore(engine, auditor, shared_transaction=auditor.log.engine is engine)
+    registry = Registry(engine, settings.models_root, auditor)
+    return AppContext(settings, engine, auditor, jobs, registry)
+

@@ -1,0 +1,115 @@
+"""Read models of the job table: what the API, the CLI, review intake and rollback ask of it.
+
+Nothing here writes; :class:`medseg.jobs.store.JobStore` adds the audited state changes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from medseg.db import plain, session, utcnow
+from medseg.jobs.orm import Delivery, Job, SeriesRow
+from medseg.jobs.states import DeliveryState, JobState, SeriesState
+
+
+class JobQueries:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def session(self) -> Session:
+        return session(self.engine)
+
+    # -- study assembly ------------------------------------------------------------------------
+    def receiving_series(self) -> list[SeriesRow]:
+        with self.session() as s:
+            return list(s.scalars(select(SeriesRow).where(SeriesRow.state == SeriesState.RECEIVING)))
+
+    def known_series(self) -> set[tuple[str, str]]:
+        with self.session() as s:
+            return {(r.study_uid, r.series_uid) for r in s.scalars(select(SeriesRow))}
+
+    # -- the queue and deliveries --------------------------------------------------------------
+    def queue_depth(self) -> int:
+        with self.session() as s:
+            return s.scalar(select(func.count()).select_from(Job).where(Job.state == JobState.QUEUED)) or 0
+
+    def due_deliveries(self, now: dt.datetime | None = None) -> list[tuple[Delivery, Job]]:
+        with self.session() as s:
+            rows = s.execute(select(Delivery, Job).join(Job, Job.id == Delivery.job_id).where(
+                Delivery.state == DeliveryState.PENDING, Delivery.next_attempt_at <= (now or utcnow()),
+                Job.state == JobState.DELIVERING).order_by(Delivery.next_attempt_at))
+            return [(d, j) for d, j in rows]
+
+    # -- studies ---------------------------------------------------------------------------------
+    def studies(self, limit: int = 100, offset: int = 0) -> list[dict]:
+        with self.session() as s:
+            rows = s.execute(select(Job.study_uid, func.count(Job.id), func.max(Job.updated_at))
+                             .group_by(Job.study_uid).order_by(func.max(Job.updated_at).desc())
+                             .limit(limit).offset(offset))
+            out = []
+            for study_uid, count, updated in rows:
+                states = list(s.scalars(select(Job.state).where(Job.study_uid == study_uid)))
+                out.append({"study_uid": study_uid, "jobs": count, "updated_at": plain(updated),
+                            "states": {st: states.count(st) for st in sorted(set(states))}})
+            return out
+
+    def study(self, study_uid: str) -> dict | None:
+        with self.session() as s:
+            series = list(s.scalars(select(SeriesRow).where(SeriesRow.study_uid == study_uid)))
+            if not series:
+                return None
+            jobs = []
+            for job in s.scalars(select(Job).where(Job.study_uid == study_uid).order_by(Job.id)):
+                item = job.as_dict()
+                item["deliveries"] = [d.as_dict() for d in s.scalars(select(Delivery).where(Delivery.job_id == job.id))]
+                jobs.append(item)
+            return {"study_uid": study_uid,
+                    "series": [{"series_uid": r.series_uid, "state": r.state, "revision": r.revision,
+                                "calling_ae": r.calling_ae, "note": r.note} for r in series],
+                    "jobs": jobs}
+
+    def jobs(self, study_uid: str | None = None) -> list[Job]:
+        with self.session() as s:
+            q = select(Job).order_by(Job.id)
+            if study_uid:
+                q = q.where(Job.study_uid == study_uid)
+            return list(s.scalars(q))
+
+    # -- results (rollback, review intake) -------------------------------------------------------
+    def segmented_by(self, model_ref: str, since: dt.datetime | None = None) -> list[Job]:
+        """Jobs whose SEG came from ``model_ref`` (name/version) since ``since``, and jobs running on it
+        now (they finish on the version they started with, so their SEG will come from it too)."""
+        with self.session() as s:
+            done = (Job.model_used == model_ref) & (Job.seg_sop_uid != "")
+            running = (Job.model == model_ref) & (Job.state == JobState.RUNNING)
+            q = select(Job).where(done | running).order_by(Job.id)
+            if since is not None:
+                q = q.where(Job.started_at >= since)
+            return list(s.scalars(q))
+
+    def with_seg(self, study_uid: str, series_uid: str | None = None) -> list[Job]:
+        """Jobs of a study (and series) that produced a SEG, newest first."""
+        with self.session() as s:
+            q = select(Job).where(Job.study_uid == study_uid, Job.seg_sop_uid != "").order_by(Job.id.desc())
+            if series_uid:
+                q = q.where(Job.series_uid == series_uid)
+            return list(s.scalars(q))
+
+    def by_seg_sop(self, sop_uid: str) -> Job | None:
+        """The job whose SEG has this SOP Instance UID (our own SEG coming back)."""
+        with self.session() as s:
+            return s.scalar(select(Job).where(Job.seg_sop_uid == sop_uid))
+
+    def latest_for_series(self, series_uids: set[str]) -> Job | None:
+        """The newest job that a SEG referencing these series belongs to: one of our SEG series first,
+        else a source series of ours that has a SEG."""
+        with self.session() as s:
+            ours = s.scalar(select(Job).where(Job.seg_series_uid.in_(series_uids)).order_by(Job.id.desc()))
+            if ours is not None:
+                return ours
+            return s.scalar(select(Job).where(Job.series_uid.in_(series_uids), Job.seg_sop_uid != "")
+                            .order_by(Job.id.desc()))
