@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from medseg.app.cli.common import ConfigOpt, actor
+from medseg.app.cli.common import ConfigOpt, cli_actor
 
 audit_app = typer.Typer(no_args_is_help=True, help="Query, verify and export the audit trail.")
 out = Console()
@@ -61,7 +61,7 @@ def query_cmd(
     log, auditor, settings = _open(config)
     f = AuditFilter(study_uid=study, series_uid=series, model=model, action=action, actor=actor, outcome=outcome,
                     job_id=job, since=since, until=until, limit=limit)
-    auditor("audit.read", actor=actor(), what="events", filter=f.describe())
+    auditor("audit.read", actor=cli_actor(), what="events", filter=f.describe())
     _emit([e.as_dict() for e in query(log, f)], fmt)
 
 
@@ -90,7 +90,7 @@ def timeline(study_uid: str = typer.Argument(..., help="StudyInstanceUID"), conf
     from medseg.core.exceptions import MedsegError
 
     log, auditor, settings = _open(config)
-    auditor("audit.read", actor=actor(), what="timeline", study_uid=study_uid)
+    auditor("audit.read", actor=cli_actor(), what="timeline", study_uid=study_uid)
     rows = study_timeline(log, study_uid)
     if not rows:
         raise MedsegError("the audit trail has no event for this study", code="audit.study_not_found")
@@ -131,7 +131,7 @@ def export(
         raise typer.BadParameter("must be jsonl or atna", param_hint="--format")
     log, auditor, settings = _open(config)
     f = AuditFilter(since=since, until=until, limit=100_000)
-    auditor("audit.exported", actor=actor(), format=fmt, filter=f.describe())
+    auditor("audit.exported", actor=cli_actor(), format=fmt, filter=f.describe())
     stream = open(output, "w", encoding="utf-8") if output else sys.stdout
     try:
         offset, total = 0, 0

@@ -19,7 +19,7 @@ ConfigOpt = typer.Option(None, "--config", "-c", help="TOML configuration (defau
 NameOpt = typer.Option(None, "--name", help="model name (default: the configured default model's)")
 
 
-def actor() -> str:
+def cli_actor() -> str:
     """The actor of a CLI action as the audit trail records it: ``cli:<OS user>``."""
     try:
         return f"cli:{getpass.getuser()}"

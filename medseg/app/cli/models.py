@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from medseg.app.cli.common import ConfigOpt, NameOpt, actor, model_name, open_context
+from medseg.app.cli.common import ConfigOpt, NameOpt, cli_actor, model_name, open_context
 
 models_app = typer.Typer(no_args_is_help=True, help="Model registry: list, promote, roll back (with the gate).")
 out = Console()
@@ -59,7 +59,7 @@ def promote(version: str = typer.Argument(...), reason: str = typer.Option(..., 
     ctx = open_context(config)
     settings, registry = ctx.settings, ctx.registry
     model = model_name(ctx, name)
-    previous, new, result = model_ops.promote(registry, ctx.auditor, model, version, actor=actor(), reason=reason)
+    previous, new, result = model_ops.promote(registry, ctx.auditor, model, version, actor=cli_actor(), reason=reason)
     print(f"gate passed: {result['reason']} (Dice {result['dice']:.4f})")
     print(f"{model}: {previous or '-'} -> {new} is now active")
 
@@ -77,7 +77,7 @@ def rollback(reason: str = typer.Option(..., help="why (recorded)"),
     ctx = open_context(config)
     settings, registry = ctx.settings, ctx.registry
     model = model_name(ctx, name)
-    r = model_ops.rollback(registry, ctx.jobs, ctx.auditor, model, to=to, actor=actor(), reason=reason, reprocess=reprocess)
+    r = model_ops.rollback(registry, ctx.jobs, ctx.auditor, model, to=to, actor=cli_actor(), reason=reason, reprocess=reprocess)
     print(f"gate passed: {r.gate['reason']} (Dice {r.gate['dice']:.4f})")
     if r.requeued_not_started:
         print(f"{r.requeued_not_started} queued job(s) that had not started will run on {r.active}")
@@ -116,7 +116,7 @@ def import_bundle_cmd(path: Path = typer.Argument(..., help="MONAI bundle folder
 
     ctx = open_context(config)
     m = import_bundle(path, ctx.settings.models_root, name=name, version=version, trust=trust)
-    ctx.auditor("model.imported", actor=actor(), model=m.ref, sha256=m.weights.sha256, trusted=trust,
+    ctx.auditor("model.imported", actor=cli_actor(), model=m.ref, sha256=m.weights.sha256, trusted=trust,
             source=m.training.get("source"))
     print(f"imported {m.ref} ({m.architecture.name}, spacing {m.input.spacing_xyz_mm} mm, window {m.input.window_hu}, "
           f"labels {[label.name for label in m.labels]}); promote it with `medseg models promote {m.version} "
@@ -136,7 +136,7 @@ def shadow_cmd(version: Optional[str] = typer.Argument(None, help="candidate ver
     model = model_name(ctx, name)
     if off == (version is not None):
         raise RegistryError("give a version, or --off", code="registry.bad_arguments")
-    registry.set_shadow(model, None if off else version, actor=actor(), reason=reason)
+    registry.set_shadow(model, None if off else version, actor=cli_actor(), reason=reason)
     print(f"{model}: shadow {'off' if off else version}")
 
 

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from medseg.app.cli.common import ConfigOpt, actor, number, open_context
+from medseg.app.cli.common import ConfigOpt, cli_actor, number, open_context
 
 review_app = typer.Typer(no_args_is_help=True, help="Radiologist reviews: submit corrections, the re-review worklist.")
 
@@ -34,7 +34,7 @@ def submit(
     service = ctx.settings.service
     intake = ReviewIntake(ctx.jobs, service.spool_dir, service.reviews_dir, ctx.auditor, monitor)
     outcome = intake.submit(study, mask=mask.read_bytes() if mask else None, accepted=accepted, door="cli",
-                            submitted_by=actor(), reviewer=reviewer, series_uid=series)
+                            submitted_by=cli_actor(), reviewer=reviewer, series_uid=series)
     monitor.alerts.deliver_webhooks()  # one attempt now; a running `medseg serve` retries the rest
     r = outcome.review
     print(f"review {r.id}: {r.model}  Dice {number(r.dice)}  FN rate {number(r.fn_rate)}  lesions "
