@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.medseg-installed
 TORCH  ?= torch==2.13.0
 DEBS   := dcmtk dicom3tools orthanc openssl
 
-.PHONY: setup system-packages demo test test-all bench clean
+.PHONY: setup system-packages demo test test-all lint bench clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,11 @@ demo: setup
 # The test suite CI runs (slow cases excluded; see README).
 test: setup
 	$(BIN)/python -m pytest
+
+# Lint (ruff, configured in pyproject.toml) and the layer contracts (import-linter, .importlinter).
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 test-all: setup
 	$(BIN)/python -m pytest -m ''

@@ -1,6 +1,6 @@
 """The append-only, tamper-evident audit trail: events, hash chain, queries, exports.
 
-Depends on nothing in medseg (STYLE.md #2): SQLAlchemy and the standard library only.
+Depends on nothing in medseg (docs/architecture.md): SQLAlchemy and the standard library only.
 Everything else writes to it through :class:`audit.store.AuditLog`.
 """
 

@@ -1,4 +1,4 @@
-"""Audit events: valid once constructed (STYLE.md #8)."""
+"""Audit events: valid once constructed."""
 
 from __future__ import annotations
 

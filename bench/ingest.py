@@ -131,8 +131,8 @@ def ingest(studies: dict[str, Path], work: Path, repeats: int) -> list[dict]:
 
 
 def turnaround(folder: Path, work: Path) -> dict:
-    with orthanc(work / "orthanc", {}) as (url, orthanc_port, aet):
-        with MedsegServer(work, quiet_s=2, destination=(aet, orthanc_port)) as server:
+    with orthanc(work / "orthanc", {}) as (url, orthanc_port, aet), \
+            MedsegServer(work, quiet_s=2, destination=(aet, orthanc_port)) as server:
             wait_for(lambda: _ready(server.http_port), 120, what="medseg ready")
             storescu_seconds(server.dicom_port, folder, "MEDSEG")
             last_ack = dt.datetime.now(dt.timezone.utc)

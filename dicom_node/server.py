@@ -13,6 +13,7 @@ Association policy:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import ssl
@@ -90,10 +91,8 @@ class NodeServer(ThreadedAssociationServer):
 
 
 def _close(sock) -> None:
-    try:
+    with contextlib.suppress(OSError):
         sock.close()
-    except OSError:
-        pass
 
 
 def tls_context(tls: TLSSettings) -> ssl.SSLContext | None:

@@ -1,6 +1,6 @@
 """medseg: CT tumor segmentation with DICOM in and DICOM-SEG out.
 
-Importing this package does no work (STYLE.md #3): heavy modules (torch,
+Importing this package does no work: heavy modules (torch,
 MONAI, highdicom) are imported by the submodules that need them.
 """
 

@@ -22,7 +22,7 @@ PHI_ID = "PHI_SENTINEL_ID_0042"
 
 @pytest.fixture(autouse=True)
 def strict_pydicom():
-    """Strict validation while writing (STYLE.md #18): we must never emit invalid values."""
+    """Strict validation while writing: we must never emit invalid values."""
     config = pydicom.config.settings
     saved = config.writing_validation_mode
     config.writing_validation_mode = pydicom.config.RAISE

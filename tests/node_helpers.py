@@ -71,7 +71,7 @@ def orthanc(folder: Path, modalities: dict):
         "Plugins": [], "HttpServerEnabled": True, "DicomServerEnabled": True, "StableAge": 1,
     }
     (folder / "orthanc.json").write_text(json.dumps(config))
-    log = open(folder / "orthanc.log", "w")
+    log = open(folder / "orthanc.log", "w")  # noqa: SIM115 - Orthanc writes to it until the fixture ends (closed below)
     proc = subprocess.Popen([shutil.which("Orthanc") or "Orthanc", str(folder / "orthanc.json")], stdout=log,
                             stderr=subprocess.STDOUT)
     try:

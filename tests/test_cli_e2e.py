@@ -121,7 +121,7 @@ def test_segment_nifti_in_gives_nifti_out_on_the_same_grid(segmented, phantom_ca
 
 @pytest.mark.model
 def test_no_phi_reaches_logs_outputs_or_console(tmp_path, capsys, caplog):
-    """STYLE.md #18: the PHI sentinel never reaches a log record, stdout/stderr or result.json."""
+    """The PHI sentinel never reaches a log record, stdout/stderr or result.json."""
     folder = tmp_path / "dicom"
     write_study(folder, small_phantom(seed=8, shape=(24, 64, 64), n_tumors=2))
     caplog.set_level(logging.DEBUG)

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from medseg.app.context import build_context
 from medseg.app.metrics import MonitoringCollector
 from medseg.config import MonitoringSettings, ServiceSettings, Settings
+from medseg.core.features import HU_BINS, study_features
 from medseg.core.pipeline.segment import Lesion
 from medseg.core.volume import Volume
 from medseg.quality import drift
@@ -27,7 +28,7 @@ from tests.node_helpers import events, free_port
 
 
 def features(**over) -> dict:
-    base = {"hu_hist": list(np.full(len(drift.HU_BINS) - 1, 1 / (len(drift.HU_BINS) - 1))), "slice_thickness": 2.5,
+    base = {"hu_hist": list(np.full(len(HU_BINS) - 1, 1 / (len(HU_BINS) - 1))), "slice_thickness": 2.5,
             "spacing_z": 2.5, "spacing_xy": 0.8, "kvp": 120.0, "scanner": "ACME / CT1", "contrast": "not recorded",
             "missing_metadata": False, "lesions": 1, "volume_ml": 10.0, "empty": False, "confidence": 0.9,
             "entropy": 0.2}
@@ -35,7 +36,7 @@ def features(**over) -> dict:
 
 
 def hist(center_hu: float) -> list[float]:
-    centres = (drift.HU_BINS[:-1] + drift.HU_BINS[1:]) / 2
+    centres = (HU_BINS[:-1] + HU_BINS[1:]) / 2
     h = np.exp(-0.5 * ((centres - center_hu) / 60.0) ** 2)
     return list(h / h.sum())
 
@@ -50,7 +51,10 @@ def hist(center_hu: float) -> list[float]:
 ])
 def test_each_kind_of_statistic_detects_a_shift_and_not_noise(monitor, base, shifted):
     rng = np.random.default_rng(1)
-    jitter = lambda f: {k: (v * rng.uniform(0.95, 1.05) if isinstance(v, float) else v) for k, v in f.items()}
+
+    def jitter(f):
+        return {k: (v * rng.uniform(0.95, 1.05) if isinstance(v, float) else v) for k, v in f.items()}
+
     baseline = [jitter(features(**base)) for _ in range(30)]
     same = [jitter(features(**base)) for _ in range(30)]
     moved = [jitter(features(**shifted)) for _ in range(30)]
@@ -70,11 +74,11 @@ def test_study_features_from_a_phantom_series():
     volume = Volume(phantom.image.array, phantom.image.affine, tuple(headers))
     lesion = Lesion(label=1, volume_ml=4.0, centroid_lps_mm=(0, 0, 0), extent_mm=(1, 1, 1), mean_probability=0.8,
                     mean_entropy=0.3)
-    f = drift.study_features(volume, [lesion])
+    f = study_features(volume, [lesion])
     assert abs(sum(f["hu_hist"]) - 1) < 1e-3 and f["lesions"] == 1 and f["confidence"] == 0.8
     assert f["spacing_z"] == pytest.approx(phantom.image.spacing[0], abs=1e-3)
     assert "PHI" not in json.dumps(f)
-    empty = drift.study_features(volume, [])
+    empty = study_features(volume, [])
     assert empty["empty"] and empty["confidence"] is None
 
 

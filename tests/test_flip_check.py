@@ -4,7 +4,8 @@ import numpy as np
 import torch
 
 from medseg.core.pipeline.flip_check import FLIPS, candidate_boxes, context_box
-from medseg.core.pipeline.segment import PipelineSpec, infer
+from medseg.core.pipeline.segment import infer
+from medseg.core.pipeline.spec import PipelineSpec
 
 ROI = (8, 16, 16)
 
@@ -98,5 +99,5 @@ def test_context_box_holds_the_candidate_with_a_quarter_window_each_side():
         start = rng.integers(0, [19, 99, 99])
         core = tuple(slice(int(s), int(s + rng.integers(1, n - s + 1))) for s, n in zip(start, shape))
         box = context_box(core, shape, ROI)
-        assert all(b.start <= c.start and c.stop <= b.stop and 0 <= b.start and b.stop <= n
+        assert all(b.start <= c.start and c.stop <= b.stop and b.start >= 0 and b.stop <= n
                    for b, c, n in zip(box, core, shape))

@@ -104,7 +104,7 @@ def test_degraded_model_is_caught_by_reviews_and_rolled_back(tmp_path, models_ro
                 write_seg(tmp_path / f"fix-{i}.dcm", p.truth.array, datasets, [TUMOR_LABEL], model_name="viewer",
                           model_version="1", ground_truth=True, series_number=9100 + i)
                 assert storescu(service.dicom_port, [tmp_path / f"fix-{i}.dcm"], extra=("-R",)).returncode == 0
-                wait_for(lambda: len(client.get("/reviews").json()["reviews"]) > i or None, 30, what="review in")
+                wait_for(lambda i=i: len(client.get("/reviews").json()["reviews"]) > i or None, 30, what="review in")
             else:
                 write_nifti(p.truth, tmp_path / f"fix-{i}.nii.gz")
                 with open(tmp_path / f"fix-{i}.nii.gz", "rb") as f:

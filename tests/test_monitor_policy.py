@@ -75,12 +75,13 @@ def test_report_cli_table_json_png_and_bad_since(env, tmp_path):
     import subprocess
     import sys
 
-    settings, registry, engine = env.settings, env.registry, env.engine
+    engine = env.engine
     add_reviews(engine, "ct-tumor/1.1.0", fn=0.1, n=6)
     add_reviews(engine, "ct-tumor/1.0.0", fn=0.3, n=2)
-    run = lambda *a: subprocess.run([sys.executable, "-m", "medseg", "monitor", "report", *a], capture_output=True,
-                                    text=True, env={**os.environ, "MEDSEG_SERVICE__DATA_DIR": str(tmp_path),
-                                                    "MEDSEG_DEFAULT_MODEL": "ct-tumor/1.0.0"})
+    def run(*a):
+        return subprocess.run([sys.executable, "-m", "medseg", "monitor", "report", *a], capture_output=True,
+                              text=True, env={**os.environ, "MEDSEG_SERVICE__DATA_DIR": str(tmp_path),
+                                              "MEDSEG_DEFAULT_MODEL": "ct-tumor/1.0.0"})
     table = run("--png", str(tmp_path / "r.png"))
     assert table.returncode == 0, table.stderr
     assert "ct-tumor/1.1.0" in table.stdout and "0.100 [0.100, 0.100] n=6" in table.stdout
@@ -100,7 +101,7 @@ def test_fallback_page_waits_for_the_action(env, tmp_path, outcome):
     was done; a policy that raises is recorded as failed (and audited) and still releases it."""
     from tests.test_drift_alerts import webhook
 
-    settings, registry, engine = env.settings, env.registry, env.engine
+    settings, engine = env.settings, env.engine
     with webhook() as (url, hooks, _):
         settings = settings.model_copy(update={"monitoring": MonitoringSettings(webhook_url=url, slos=(
             SLOSettings(name="fn", metric="fn_rate", objective=0.15, policy="fallback"),))})

@@ -1,4 +1,4 @@
-"""Pipeline numerics with stub predictors (STYLE.md #12): odd shapes, anisotropic spacing, all orientations."""
+"""Pipeline numerics with stub predictors: odd shapes, anisotropic spacing, all orientations."""
 
 import itertools
 
@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from medseg.core.exceptions import ModelOutputError
-from medseg.core.pipeline.segment import PipelineSpec, segment
+from medseg.core.pipeline.segment import segment
+from medseg.core.pipeline.spec import PipelineSpec
 from medseg.core.volume import Volume, canonical_reorientation
 from medseg.jobs.runner import segment_with_fallback
 from tests.conftest import dice

@@ -86,7 +86,7 @@ def test_api_and_cli_doors(served, tmp_path, caplog):
     unknown = client.post("/reviews", data={"study_uid": "1.2.3.4", "accepted": "true"})
     assert unknown.status_code == 404
     both = client.post("/reviews", data={"study_uid": study, "accepted": "true"},
-                       files={"mask": ("m.nii.gz", open(tmp_path / "truth.nii.gz", "rb"))})
+                       files={"mask": ("m.nii.gz", (tmp_path / "truth.nii.gz").read_bytes())})
     assert both.status_code == 400
 
     # the CLI on the same data dir, with the truth as a DICOM SEG

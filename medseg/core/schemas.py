@@ -59,5 +59,5 @@ class SegmentationResult(_Out):
     outputs: dict[str, str]
     seg: SegOut | None = None
     timings_s: dict[str, float]
-    #: label-free numbers for drift monitoring (medseg.quality.drift.study_features); no PHI
+    #: label-free numbers for drift monitoring (medseg.core.features.study_features); no PHI
     features: dict = {}

@@ -44,11 +44,14 @@ class CaseMetrics:
 
 
 def dice(prediction: np.ndarray, reference: np.ndarray) -> float:
-    p, r = prediction > 0, reference > 0
-    denominator = int(p.sum()) + int(r.sum())
-    if denominator == 0:
-        return 1.0
-    return 2.0 * int(np.logical_and(p, r).sum()) / denominator
+    """Dice of the foregrounds (any label > 0), MONAI's ``compute_dice``; both empty -> 1.0
+    (agreement on "no tumor"). The one Dice of medseg: evaluation, the gate, shadow runs, reviews."""
+    import torch
+    from monai.metrics import compute_dice
+
+    p = torch.from_numpy(np.ascontiguousarray(prediction > 0))[None, None]
+    r = torch.from_numpy(np.ascontiguousarray(reference > 0))[None, None]
+    return float(compute_dice(p, r, include_background=True, ignore_empty=False).item())
 
 
 def evaluate_case(prediction: np.ndarray, reference: np.ndarray, voxel_ml: float) -> CaseMetrics:

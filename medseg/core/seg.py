@@ -31,7 +31,7 @@ from pydicom.uid import UID, generate_uid
 
 from medseg import __version__
 from medseg.core.exceptions import SegGeometryError
-from medseg.models.manifest import LabelSpec
+from medseg.core.labels import LabelSpec
 
 AI_SERIES_DESCRIPTION = "AI tumor seg {model} - NOT REVIEWED"
 AI_SERIES_DESCRIPTION_EMPTY = "AI tumor seg {model} - no lesion - NOT REVIEWED"

@@ -18,12 +18,13 @@ import torch
 
 from medseg import __version__
 from medseg.config import Settings
+from medseg.core.features import study_features
 from medseg.core.io import LoadedStudy, load_study, write_nifti
-from medseg.core.pipeline.segment import PipelineSpec, Predictor, SegmentationOutput, segment
+from medseg.core.pipeline.segment import Predictor, SegmentationOutput, segment
+from medseg.core.pipeline.spec import PipelineSpec
 from medseg.core.schemas import InputInfo, LesionOut, ModelRef, SegmentationResult, SegOut
 from medseg.core.seg import write_seg
 from medseg.models.store import LoadedModel, load_model, resolve_device
-from medseg.quality.drift import study_features
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,6 @@ the manifest before promoting. The imported version gets a gate reference at onc
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 import shutil
@@ -30,8 +29,8 @@ from typing import Any
 import torch
 
 from medseg.core.exceptions import BundleError
-from medseg.models.manifest import (ArchitectureSpec, CodeSpec, InferenceSpec, InputSpec, LabelSpec, ModelManifest,
-                             WeightsSpec)
+from medseg.core.labels import CodeSpec, LabelSpec
+from medseg.models.manifest import ArchitectureSpec, InferenceSpec, InputSpec, ModelManifest, WeightsSpec
 
 NEOPLASM = (CodeSpec(value="49755003", scheme="SCT", meaning="Morphologically Abnormal Structure"),
             CodeSpec(value="108369006", scheme="SCT", meaning="Neoplasm"))
@@ -168,11 +167,9 @@ def import_bundle(bundle: Path, models_root: Path, *, name: str | None = None, v
 
 
 def _check_weights(manifest: ModelManifest, blob: bytes) -> None:
-    from medseg.models.store import build_network
+    from medseg.models.store import network_with_weights
 
-    network = build_network(manifest)
     try:
-        state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-        network.load_state_dict(state)
+        network_with_weights(manifest, blob)
     except Exception as exc:  # noqa: BLE001 - any mismatch makes the bundle unusable
         raise BundleError(f"models/model.pt does not fit network_def ({type(exc).__name__})") from None

@@ -1,10 +1,10 @@
-"""The model manifest: a model version that describes itself (DESIGN.md "Model version").
+"""The model manifest: a model version that describes itself (README "Models").
 
 ``models/<name>/<version>/manifest.json`` pins the weights' sha256, the
 network (a whitelisted MONAI architecture and its arguments), the input
 contract (spacing, intensity window, patch size), output labels with SNOMED CT
 codes and display colours, post-processing, the training recipe and measured
-metrics. A manifest is valid once constructed (STYLE.md #8): errors name the
+metrics. A manifest is valid once constructed: errors name the
 field and the rule.
 """
 
@@ -18,44 +18,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medseg.core.exceptions import ModelError
-from medseg.core.pipeline.segment import PipelineSpec
+from medseg.core.labels import LabelSpec
+from medseg.core.pipeline.spec import PipelineSpec
 
 MANIFEST_FILE = "manifest.json"
-#: Architectures a manifest may name; a manifest is data, never an import path.
-ARCHITECTURES = ("UNet", "BasicUNet", "SegResNet", "AttentionUnet")
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class CodeSpec(_Frozen):
-    value: str = Field(min_length=1, max_length=64)
-    scheme: str = Field(min_length=1, max_length=16)
-    meaning: str = Field(min_length=1, max_length=64)
-
-    def to_code(self):
-        from pydicom.sr.coding import Code
-
-        return Code(self.value, self.scheme, self.meaning)
-
-
-class LabelSpec(_Frozen):
-    value: int = Field(ge=1, le=255)
-    name: str = Field(min_length=1, max_length=64)
-    category: CodeSpec
-    type: CodeSpec
-    color_rgb: tuple[int, int, int] = (255, 80, 0)
-
-    @field_validator("color_rgb")
-    @classmethod
-    def _rgb(cls, v):
-        if any(c < 0 or c > 255 for c in v):
-            raise ValueError("each component must be 0..255")
-        return v
-
-
 class ArchitectureSpec(_Frozen):
+    #: the architectures a manifest may name (a manifest is data, never an import path)
     name: Literal["UNet", "BasicUNet", "SegResNet", "AttentionUnet"]
     args: dict[str, Any]
 

@@ -78,14 +78,19 @@ def load_model(model_dir: Path, device: str = "cpu") -> LoadedModel:
         raise ChecksumError(
             f"{manifest.ref}: weights sha256 {digest[:12]}... does not match the manifest's {manifest.weights.sha256[:12]}..."
         )
-    network = build_network(manifest)
     try:
-        state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-        network.load_state_dict(state)
+        network = network_with_weights(manifest, blob)
     except Exception as exc:  # noqa: BLE001 - any deserialization failure makes the version unusable
         raise ModelError(f"{manifest.ref}: weights cannot be loaded ({type(exc).__name__})") from None
-    network.eval()
     return LoadedModel(manifest, network, model_dir, "cpu").to(device)
+
+
+def network_with_weights(manifest: ModelManifest, blob: bytes) -> torch.nn.Module:
+    """The manifest's network with the state dict in ``blob`` (``weights_only``: no pickle code runs),
+    in eval mode. Raises what torch raises when the weights do not fit; callers name the failure."""
+    network = build_network(manifest)
+    network.load_state_dict(torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True))
+    return network.eval()
 
 
 def resolve_device(requested: str = "auto") -> str:

@@ -5,7 +5,7 @@ source grid (a :class:`medseg.core.volume.Volume` each, so spacing and patient c
 
 Definitions (the reference is the radiologist's corrected mask; foreground = any label > 0):
 
-* **Dice**: MONAI ``compute_dice``. Both masks empty -> 1.0 (agreement on "no tumor").
+* **Dice**: :func:`medseg.core.scoring.dice` (MONAI ``compute_dice``). Both masks empty -> 1.0.
 * **Voxel false-negative rate**: reference tumor volume the model missed / reference tumor volume.
   Undefined (None) when the reference is empty.
 * **False-positive volume** (mL): predicted foreground outside the reference.
@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from medseg.core.scoring import DETECTION_OVERLAP
+from medseg.core.scoring import DETECTION_OVERLAP, dice
 from medseg.core.volume import Volume
 
 STRUCTURE = np.ones((3, 3, 3), bool)
@@ -102,15 +102,6 @@ def _surface_distances(pred: np.ndarray, ref: np.ndarray, spacing) -> tuple[floa
     return hd95, float(torch.cat(distances).float().mean())
 
 
-def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
-    import torch
-    from monai.metrics import compute_dice
-
-    value = compute_dice(torch.from_numpy(pred)[None, None], torch.from_numpy(ref)[None, None],
-                         include_background=True, ignore_empty=False)
-    return float(value.item())
-
-
 def _lesions(mask: np.ndarray, other: np.ndarray, volume: Volume, offset) -> list[LesionRecord]:
     components, count = ndimage.label(mask, structure=STRUCTURE)
     records = []
@@ -148,7 +139,7 @@ def score_review(predicted: Volume, reference: Volume) -> ReviewScores:
     detected = [les.overlap >= DETECTION_OVERLAP for les in ref_lesions]
     large = [les.diameter_mm >= LARGE_LESION_MM for les in ref_lesions]
     return ReviewScores(
-        dice=_dice(p, r),
+        dice=dice(p, r),
         fn_rate=(n_r - n_tp) / n_r if n_r else None,
         fp_volume_ml=round((n_p - n_tp) * voxel_ml, 3),
         volume_diff_ml=round((n_p - n_r) * voxel_ml, 3),

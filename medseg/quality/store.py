@@ -1,7 +1,7 @@
 """Monitoring tables: reviews (with their scores), per-study features for drift, and alerts.
 
 Each write that is a clinical fact (a review scored, an alert fired) commits with its audit
-event in one transaction (STYLE.md #16: audit fails closed).
+event in one transaction (audit fails closed).
 """
 
 from __future__ import annotations

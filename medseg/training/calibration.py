@@ -15,7 +15,8 @@ import torch
 from scipy import ndimage
 
 from medseg.core.phantom import Phantom, generate_phantom
-from medseg.core.pipeline.segment import PipelineSpec, Predictor, Preprocessed, crop_labels, infer, preprocess
+from medseg.core.pipeline.segment import Predictor, Preprocessed, crop_labels, infer, preprocess
+from medseg.core.pipeline.spec import PipelineSpec
 
 VALIDATION_PHANTOM_SEED0 = 800_000
 PEAK_PROBABILITY_CANDIDATES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999)

@@ -27,11 +27,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy import ndimage
 
 from medseg.core.io.nifti import read_nifti
+from medseg.core.labels import CodeSpec, LabelSpec
 from medseg.core.phantom import generate_phantom
-from medseg.core.pipeline.segment import PipelineSpec, preprocess, preprocess_mask, segment
+from medseg.core.pipeline.segment import preprocess, preprocess_mask, segment
+from medseg.core.pipeline.spec import PipelineSpec
 from medseg.core.scoring import evaluate_case, summarize
 from medseg.core.volume import Volume
-from medseg.models.manifest import ArchitectureSpec, CodeSpec, InputSpec, LabelSpec, ModelManifest, WeightsSpec
+from medseg.models.manifest import ArchitectureSpec, InputSpec, ModelManifest, WeightsSpec
 from medseg.models.store import build_network
 from medseg.training.calibration import calibrate_lesion_filters
 

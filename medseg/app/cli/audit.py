@@ -5,6 +5,7 @@ Every read is itself recorded (``audit.read`` / ``audit.exported``, actor ``cli:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import sys
@@ -132,8 +133,7 @@ def export(
     log, auditor, settings = _open(config)
     f = AuditFilter(since=since, until=until, limit=100_000)
     auditor("audit.exported", actor=cli_actor(), format=fmt, filter=f.describe())
-    stream = open(output, "w", encoding="utf-8") if output else sys.stdout
-    try:
+    with open(output, "w", encoding="utf-8") if output else contextlib.nullcontext(sys.stdout) as stream:
         offset, total = 0, 0
         while True:
             rows = query(log, f.model_copy(update={"offset": offset}))
@@ -142,8 +142,5 @@ def export(
             if len(rows) < f.limit:
                 break
             offset += f.limit
-    finally:
-        if output:
-            stream.close()
     if output:
         print(f"exported {total} event(s) to {output}", file=sys.stderr)

@@ -57,7 +57,7 @@ def promote(version: str = typer.Argument(...), reason: str = typer.Option(..., 
     from medseg.app import operations as model_ops
 
     ctx = open_context(config)
-    settings, registry = ctx.settings, ctx.registry
+    registry = ctx.registry
     model = model_name(ctx, name)
     previous, new, result = model_ops.promote(registry, ctx.auditor, model, version, actor=cli_actor(), reason=reason)
     print(f"gate passed: {result['reason']} (Dice {result['dice']:.4f})")
@@ -75,7 +75,7 @@ def rollback(reason: str = typer.Option(..., help="why (recorded)"),
     from medseg.app import operations as model_ops
 
     ctx = open_context(config)
-    settings, registry = ctx.settings, ctx.registry
+    registry = ctx.registry
     model = model_name(ctx, name)
     r = model_ops.rollback(registry, ctx.jobs, ctx.auditor, model, to=to, actor=cli_actor(), reason=reason, reprocess=reprocess)
     print(f"gate passed: {r.gate['reason']} (Dice {r.gate['dice']:.4f})")
@@ -99,7 +99,7 @@ def reference(version: str = typer.Argument(...), name: Optional[str] = NameOpt,
     from medseg.models import gate
 
     ctx = open_context(config)
-    settings, registry = ctx.settings, ctx.registry
+    settings = ctx.settings
     model = model_name(ctx, name)
     ref = gate.make_reference(settings.models_root / model / version)
     print(f"{model}/{version}: reference recorded ({ref.mask_file}, sha256 {ref.mask_sha256[:12]}...)")
@@ -132,7 +132,7 @@ def shadow_cmd(version: Optional[str] = typer.Argument(None, help="candidate ver
     from medseg.core.exceptions import RegistryError
 
     ctx = open_context(config)
-    settings, registry = ctx.settings, ctx.registry
+    registry = ctx.registry
     model = model_name(ctx, name)
     if off == (version is not None):
         raise RegistryError("give a version, or --off", code="registry.bad_arguments")

@@ -1,6 +1,6 @@
 """Find DICOM instances under a folder and group them by series.
 
-Tolerant-but-checked reading (STYLE.md #9): any file name, any nesting,
+Tolerant-but-checked reading: any file name, any nesting,
 non-DICOM files mixed in. Only headers are read here (``stop_before_pixels``);
 pixel data is decoded later for the one selected series.
 

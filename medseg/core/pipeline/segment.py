@@ -1,7 +1,7 @@
 """The segmentation pipeline as pure functions: preprocess -> infer -> postprocess.
 
 ``segment(volume, predictor, spec)`` does no I/O and takes any callable as
-the model (STYLE.md #11): the CLI, the training evaluation and (later) the
+the model: the CLI, the training evaluation and (later) the
 DICOM worker all call it. Geometry is exact end to end:
 
 1. the volume is brought to canonical axes by permutations/flips only;
@@ -30,31 +30,11 @@ from scipy import ndimage
 
 from medseg.core.exceptions import ModelOutputError
 from medseg.core.pipeline.flip_check import flip_check
+from medseg.core.pipeline.spec import PipelineSpec
 from medseg.core.volume import Reorientation, Volume, canonical_reorientation
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class PipelineSpec:
-    """Everything the pipeline needs from a model manifest (see medseg.models.manifest)."""
-
-    spacing_zyx: tuple[float, float, float]
-    window_hu: tuple[float, float]
-    roi_size: tuple[int, int, int]
-    labels: tuple[int, ...] = (1,)
-    overlap: float = 0.25
-    sw_batch_size: int = 2
-    blend_mode: str = "gaussian"
-    #: re-predict candidate lesions on the 8 axis flips of their window (medseg.core.pipeline.flip_check)
-    flip_check: bool = False
-    min_lesion_ml: float = 0.05
-    #: a component is kept only if the model is at least this sure of one of its voxels
-    min_peak_probability: float = 0.0
-    crop_body: bool = True
-    body_threshold_hu: float = -500.0
-    crop_margin_mm: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -81,7 +61,6 @@ class SegmentationOutput:
     mask: Volume  # uint8 label values on the exact source grid
     lesions: list[Lesion]
     timings: dict[str, float] = field(default_factory=dict)
-    model_grid_shape: tuple[int, int, int] = (0, 0, 0)
 
 
 def target_shape(shape, spacing, target_spacing) -> tuple[int, int, int]:
