@@ -1,0 +1,1 @@
+"""Wiring and the doors: ``context.build_context``, the one-process service, the HTTP API, the CLI."""

@@ -1,0 +1,2 @@
+"""Model versions: manifest, store (load + checksum), MONAI bundle import, promotion gate,
+registry (active version, fallback chain), shadow runs."""

@@ -1,0 +1,1 @@
+"""Training and measuring the demonstration model (phantoms, real STS cases, calibration)."""

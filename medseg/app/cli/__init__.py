@@ -1,0 +1,1 @@
+"""The ``medseg`` command line (typer): ``main`` (the commands), ``errors`` (exit codes), ``common``."""

@@ -232,4 +232,4 @@ def segment(
     report("postprocess")
     labels, lesions = postprocess(probabilities, prep, volume, spec)
     timings["postprocess_s"] = time.perf_counter() - t
-    return SegmentationOutput(volume.with_array(labels), lesions, timings, tuple(prep.tensor.shape[2:]))  # type: ignore[arg-type]
+    return SegmentationOutput(volume.with_array(labels), lesions, timings)
