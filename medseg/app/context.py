@@ -21,9 +21,11 @@ from medseg.config import Settings
 from medseg.db import make_engine
 from medseg.jobs.store import JobStore
 from medseg.models.registry import Registry
+from medseg.models.shadow import ShadowStore
 from medseg.quality.alerts import AlertManager
 from medseg.quality.monitor import QualityMonitor
 from medseg.quality.store import MonitoringStore
+from medseg.quality.worklist import Worklist
 
 
 @dataclass
@@ -42,6 +44,14 @@ class AppContext:
         monitor = QualityMonitor(store, self.settings.monitoring, alerts)
         monitor.fallback = slo_fallback(self.registry, self.jobs, self.auditor, monitor.slo_status)
         return monitor
+
+    @property
+    def worklist(self) -> Worklist:
+        return Worklist(self.engine, self.auditor)
+
+    @property
+    def shadow(self) -> ShadowStore:
+        return ShadowStore(self.engine, self.auditor)
 
     def prepare(self) -> AppContext:
         """Create the missing tables and register the default model's first active version."""

@@ -21,7 +21,6 @@ from medseg.jobs.assembly import Assembly
 from medseg.jobs.delivery import DeliveryLoop
 from medseg.jobs.store import JobStore
 from medseg.jobs.worker import Worker, WorkerHooks
-from medseg.models.shadow import ShadowStore
 from medseg.quality.alerts import WebhookLoop
 from medseg.quality.intake import ReviewIntake
 
@@ -46,8 +45,7 @@ class Service:
         self.node = Node(settings.node, self.spool, self.assembly, self.events, self.metrics, self.events.pseudonymize)
         self.delivery = DeliveryLoop(self.jobs, settings.node, self.metrics, send=send_file)
         hooks = WorkerHooks(route=self.delivery.route, delivered=self.delivery.wake, observe=self.monitor.observe_study)
-        self.worker = Worker(self.jobs, settings, self.events, self.metrics, self.registry,
-                             ShadowStore(self.engine, self.events), hooks)
+        self.worker = Worker(self.jobs, settings, self.events, self.metrics, self.registry, ctx.shadow, hooks)
         self.dicom_port: int | None = None
         self.model_error: str | None = None
 

@@ -144,8 +144,7 @@ def shadow_cmd(version: Optional[str] = typer.Argument(None, help="candidate ver
 def compare(candidate: str = typer.Argument(..., help="candidate version"), name: Optional[str] = NameOpt,
             config: Optional[Path] = ConfigOpt) -> None:
     """Agreement of a shadowed candidate with the active version over the studies it ran on."""
-    from medseg.models.shadow import ShadowStore
 
     ctx = open_context(config)
     model = model_name(ctx, name)
-    print(json.dumps(ShadowStore(ctx.engine, ctx.auditor).compare(f"{model}/{candidate}"), indent=2))
+    print(json.dumps(ctx.shadow.compare(f"{model}/{candidate}"), indent=2))

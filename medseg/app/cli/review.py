@@ -65,10 +65,9 @@ def list_reviews(model: Optional[str] = typer.Option(None, help="NAME:VERSION"),
 def worklist(config: Optional[Path] = ConfigOpt,
              fmt: str = typer.Option("table", "--format", help="table | json")) -> None:
     """Studies waiting for re-review (e.g. after a model rollback)."""
-    from medseg.quality.worklist import Worklist
 
     ctx = open_context(config)
-    items = [i.as_dict() for i in Worklist(ctx.engine, ctx.auditor).open_items()]
+    items = [i.as_dict() for i in ctx.worklist.open_items()]
     if fmt == "json":
         print(json.dumps(items, indent=1))
         return

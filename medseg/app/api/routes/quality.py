@@ -11,7 +11,6 @@ from medseg.app.api.deps import ActorDep, ServiceDep, check_uid
 from medseg.app.api.errors import Problem
 from medseg.quality.alerts import payload
 from medseg.quality.report import model_ref, parse_since, summary
-from medseg.quality.worklist import Worklist
 
 router = APIRouter(tags=["quality"])
 MAX_MASK_BYTES = 512 * 1024 * 1024
@@ -58,4 +57,4 @@ def alerts(service: ServiceDep, state: Optional[str] = Query(None, pattern="^(fi
 @router.get("/worklist")
 def worklist(service: ServiceDep) -> dict:
     """Studies waiting for re-review (after a rollback)."""
-    return {"items": [i.as_dict() for i in Worklist(service.engine, service.events).open_items()]}
+    return {"items": [i.as_dict() for i in service.context.worklist.open_items()]}
