@@ -1,6 +1,6 @@
-"""The service layer: one call turns an input study into output files + result.json.
+"""The runner: ``segment_study`` turns an input study into output files + result.json.
 
-The CLI calls it now; the DICOM worker calls the same function later. It is
+``medseg segment`` and the worker (:mod:`medseg.jobs.worker`) call the same function. It is
 the only place that combines I/O, model loading and the pure pipeline.
 """
 
