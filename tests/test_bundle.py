@@ -97,3 +97,35 @@ def test_torchscript_and_mismatched_weights_are_refused(tmp_path):
     (bundle / "configs" / "inference.json").write_text(json.dumps(config))
     r = _cli(tmp_path, tmp_path / "models", bundle)
     assert r.returncode == 2 and "does not fit network_def" in r.stderr
+
+
+ZOO = REPO / "tests" / "data" / "monai-bundles"
+
+
+@pytest.mark.parametrize("bundle,code", [("renalStructures_CECT_segmentation", "bundle.multi_channel"),
+                                         ("lung_nodule_ct_detection", "bundle.not_segmentation")])
+def test_zoo_bundles_medseg_cannot_run_are_refused_in_one_line_leaving_nothing(tmp_path, bundle, code):
+    """Real model-zoo configs: a 3-channel (multi-phase) CT model and a detector. Each is refused before
+    anything is read or written (with or without --trust): exit 2, one line naming the reason."""
+    copy = tmp_path / bundle
+    shutil.copytree(ZOO / bundle, copy)
+    store = tmp_path / "models"
+    for extra in ((), ("--trust",)):
+        result = _cli(tmp_path, store, copy, *extra)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and f"[{code}]" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert not store.exists() or not any(store.iterdir()), "nothing is left in the model store"
+
+
+def test_a_failed_import_leaves_no_empty_model_folder(tmp_path):
+    """A bundle that names more output labels than its network has channels passes the up-front checks
+    and fails while its gate reference is made, after the version folder was created: the store is as before."""
+    bundle = make_bundle(tmp_path)
+    metadata = json.loads((bundle / "configs" / "metadata.json").read_text())
+    metadata["network_data_format"]["outputs"]["pred"]["channel_def"]["2"] = "liver cyst"
+    (bundle / "configs" / "metadata.json").write_text(json.dumps(metadata))
+    store = tmp_path / "models"
+    result = _cli(tmp_path, store, bundle)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert not store.exists() or not any(store.iterdir()), list(store.rglob("*"))

@@ -19,6 +19,7 @@ the manifest before promoting. The imported version gets a gate reference at onc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -103,6 +104,7 @@ def import_bundle(bundle: Path, models_root: Path, *, name: str | None = None, v
         raise BundleError(f"not a MONAI bundle: {Path(exc.filename).relative_to(bundle)} missing") from None
     except json.JSONDecodeError as exc:
         raise BundleError(f"bundle config is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    _check_task(metadata)
     expressions = _expressions(inference) + _expressions(metadata)
     if expressions and not trust:
         raise BundleError(f"the bundle's configs contain code expressions ({', '.join(expressions[:3])}"
@@ -162,8 +164,33 @@ def import_bundle(bundle: Path, models_root: Path, *, name: str | None = None, v
         make_reference(dst)
     except Exception:
         shutil.rmtree(dst, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            dst.parent.rmdir()  # the model's folder, if this version was its only one: nothing left behind
         raise
     return ModelManifest.load(dst)
+
+
+def _check_task(metadata: dict) -> None:
+    """Refuse, before anything is read or written, a bundle that is not 3D single-channel CT
+    segmentation (``metadata.json`` ``network_data_format``): medseg feeds one CT series and
+    writes a SEG, so a multi-channel input or a non-image output could only be wrong."""
+    fmt = metadata.get("network_data_format", {})
+    inputs, outputs = fmt.get("inputs", {}), fmt.get("outputs", {})
+    for key, spec in inputs.items():
+        channels = int(spec.get("num_channels", 1) or 1)
+        if channels != 1:
+            raise BundleError(f"the bundle's input {key!r} has {channels} channels; medseg segments single-channel "
+                              "CT (one series per study)", code="bundle.multi_channel")
+        modality = str(spec.get("modality", "CT") or "CT")
+        if modality.upper() != "CT":
+            raise BundleError(f"the bundle's input {key!r} is {modality}; medseg segments CT",
+                              code="bundle.not_ct")
+    pred = outputs.get("pred", {})
+    kind = str(pred.get("type", "image") or "image")
+    if kind != "image":
+        raise BundleError(f"the bundle's output 'pred' is of type {kind!r} (detection or classification), not a "
+                          "segmentation image; medseg imports segmentation models only",
+                          code="bundle.not_segmentation")
 
 
 def _check_weights(manifest: ModelManifest, blob: bytes) -> None:
