@@ -129,3 +129,53 @@ def test_a_failed_import_leaves_no_empty_model_folder(tmp_path):
     result = _cli(tmp_path, store, bundle)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert not store.exists() or not any(store.iterdir()), list(store.rglob("*"))
+
+
+@pytest.mark.parametrize("name,value,matched", [
+    ("spleen", "78961009", True), ("Right Kidney", "64033007", True), ("kidney_left", "64033007", True),
+    ("IVC", "64131007", True), ("Right adrenal gland", "23451007", True), ("pancreatic tumor", "108369006", True),
+    ("vertebrae_L5", "51282000", True), ("Left Kideny", "91723000", False),  # the BTCV bundle's own spelling
+    ("Portal and Splenic Veins", "91723000", False)])
+def test_label_names_map_to_snomed_codes_from_the_dicom_dictionary(name, value, matched):
+    from medseg.models.codes import label_codes
+
+    codes = label_codes(name)
+    assert (codes.type.value, codes.type.scheme, codes.matched) == (value, "SCT", matched)
+
+
+def test_zoo_metadata_is_kept_and_shown_and_uncoded_labels_warned(tmp_path):
+    """The spleen bundle's real metadata.json (with a label the dictionary does not know added) around
+    the test bundle's network: provenance in the manifest, in `models show`, a warning for the uncoded label."""
+    bundle = make_bundle(tmp_path)
+    metadata = json.loads((ZOO / "spleen_ct_segmentation" / "configs" / "metadata.json").read_text())
+    metadata["network_data_format"]["outputs"]["pred"]["channel_def"] = {"0": "background", "1": "spleen",
+                                                                         "2": "Left Kideny"}
+    (bundle / "configs" / "metadata.json").write_text(json.dumps(metadata))
+    inference = json.loads((bundle / "configs" / "inference.json").read_text())
+    inference["network_def"]["out_channels"] = 3
+    (bundle / "configs" / "inference.json").write_text(json.dumps(inference))
+    import torch
+    from monai.networks.nets import UNet
+
+    torch.manual_seed(0)  # weights for the 3-channel network, made here (the zoo ships none)
+    net = UNet(**{k: v for k, v in inference["network_def"].items() if k != "_target_"})
+    torch.save(net.state_dict(), bundle / "models" / "model.pt")
+    shutil.copyfile(ZOO / "spleen_ct_segmentation" / "LICENSE", bundle / "LICENSE")
+    store = tmp_path / "models"
+    result = _cli(tmp_path, store, bundle, "--name", "spleen", "--version", "0.5.0")
+    assert result.returncode == 0, result.stderr
+    assert "warning: no SNOMED CT code found for 1 label(s)" in result.stderr and "Left Kideny" in result.stderr
+    p = ModelManifest.load(store / "spleen" / "0.5.0").provenance
+    assert (p.source, p.name, p.authors) == ("MONAI bundle", metadata["name"], "MONAI team")
+    assert p.data_source == metadata["data_source"] and p.intended_use == metadata["intended_use"]
+    assert p.published_metrics == metadata["eval_metrics"] and p.license.startswith("Apache License")
+    assert p.label_names == {1: "spleen", 2: "Left Kideny"} and p.uncoded_labels == ("Left Kideny",)
+    env = {"MEDSEG_SERVICE__DATA_DIR": str(tmp_path / "data"), "MEDSEG_MODELS_ROOT": str(store),
+           "MEDSEG_DEFAULT_MODEL": "spleen/0.5.0", "PATH": "/usr/bin:/bin"}
+    shown = subprocess.run([sys.executable, "-m", "medseg", "models", "show", "0.5.0"], capture_output=True,
+                           text=True, env=env)
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    assert data["provenance"]["authors"] == "MONAI team" and data["provenance"]["task"] == metadata["task"]
+    assert [(x["name"], x["type"]["value"]) for x in data["labels"]] == [("spleen", "78961009"),
+                                                                        ("Left Kideny", "91723000")]

@@ -12,9 +12,11 @@ values are resolved by ``monai.bundle.ConfigParser`` (which runs the expressions
 bundle whose source you trust. TorchScript weights (``model.ts``) are refused: the model store
 keeps state dicts that are checked and loaded without code execution.
 
-Label codes: a bundle has names only. Names that say tumor/lesion/cancer/metastasis get SNOMED CT
-"Morphologically Abnormal Structure / Neoplasm"; others "Anatomical Structure"; review them in
-the manifest before promoting. The imported version gets a gate reference at once.
+Label codes: a bundle has names only; :func:`medseg.models.codes.label_codes` maps them to SNOMED
+CT (neoplasm, a named structure from DICOM's dictionary, else the generic "Anatomical Structure",
+listed in ``provenance.uncoded_labels`` for review before promoting). The bundle's metadata
+(authors, copyright, licence, data source, intended use, published metrics, label names) is kept
+in the manifest's ``provenance``. The imported version gets a gate reference at once.
 """
 
 from __future__ import annotations
@@ -30,13 +32,17 @@ from typing import Any
 import torch
 
 from medseg.core.exceptions import BundleError
-from medseg.core.labels import CodeSpec, LabelSpec
-from medseg.models.manifest import ArchitectureSpec, InferenceSpec, InputSpec, ModelManifest, WeightsSpec
+from medseg.core.labels import LabelSpec
+from medseg.models.codes import label_codes
+from medseg.models.manifest import (
+    ArchitectureSpec,
+    InferenceSpec,
+    InputSpec,
+    ModelManifest,
+    ProvenanceSpec,
+    WeightsSpec,
+)
 
-NEOPLASM = (CodeSpec(value="49755003", scheme="SCT", meaning="Morphologically Abnormal Structure"),
-            CodeSpec(value="108369006", scheme="SCT", meaning="Neoplasm"))
-ANATOMY = (CodeSpec(value="91723000", scheme="SCT", meaning="Anatomical Structure"),
-           CodeSpec(value="91723000", scheme="SCT", meaning="Anatomical Structure"))
 COLORS = [(255, 96, 0), (0, 160, 255), (60, 200, 60), (220, 40, 160), (240, 220, 0)]
 
 
@@ -90,8 +96,32 @@ class _Resolver:
 
 
 def _label_spec(value: int, name: str) -> LabelSpec:
-    category, kind = NEOPLASM if re.search(r"tumou?r|lesion|cancer|neoplas|metast", name, re.I) else ANATOMY
-    return LabelSpec(value=value, name=name[:64], category=category, type=kind, color_rgb=COLORS[(value - 1) % len(COLORS)])
+    codes = label_codes(name)
+    return LabelSpec(value=value, name=name[:64], category=codes.category, type=codes.type,
+                     color_rgb=COLORS[(value - 1) % len(COLORS)])
+
+
+def _text(value: Any, limit: int = 500) -> str:
+    """A metadata value as one line of text (authors may be a list)."""
+    if isinstance(value, (list, tuple)):
+        value = ", ".join(str(v) for v in value)
+    return " ".join(str(value or "").split())[:limit]
+
+
+def _provenance(bundle: Path, metadata: dict, channels: dict) -> ProvenanceSpec:
+    license_file = bundle / "LICENSE"
+    license_line = next((line.strip() for line in license_file.read_text(errors="replace").splitlines()
+                         if line.strip()), "") if license_file.is_file() else ""
+    names = {int(k): str(v) for k, v in channels.items() if int(k) > 0}
+    metrics = metadata.get("eval_metrics")
+    return ProvenanceSpec(
+        source="MONAI bundle", name=_text(metadata.get("name"), 200), version=_text(metadata.get("version"), 64),
+        task=_text(metadata.get("task"), 200), authors=_text(metadata.get("authors")),
+        copyright=_text(metadata.get("copyright")), license=_text(metadata.get("license") or license_line, 200),
+        data_source=_text(metadata.get("data_source")), intended_use=_text(metadata.get("intended_use")),
+        references=tuple(_text(r) for r in metadata.get("references", []) or []),
+        published_metrics=metrics if isinstance(metrics, dict) else {},
+        label_names=names, uncoded_labels=tuple(n for n in names.values() if not label_codes(n).matched))
 
 
 def import_bundle(bundle: Path, models_root: Path, *, name: str | None = None, version: str | None = None,
@@ -153,6 +183,7 @@ def import_bundle(bundle: Path, models_root: Path, *, name: str | None = None, v
         weights=WeightsSpec(file="model.pt", sha256=hashlib.sha256(blob).hexdigest()),
         training={"source": f"MONAI bundle {metadata.get('name', bundle.name)} {metadata.get('version', '')}",
                   "trusted_expressions": bool(expressions)},
+        provenance=_provenance(bundle, metadata, channels),
     )
     _check_weights(manifest, blob)
     dst.mkdir(parents=True)

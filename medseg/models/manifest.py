@@ -104,6 +104,28 @@ class ReferenceSpec(_Frozen):
         return WeightsSpec._plain_name(v)
 
 
+class ProvenanceSpec(_Frozen):
+    """Where an imported model comes from, as its authors published it (a MONAI bundle's
+    ``metadata.json`` and ``LICENSE``); shown by ``medseg models show``."""
+
+    source: str = Field(min_length=1, max_length=64)  # e.g. "MONAI bundle"
+    name: str = ""
+    version: str = ""
+    task: str = ""
+    authors: str = ""
+    copyright: str = ""
+    license: str = ""
+    data_source: str = ""
+    intended_use: str = ""
+    references: tuple[str, ...] = ()
+    #: the metrics the authors report (``eval_metrics``), as published: not measured here
+    published_metrics: dict[str, Any] = Field(default_factory=dict)
+    #: output channel -> the authors' label name
+    label_names: dict[int, str] = Field(default_factory=dict)
+    #: label names no SNOMED CT code was found for (coded as the generic "Anatomical Structure")
+    uncoded_labels: tuple[str, ...] = ()
+
+
 class ModelManifest(_Frozen):
     schema_version: Literal[1] = 1
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,47}$")
@@ -119,6 +141,7 @@ class ModelManifest(_Frozen):
     training: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     reference: ReferenceSpec | None = None
+    provenance: ProvenanceSpec | None = None
 
     @field_validator("labels")
     @classmethod

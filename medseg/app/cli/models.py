@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -47,6 +48,10 @@ def show(version: str = typer.Argument(...), name: Optional[str] = NameOpt, conf
                       "architecture": m.architecture.model_dump(), "input": m.input.model_dump(mode="json"),
                       "reference": m.reference.model_dump(mode="json") if m.reference else None,
                       "metrics": m.metrics,
+                      "labels": [{"value": label.value, "name": label.name,
+                                  "category": label.category.model_dump(), "type": label.type.model_dump()}
+                                 for label in m.labels],
+                      "provenance": m.provenance.model_dump(mode="json") if m.provenance else None,
                       "history": [h.as_dict() for h in registry.history(model)]}, indent=2, default=str))
 
 
@@ -116,8 +121,13 @@ def import_bundle_cmd(path: Path = typer.Argument(..., help="MONAI bundle folder
 
     ctx = open_context(config)
     m = import_bundle(path, ctx.settings.models_root, name=name, version=version, trust=trust)
+    uncoded = list(m.provenance.uncoded_labels) if m.provenance else []
     ctx.auditor("model.imported", actor=cli_actor(), model=m.ref, sha256=m.weights.sha256, trusted=trust,
-            source=m.training.get("source"))
+            source=m.training.get("source"), uncoded_labels=uncoded or None)
+    if uncoded:
+        print(f"warning: no SNOMED CT code found for {len(uncoded)} label(s), coded as the generic "
+              f"'Anatomical Structure' (review before promoting): {', '.join(uncoded[:10])}"
+              + (" ..." if len(uncoded) > 10 else ""), file=sys.stderr)
     print(f"imported {m.ref} ({m.architecture.name}, spacing {m.input.spacing_xyz_mm} mm, window {m.input.window_hu}, "
           f"labels {[label.name for label in m.labels]}); promote it with `medseg models promote {m.version} "
           f"--name {m.name} --reason ...`")
