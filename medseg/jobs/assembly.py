@@ -97,6 +97,16 @@ class Assembly(Ticker):
                 self._pending.setdefault((row.study_uid, row.series_uid), _Pending(row.calling_ae, now))
             return len(self._pending)
 
+    def start(self) -> None:
+        """Start the loop. The quiet period of every series recovered after a restart runs from now,
+        not from the recovery: a sender can only resume once the node listens, and loading the model
+        in between must not complete a series that was cut off mid-transfer."""
+        now = self.clock()
+        with self._lock:
+            for entry in self._pending.values():
+                entry.last_arrival = max(entry.last_arrival, now)
+        super().start()
+
     def tick(self) -> None:
         """Complete every series whose quiet period (and grace, if any) has passed."""
         now = self.clock()
