@@ -131,8 +131,8 @@ def test_cuda_out_of_memory_retries_on_cpu_and_says_degraded():
         return threshold_predictor(x)
 
     volume = Volume(np.random.default_rng(0).choice([0.1, 0.9], size=(9, 16, 16)).astype(np.float32), np.eye(4))
-    outcome = segment_with_fallback(volume, flaky, _spec(volume), device="cpu", amp=False,
-                                    move_to_cpu=lambda: calls.update(moved=True))
+    outcome = segment_with_fallback(lambda on, amp: segment(volume, flaky, _spec(volume), device=on, amp=amp),
+                                    device="cpu", amp=False, move_to_cpu=lambda: calls.update(moved=True))
     assert outcome.device == "cpu" and calls["moved"]
     assert "out of memory" in outcome.degraded_reason
     assert np.array_equal(outcome.output.mask.array, (volume.array > 0.5).astype(np.uint8))

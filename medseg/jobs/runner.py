@@ -20,8 +20,7 @@ from medseg import __version__
 from medseg.config import Settings
 from medseg.core.features import study_features
 from medseg.core.io import LoadedStudy, load_study, write_nifti
-from medseg.core.pipeline.segment import Predictor, SegmentationOutput, segment
-from medseg.core.pipeline.spec import PipelineSpec
+from medseg.core.pipeline.segment import SegmentationOutput
 from medseg.core.schemas import InputInfo, LesionOut, ModelRef, SegmentationResult, SegOut
 from medseg.core.seg import write_seg
 from medseg.models.store import LoadedModel, load_model, resolve_device
@@ -39,19 +38,18 @@ class RunOutcome:
 
 
 def segment_with_fallback(
-    volume, predictor: Predictor, spec: PipelineSpec, *, device: str, amp: bool,
-    move_to_cpu: Callable[[], None] = lambda: None, progress: Progress | None = None,
+    run: Callable[[str, bool], SegmentationOutput], *, device: str, amp: bool,
+    move_to_cpu: Callable[[], None] = lambda: None,
 ) -> RunOutcome:
-    """Run the pipeline; a CUDA out-of-memory error retries on the CPU and says so."""
+    """``run(device, amp)`` once; a CUDA out-of-memory error retries on the CPU and says so."""
     try:
-        return RunOutcome(segment(volume, predictor, spec, device=device, amp=amp, progress=progress), device, None)
+        return RunOutcome(run(device, amp), device, None)
     except torch.cuda.OutOfMemoryError:
         log.warning("CUDA out of memory on %s; retrying on CPU (degraded)", device)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         move_to_cpu()
-        output = segment(volume, predictor, spec, device="cpu", amp=False, progress=progress)
-        return RunOutcome(output, "cpu", f"CUDA out of memory on {device}; ran on CPU")
+        return RunOutcome(run("cpu", False), "cpu", f"CUDA out of memory on {device}; ran on CPU")
 
 
 def segment_study(
@@ -88,8 +86,8 @@ def segment_study(
     timings["model_load"] = time.perf_counter() - t
 
     outcome = segment_with_fallback(
-        study.volume, loaded, loaded.manifest.pipeline_spec(), device=resolved, amp=settings.amp,
-        move_to_cpu=lambda: loaded.to("cpu"), progress=report,
+        lambda on, amp: loaded.segment(study.volume, device=on, amp=amp, progress=report),
+        device=resolved, amp=settings.amp, move_to_cpu=lambda: loaded.to("cpu"),
     )
     timings.update({k.removesuffix("_s"): v for k, v in outcome.output.timings.items()})
 

@@ -1,16 +1,18 @@
-"""Import a MONAI bundle (configs/metadata.json, configs/inference.json, models/model.pt) as a model version.
+"""Import a MONAI bundle (``configs/metadata.json``, ``configs/inference.json`` or ``.yaml``,
+``models/model.pt``) as a model version that runs exactly as MONAI runs it.
 
-What is taken from the bundle: the network definition (``network_def``: one of the MONAI
-architectures a manifest may name), the target spacing (``Spacingd.pixdim``), the intensity
-window (``ScaleIntensityRanged.a_min/a_max``), the sliding-window settings
-(``SlidingWindowInferer.roi_size/overlap/sw_batch_size``) and the label names
-(``metadata.json`` ``network_data_format.outputs.pred.channel_def``).
+The version keeps the bundle's config (``bundle/configs/``) and runs it with
+:mod:`medseg.models.bundle_pipeline` (``inference.engine`` "monai-bundle"): the bundle's own
+pre-processing, network (any ``monai.networks.nets`` class, built by MONAI from ``network_def``),
+inferer and post-processing, less loading and saving. The manifest's ``input`` only describes it.
 
-MONAI evaluates ``$`` expressions in bundle configs (arbitrary Python). Without ``trust`` any
-``$`` value is refused; ``@`` references are resolved here as plain lookups. With ``trust`` the
-values are resolved by ``monai.bundle.ConfigParser`` (which runs the expressions): only for a
-bundle whose source you trust. TorchScript weights (``model.ts``) are refused: the model store
-keeps state dicts that are checked and loaded without code execution.
+Refused before anything is written (exit 2, one line): a bundle that is not single-channel CT
+segmentation (``metadata.json``), and one whose parts medseg runs (``network_def``,
+``preprocessing``, ``inferer``, ``postprocessing`` and what they reference) contain ``$``
+expressions, unless ``trust`` is given: MONAI would execute them. Expressions elsewhere (imports,
+device, datalist, evaluator) are never run and need no trust. TorchScript weights (``model.ts``) are
+refused: the model store keeps state dicts, checked and loaded without code execution
+(``torch.load(weights_only=True)``).
 
 Label codes: a bundle has names only; :func:`medseg.models.codes.label_codes` maps them to SNOMED
 CT (neoplasm, a named structure from DICOM's dictionary, else the generic "Anatomical Structure",
@@ -46,6 +48,10 @@ from medseg.models.manifest import (
 COLORS = [(255, 96, 0), (0, 160, 255), (60, 200, 60), (220, 40, 160), (240, 220, 0)]
 
 
+RUN_IDS = ("network_def", "preprocessing", "inferer", "postprocessing")
+REF = re.compile(r"@([A-Za-z0-9_#]+)")
+
+
 def _expressions(obj, path="") -> list[str]:
     if isinstance(obj, dict):
         return [p for k, v in obj.items() for p in _expressions(v, f"{path}#{k}" if path else str(k))]
@@ -54,45 +60,48 @@ def _expressions(obj, path="") -> list[str]:
     return [path] if isinstance(obj, str) and obj.startswith("$") else []
 
 
-def _find(obj, target_suffix: str) -> dict | None:
-    """The first dict whose ``_target_`` ends with ``target_suffix`` (depth first)."""
-    if isinstance(obj, dict):
-        if str(obj.get("_target_", "")).split(".")[-1] == target_suffix:
-            return obj
-        obj = list(obj.values())
-    if isinstance(obj, list):
-        for v in obj:
-            found = _find(v, target_suffix)
-            if found is not None:
-                return found
+def _find_id(config: dict, key: str, target_suffix: str) -> str | None:
+    """The config id (``preprocessing#transforms#3``) of the first transform in ``config[key]`` whose
+    ``_target_`` ends with ``target_suffix``."""
+    transforms = (config.get(key) or {}).get("transforms", []) if isinstance(config.get(key), dict) else []
+    for i, item in enumerate(transforms):
+        if isinstance(item, dict) and str(item.get("_target_", "")).split(".")[-1] == target_suffix:
+            return f"{key}#transforms#{i}"
     return None
 
 
-class _Resolver:
-    """``@key`` -> the top-level value (plain lookup); ``$expr`` -> MONAI's own ConfigExpression (trusted only)."""
+def _get(config: Any, cid: str) -> Any:
+    for part in cid.split("#"):
+        config = config[int(part)] if isinstance(config, list) else config[part]
+    return config
 
-    def __init__(self, config: dict, trust: bool) -> None:
-        self.config, self.trust = config, trust
 
-    def __call__(self, value: Any, where: str) -> Any:
-        if isinstance(value, str) and value.startswith("@"):
-            key = value[1:]
-            if key not in self.config:
-                raise BundleError(f"{where}: reference {value} not found in inference.json")
-            return self(self.config[key], key)
-        if isinstance(value, str) and value.startswith("$"):
-            if not self.trust:
-                raise BundleError(f"{where}: expression values need --trust", code="bundle.needs_trust")
-            import monai
-            import numpy
-            from monai.bundle.config_item import ConfigExpression
-
-            return ConfigExpression(config=value, id=where, globals={"monai": monai, "torch": torch, "np": numpy}).evaluate()
-        if isinstance(value, list):
-            return [self(v, f"{where}#{i}") for i, v in enumerate(value)]
-        if isinstance(value, dict):
-            return {k: self(v, f"{where}#{k}") for k, v in value.items() if k != "_target_"}
-        return value
+def _needed_expressions(config: dict, roots=RUN_IDS) -> list[str]:
+    """Ids of the ``$`` expressions that running the bundle evaluates: in ``roots`` and everything
+    they reference (``@id``), the I/O transforms already removed. Fields medseg never runs (imports,
+    device, datalist, evaluator, handlers) are not looked at."""
+    seen, found, todo = set(), [], list(roots)
+    while todo:
+        cid = todo.pop()
+        if cid in seen:
+            continue
+        seen.add(cid)
+        try:
+            value = _get(config, cid)
+        except (KeyError, IndexError, ValueError, TypeError):
+            raise BundleError(f"the bundle's config has no {cid!r} (referenced by what medseg runs)") from None
+        stack = [(cid, value)]
+        while stack:
+            where, v = stack.pop()
+            if isinstance(v, dict):
+                stack += [(f"{where}#{k}", x) for k, x in v.items()]
+            elif isinstance(v, list):
+                stack += [(f"{where}#{i}", x) for i, x in enumerate(v)]
+            elif isinstance(v, str):
+                if v.startswith("$") or v.startswith("%"):
+                    found.append(where)
+                todo += [ref.rstrip("#") for ref in REF.findall(v)]
+    return sorted(found)
 
 
 def _label_spec(value: int, name: str) -> LabelSpec:
@@ -126,36 +135,30 @@ def _provenance(bundle: Path, metadata: dict, channels: dict) -> ProvenanceSpec:
 
 def import_bundle(bundle: Path, models_root: Path, *, name: str | None = None, version: str | None = None,
                   trust: bool = False) -> ModelManifest:
+    from medseg.models.bundle_pipeline import CONFIG_NAMES, find_config, without_io
+
     bundle = Path(bundle)
+    configs = bundle / "configs"
+    config_file = find_config(configs)
     try:
-        metadata = json.loads((bundle / "configs" / "metadata.json").read_text())
-        inference = json.loads((bundle / "configs" / "inference.json").read_text())
+        metadata = json.loads((configs / "metadata.json").read_text())
+        if config_file is None:
+            raise FileNotFoundError(2, "missing", str(configs / CONFIG_NAMES[0]))
+        config = without_io(_read(config_file))
     except FileNotFoundError as exc:
         raise BundleError(f"not a MONAI bundle: {Path(exc.filename).relative_to(bundle)} missing") from None
     except json.JSONDecodeError as exc:
         raise BundleError(f"bundle config is not valid JSON ({exc.msg}, line {exc.lineno})") from None
     _check_task(metadata)
-    expressions = _expressions(inference) + _expressions(metadata)
+    if not isinstance(config, dict) or any(k not in config for k in RUN_IDS):
+        raise BundleError(f"{config_file.name} must define {', '.join(RUN_IDS)} (what medseg runs)")
+    expressions = _needed_expressions(config)
     if expressions and not trust:
-        raise BundleError(f"the bundle's configs contain code expressions ({', '.join(expressions[:3])}"
+        raise BundleError(f"what medseg runs of the bundle contains code expressions ({', '.join(expressions[:3])}"
                           f"{'...' if len(expressions) > 3 else ''}); MONAI would execute them. Import with --trust "
                           "only if you trust its source", code="bundle.needs_trust")
     if (bundle / "models" / "model.ts").exists() and not (bundle / "models" / "model.pt").exists():
         raise BundleError("TorchScript weights (models/model.ts) are not accepted; export a state dict as model.pt")
-    resolve = _Resolver(inference, trust)
-
-    net = inference.get("network_def")
-    if not isinstance(net, dict) or "_target_" not in net:
-        raise BundleError("inference.json has no network_def with a _target_")
-    arch_name = str(resolve(net["_target_"], "network_def#_target_")).split(".")[-1]
-    args = resolve(net, "network_def")
-    spacing = _find(inference, "Spacingd") or _find(inference, "Spacing")
-    window = _find(inference, "ScaleIntensityRanged") or _find(inference, "ScaleIntensityRange")
-    inferer = _find(inference, "SlidingWindowInferer")
-    if spacing is None or window is None or inferer is None:
-        raise BundleError("inference.json must define Spacingd, ScaleIntensityRanged and a SlidingWindowInferer")
-    pixdim = [float(x) for x in resolve(spacing["pixdim"], "Spacingd#pixdim")]
-    roi = [int(x) for x in resolve(inferer["roi_size"], "SlidingWindowInferer#roi_size")]
     channels = metadata.get("network_data_format", {}).get("outputs", {}).get("pred", {}).get("channel_def", {})
     labels = tuple(_label_spec(int(k), str(v)) for k, v in sorted(channels.items(), key=lambda kv: int(kv[0]))
                    if int(k) > 0)
@@ -168,26 +171,33 @@ def import_bundle(bundle: Path, models_root: Path, *, name: str | None = None, v
     if dst.exists():
         raise BundleError(f"{name}/{version} already exists in the model store", code="bundle.exists")
     weights = bundle / "models" / "model.pt"
-    blob = weights.read_bytes()
+    try:
+        blob = weights.read_bytes()
+    except OSError:
+        raise BundleError("not a MONAI bundle: models/model.pt missing") from None
+    parser = _parser(configs)
+    network = _network(parser, blob)
     manifest = ModelManifest(
         name=name, version=version,
         description=str(metadata.get("name") or metadata.get("description") or "imported MONAI bundle")[:200],
         intended_use=str(metadata.get("intended_use", "see the bundle's documentation"))[:500],
-        architecture=ArchitectureSpec(name=arch_name, args=args),
-        input=InputSpec(spacing_xyz_mm=tuple(pixdim), window_hu=(float(resolve(window["a_min"], "a_min")),
-                                                                   float(resolve(window["a_max"], "a_max"))),
-                        roi_size_zyx=tuple(reversed(roi))),
+        architecture=ArchitectureSpec(name=type(network).__name__,
+                                      args={k: v for k, v in config["network_def"].items() if k != "_target_"}),
+        input=_input_spec(config, parser),
         labels=labels,
-        inference=InferenceSpec(overlap=float(resolve(inferer.get("overlap", 0.25), "overlap")),
-                                sw_batch_size=int(resolve(inferer.get("sw_batch_size", 1), "sw_batch_size"))),
+        inference=InferenceSpec(engine="monai-bundle", bundle_configs=BUNDLE_CONFIGS),
         weights=WeightsSpec(file="model.pt", sha256=hashlib.sha256(blob).hexdigest()),
         training={"source": f"MONAI bundle {metadata.get('name', bundle.name)} {metadata.get('version', '')}",
-                  "trusted_expressions": bool(expressions)},
+                  "trusted_expressions": bool(expressions), "config": config_file.name},
         provenance=_provenance(bundle, metadata, channels),
     )
-    _check_weights(manifest, blob)
     dst.mkdir(parents=True)
     try:
+        (dst / BUNDLE_CONFIGS).mkdir(parents=True)
+        shutil.copyfile(config_file, dst / BUNDLE_CONFIGS / config_file.name)
+        shutil.copyfile(configs / "metadata.json", dst / BUNDLE_CONFIGS / "metadata.json")
+        if (bundle / "LICENSE").is_file():
+            shutil.copyfile(bundle / "LICENSE", dst / "bundle" / "LICENSE")
         shutil.copyfile(weights, dst / "model.pt")
         manifest.dump(dst)
         from medseg.models.gate import make_reference
@@ -199,6 +209,65 @@ def import_bundle(bundle: Path, models_root: Path, *, name: str | None = None, v
             dst.parent.rmdir()  # the model's folder, if this version was its only one: nothing left behind
         raise
     return ModelManifest.load(dst)
+
+
+BUNDLE_CONFIGS = "bundle/configs"
+
+
+def _read(path: Path) -> dict:
+    """A bundle config, JSON or YAML, as MONAI's ConfigParser reads it."""
+    from monai.bundle import ConfigParser
+
+    if path.suffix == ".json":
+        return json.loads(path.read_text())
+    try:
+        return ConfigParser.load_config_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - the YAML parser's many error types
+        raise BundleError(f"bundle config {path.name} is not valid YAML ({type(exc).__name__})") from None
+
+
+def _parser(configs: Path):
+    from medseg.models.bundle_pipeline import parser_for
+
+    return parser_for(configs, configs.parent)
+
+
+def _network(parser, blob: bytes) -> torch.nn.Module:
+    """The network the bundle declares, built by MONAI, with the bundle's weights (weights only)."""
+    import io
+
+    from medseg.models.bundle_pipeline import quiet_monai
+
+    try:
+        with quiet_monai():
+            network = parser.get_parsed_content("network_def")
+    except Exception as exc:  # noqa: BLE001 - MONAI wraps the network's own error
+        cause = exc.__cause__ or exc
+        raise BundleError(f"network_def cannot be built by the installed MONAI ({type(cause).__name__}: "
+                          f"{str(cause).splitlines()[0][:160]})", code="bundle.network") from None
+    try:
+        network.load_state_dict(torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True))
+    except Exception as exc:  # noqa: BLE001 - any mismatch makes the bundle unusable
+        raise BundleError(f"models/model.pt does not fit network_def ({type(exc).__name__})") from None
+    return network
+
+
+def _input_spec(config: dict, parser) -> InputSpec:
+    """What the bundle feeds its network, as its config declares it (descriptive: MONAI runs it)."""
+    def value(target: str, field: str):
+        cid = _find_id(config, "preprocessing", target)
+        if cid is None or field not in _get(config, cid):
+            return None
+        return parser.get_parsed_content(f"{cid}#{field}", instantiate=False)
+
+    pixdim, low, high = value("Spacingd", "pixdim"), value("ScaleIntensityRanged", "a_min"), value(
+        "ScaleIntensityRanged", "a_max")
+    axcodes = value("Orientationd", "axcodes")
+    roi = parser.get_parsed_content("inferer#roi_size", instantiate=False) if "roi_size" in config["inferer"] else None
+    return InputSpec(spacing_xyz_mm=tuple(float(x) for x in pixdim) if pixdim is not None else None,
+                     window_hu=(float(low), float(high)) if low is not None and high is not None else None,
+                     roi_size_zyx=tuple(int(x) for x in reversed(list(roi))) if roi is not None else None,
+                     orientation=str(axcodes) if axcodes else "as stored")
 
 
 def _check_task(metadata: dict) -> None:
@@ -224,10 +293,3 @@ def _check_task(metadata: dict) -> None:
                           code="bundle.not_segmentation")
 
 
-def _check_weights(manifest: ModelManifest, blob: bytes) -> None:
-    from medseg.models.store import network_with_weights
-
-    try:
-        network_with_weights(manifest, blob)
-    except Exception as exc:  # noqa: BLE001 - any mismatch makes the bundle unusable
-        raise BundleError(f"models/model.pt does not fit network_def ({type(exc).__name__})") from None

@@ -43,10 +43,8 @@ def _phantom(ref: ReferenceSpec | None = None):
 
 def _segment(model_dir: Path, ref: ReferenceSpec | None = None) -> np.ndarray:
     from medseg.models.store import load_model
-    from medseg.core.pipeline.segment import segment
 
-    loaded = load_model(model_dir)
-    return segment(_phantom(ref).image, loaded, loaded.manifest.pipeline_spec()).mask.array
+    return load_model(model_dir).segment(_phantom(ref).image).mask.array
 
 
 def make_reference(model_dir: Path) -> ReferenceSpec:

@@ -28,30 +28,42 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+#: the architectures medseg's own pipeline may build from a manifest (a manifest is data, never an
+#: import path); an imported MONAI bundle's network is built by MONAI from the bundle's config
+MEDSEG_ARCHITECTURES = ("UNet", "BasicUNet", "SegResNet", "AttentionUnet")
+
+
 class ArchitectureSpec(_Frozen):
-    #: the architectures a manifest may name (a manifest is data, never an import path)
-    name: Literal["UNet", "BasicUNet", "SegResNet", "AttentionUnet"]
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
     args: dict[str, Any]
 
 
 class InputSpec(_Frozen):
-    spacing_xyz_mm: tuple[float, float, float]
-    window_hu: tuple[float, float]
-    roi_size_zyx: tuple[int, int, int]
-    orientation: Literal["canonical-SPL"] = "canonical-SPL"
+    """What the network is given. For medseg's own pipeline every field is required; for an imported
+    bundle (``inference.engine`` "monai-bundle") they describe its config and may be unknown (None)."""
+
+    spacing_xyz_mm: tuple[float, float, float] | None
+    window_hu: tuple[float, float] | None
+    roi_size_zyx: tuple[int, int, int] | None
+    #: canonical-SPL: medseg's axes; RAS etc.: what the bundle's Orientationd declares
+    orientation: str = "canonical-SPL"
 
     @model_validator(mode="after")
     def _check(self):
-        if any(s <= 0 for s in self.spacing_xyz_mm):
+        if self.spacing_xyz_mm is not None and any(s <= 0 for s in self.spacing_xyz_mm):
             raise ValueError("spacing_xyz_mm must be positive")
-        if self.window_hu[0] >= self.window_hu[1]:
+        if self.window_hu is not None and self.window_hu[0] >= self.window_hu[1]:
             raise ValueError("window_hu must be (low, high) with low < high")
-        if any(r < 8 for r in self.roi_size_zyx):
+        if self.roi_size_zyx is not None and any(r < 8 for r in self.roi_size_zyx):
             raise ValueError("roi_size_zyx must be at least 8 voxels per axis")
         return self
 
 
 class InferenceSpec(_Frozen):
+    #: medseg: medseg's pipeline (medseg.core.pipeline); monai-bundle: the bundle's own transforms and
+    #: inferer, run by MONAI (medseg.models.bundle_pipeline) from the configs in ``bundle_configs``
+    engine: Literal["medseg", "monai-bundle"] = "medseg"
+    bundle_configs: str = ""
     overlap: float = Field(default=0.25, ge=0, lt=1)
     sw_batch_size: int = Field(default=2, ge=1)
     blend_mode: Literal["gaussian", "constant"] = "gaussian"
@@ -142,6 +154,19 @@ class ModelManifest(_Frozen):
     metrics: dict[str, Any] = Field(default_factory=dict)
     reference: ReferenceSpec | None = None
     provenance: ProvenanceSpec | None = None
+
+    @model_validator(mode="after")
+    def _engine(self):
+        if self.inference.engine == "medseg":
+            if self.architecture.name not in MEDSEG_ARCHITECTURES:
+                raise ValueError(f"architecture.name must be one of {list(MEDSEG_ARCHITECTURES)}")
+            i = self.input
+            if i.spacing_xyz_mm is None or i.window_hu is None or i.roi_size_zyx is None or \
+                    i.orientation != "canonical-SPL":
+                raise ValueError("input needs spacing_xyz_mm, window_hu, roi_size_zyx and canonical-SPL axes")
+        elif not self.inference.bundle_configs or "/.." in f"/{self.inference.bundle_configs}":
+            raise ValueError("inference.bundle_configs must name the bundle's configs folder in the version")
+        return self
 
     @field_validator("labels")
     @classmethod

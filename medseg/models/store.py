@@ -22,7 +22,13 @@ from medseg.core.exceptions import ChecksumError, DeviceError, ModelError, Model
 from medseg.models.manifest import ModelManifest
 
 
-def build_network(manifest: ModelManifest) -> torch.nn.Module:
+def build_network(manifest: ModelManifest, model_dir: Path | None = None) -> torch.nn.Module:
+    """medseg's engine: a whitelisted MONAI network from the manifest's arguments. An imported bundle:
+    the network its config declares, built by MONAI's ConfigParser (``network_def``)."""
+    if manifest.inference.engine == "monai-bundle":
+        from medseg.models.bundle_pipeline import build_bundle_network
+
+        return build_bundle_network(Path(model_dir) / manifest.inference.bundle_configs)
     from monai.networks import nets
 
     cls = getattr(nets, manifest.architecture.name)
@@ -42,6 +48,8 @@ class LoadedModel:
     network: torch.nn.Module
     path: Path
     device: str
+    #: an imported MONAI bundle's own transforms and inferer (None: medseg's pipeline)
+    bundle: object | None = None
     _budget: threading.local = field(default_factory=threading.local, repr=False)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -58,6 +66,14 @@ class LoadedModel:
             yield self
         finally:
             self._budget.deadline = None
+
+    def segment(self, volume, *, device: str = "cpu", amp: bool = False, progress=None):
+        """This version on one study: medseg's pipeline with the manifest's spec, or the bundle's own."""
+        if self.bundle is not None:
+            return self.bundle.segment(volume, self, device=device, progress=progress)
+        from medseg.core.pipeline.segment import segment
+
+        return segment(volume, self, self.manifest.pipeline_spec(), device=device, amp=amp, progress=progress)
 
     def to(self, device: str) -> "LoadedModel":
         self.network.to(device)
@@ -79,16 +95,25 @@ def load_model(model_dir: Path, device: str = "cpu") -> LoadedModel:
             f"{manifest.ref}: weights sha256 {digest[:12]}... does not match the manifest's {manifest.weights.sha256[:12]}..."
         )
     try:
-        network = network_with_weights(manifest, blob)
+        network = network_with_weights(manifest, blob, model_dir)
     except Exception as exc:  # noqa: BLE001 - any deserialization failure makes the version unusable
         raise ModelError(f"{manifest.ref}: weights cannot be loaded ({type(exc).__name__})") from None
-    return LoadedModel(manifest, network, model_dir, "cpu").to(device)
+    bundle = None
+    if manifest.inference.engine == "monai-bundle":
+        from medseg.models.bundle_pipeline import BundlePipeline
+
+        try:
+            bundle = BundlePipeline(model_dir / manifest.inference.bundle_configs,
+                                    tuple(label.value for label in manifest.labels))
+        except Exception as exc:  # noqa: BLE001 - a config MONAI cannot instantiate makes the version unusable
+            raise ModelError(f"{manifest.ref}: the bundle's transforms cannot be built ({type(exc).__name__})") from None
+    return LoadedModel(manifest, network, model_dir, "cpu", bundle).to(device)
 
 
-def network_with_weights(manifest: ModelManifest, blob: bytes) -> torch.nn.Module:
+def network_with_weights(manifest: ModelManifest, blob: bytes, model_dir: Path | None = None) -> torch.nn.Module:
     """The manifest's network with the state dict in ``blob`` (``weights_only``: no pickle code runs),
     in eval mode. Raises what torch raises when the weights do not fit; callers name the failure."""
-    network = build_network(manifest)
+    network = build_network(manifest, model_dir)
     network.load_state_dict(torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True))
     return network.eval()
 

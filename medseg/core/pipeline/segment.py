@@ -158,9 +158,25 @@ def postprocess(
     offset = np.array([s.start for s in prep.crop], dtype=float)
     voxel_ml = abs(np.linalg.det(canonical_affine[:3, :3])) / 1000.0
     min_voxels = spec.min_lesion_ml / voxel_ml
+    lesions = measure_components(labels, confidence, canonical_affine, spec.labels, offset=offset,
+                                 min_voxels=min_voxels, min_peak=spec.min_peak_probability)
+
+    full = np.zeros(prep.canonical_shape, np.uint8)
+    full[prep.crop] = labels
+    return np.ascontiguousarray(prep.reorientation.invert(full)), lesions
+
+
+def measure_components(labels: np.ndarray, confidence: np.ndarray, affine: np.ndarray, values, *,
+                       offset=(0.0, 0.0, 0.0), min_voxels: float = 0.0, min_peak: float = 0.0) -> list[Lesion]:
+    """One :class:`Lesion` per 26-connected component of each label value, largest first.
+    ``affine`` maps ``index + offset`` to patient LPS (mm); ``confidence`` is the winning class's
+    probability per voxel. Components under ``min_voxels`` or whose peak stays under ``min_peak``
+    are set to 0 in ``labels`` (in place) and not listed."""
+    voxel_ml = abs(np.linalg.det(affine[:3, :3])) / 1000.0
+    offset = np.asarray(offset, dtype=float)
     lesions: list[Lesion] = []
     structure = np.ones((3, 3, 3), bool)
-    for value in spec.labels:
+    for value in values:
         components, count = ndimage.label(labels == value, structure=structure)
         if count == 0:
             continue
@@ -171,26 +187,23 @@ def postprocess(
             size = int(member.sum())
             inside = confidence[box][member]
             peak = float(inside.max())
-            if size < min_voxels or peak < spec.min_peak_probability:
+            if size < min_voxels or peak < min_peak:
                 labels[box][member] = 0
                 continue
             idx = np.argwhere(member) + [b.start for b in box] + offset
-            lps = idx @ canonical_affine[:3, :3].T + canonical_affine[:3, 3]
+            lps = idx @ affine[:3, :3].T + affine[:3, 3]
             lesions.append(
                 Lesion(
                     label=int(value),
                     volume_ml=round(size * voxel_ml, 3),
                     centroid_lps_mm=tuple(round(float(v), 2) for v in lps.mean(0)),  # type: ignore[arg-type]
-                    extent_mm=tuple(round(float(v), 1) for v in np.ptp(lps, axis=0) + np.abs(canonical_affine[:3, :3]).sum(1)),  # type: ignore[arg-type]
+                    extent_mm=tuple(round(float(v), 1) for v in np.ptp(lps, axis=0) + np.abs(affine[:3, :3]).sum(1)),  # type: ignore[arg-type]
                     mean_probability=round(float(inside.mean()), 3),
                     mean_entropy=round(_binary_entropy(inside), 3),
                 )
             )
     lesions.sort(key=lambda lesion: -lesion.volume_ml)
-
-    full = np.zeros(prep.canonical_shape, np.uint8)
-    full[prep.crop] = labels
-    return np.ascontiguousarray(prep.reorientation.invert(full)), lesions
+    return lesions
 
 
 def _binary_entropy(p: np.ndarray) -> float:

@@ -1,0 +1,168 @@
+"""A MONAI bundle's own inference, run in memory: the bundle's ``preprocessing``, ``inferer`` and
+``postprocessing`` exactly as its ``inference.json`` (or ``.yaml``) declares them, less loading
+and saving — what MONAI Deploy's ``MonaiBundleInferenceOperator`` does.
+
+* The configs are read with ``monai.bundle.ConfigParser`` (references such as
+  ``@displayable_configs#sw_batch_size`` resolve as MONAI resolves them). ``LoadImage(d)`` and
+  ``SaveImage(d)`` are removed from the configs before anything is instantiated.
+* The study goes in as MONAI's NIfTI reader would give it: the array in NIfTI voxel order
+  (``volume.array.transpose(2, 1, 0)``), the RAS affine, ``original_channel_dim`` "no channel",
+  float32. The bundle's ``Orientationd``, ``Spacingd``, intensity transforms and crops then act as
+  in ``python -m monai.bundle run``; its ``Invertd`` brings the prediction back onto the input grid,
+  which is turned back into the Volume's (k, r, c) order: the mask lies on the exact source grid.
+* The service's safety steps stay: the weights' checksum (``medseg.models.store``), and output
+  that is not finite is refused (``model.nonfinite_output``) before post-processing.
+* No AMP: CPU inference in float32, as ``monai.bundle run`` with ``evaluator#amp`` false.
+
+Segments are measured per connected component of each label (volume, centroid, extent, mean
+probability of the winning class), without the manifest's lesion filters: the bundle's own
+post-processing is the whole post-processing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from medseg.core.exceptions import ModelOutputError
+from medseg.core.pipeline.segment import SegmentationOutput, measure_components
+from medseg.core.volume import Volume, affine_to_nifti
+
+CONFIG_NAMES = ("inference.json", "inference.yaml", "inference.yml")
+#: transforms that read or write files: the service does its own I/O
+IO_TRANSFORMS = ("LoadImage", "LoadImaged", "SaveImage", "SaveImaged")
+
+
+@contextlib.contextmanager
+def quiet_monai():
+    """MONAI's deprecation notices about a bundle's arguments are for the bundle's authors, not for
+    the people running the service: they are not printed (a real error still raises)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"monai\.")
+        yield
+
+
+def find_config(configs: Path) -> Path | None:
+    return next((configs / n for n in CONFIG_NAMES if (configs / n).is_file()), None)
+
+
+def _is_io(item) -> bool:
+    return isinstance(item, dict) and str(item.get("_target_", "")).split(".")[-1] in IO_TRANSFORMS
+
+
+def without_io(config: dict) -> dict:
+    """``preprocessing`` / ``postprocessing`` with the loading and saving transforms taken out."""
+    for key in ("preprocessing", "postprocessing"):
+        compose = config.get(key)
+        if isinstance(compose, dict) and isinstance(compose.get("transforms"), list):
+            compose["transforms"] = [t for t in compose["transforms"] if not _is_io(t)]
+    return config
+
+
+def parser_for(configs: Path, bundle_root: Path):
+    """A ConfigParser over the bundle's inference config and metadata, I/O transforms removed."""
+    from monai.bundle import ConfigParser
+
+    with quiet_monai():
+        parser = ConfigParser()
+        parser.read_config(str(find_config(configs)))
+        if (configs / "metadata.json").is_file():
+            parser.read_meta(str(configs / "metadata.json"))
+    parser.config = without_io(parser.config)
+    parser["bundle_root"] = str(bundle_root)
+    return parser
+
+
+def build_bundle_network(configs: Path) -> torch.nn.Module:
+    """The network the bundle declares (``network_def``), built by MONAI."""
+    with quiet_monai():
+        return parser_for(configs, configs.parent).get_parsed_content("network_def")
+
+
+class BundlePipeline:
+    """Built once per loaded model version; ``segment(volume)`` per study."""
+
+    def __init__(self, configs: Path, label_values: tuple[int, ...]) -> None:
+        parser = parser_for(configs, configs.parent)
+        self.image_key = str(parser.get("image_key", "image"))
+        with quiet_monai():
+            self.preprocessing = parser.get_parsed_content("preprocessing")
+            self.inferer = parser.get_parsed_content("inferer")
+            self.postprocessing = parser.get_parsed_content("postprocessing")
+        self.label_values = label_values
+
+    def segment(self, volume: Volume, predictor: Callable[[torch.Tensor], torch.Tensor], *, device: str = "cpu",
+                progress: Callable[[str], None] | None = None) -> SegmentationOutput:
+        """``predictor``: the network (on ``device``), or the loaded model version wrapping it."""
+        with quiet_monai():
+            return self._segment(volume, predictor, device, progress or (lambda stage: None))
+
+    def _segment(self, volume: Volume, predictor, device: str, report: Callable[[str], None]) -> SegmentationOutput:
+        from monai.data import MetaTensor, decollate_batch, list_data_collate
+        from monai.transforms import AsDiscreted, Compose
+
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        report("preprocess")
+        data = self.preprocessing({self.image_key: _as_loaded(volume, MetaTensor)})
+        batch = list_data_collate([data])
+        timings["preprocess_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        report("inference")
+        with torch.no_grad():
+            pred = self.inferer(batch[self.image_key].to(device), predictor)
+        if not torch.isfinite(pred).all():
+            raise ModelOutputError("the model returned NaN or infinite values", code="model.nonfinite_output")
+        batch["pred"] = pred.cpu() if hasattr(pred, "cpu") else pred
+        timings["inference_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        report("postprocess")
+        item = decollate_batch(batch)[0]
+        steps = list(self.postprocessing.transforms) if isinstance(self.postprocessing, Compose) else [
+            self.postprocessing]
+        split = next((i for i, s in enumerate(steps) if isinstance(s, AsDiscreted)), len(steps))
+        for step in steps[:split]:
+            item = step(item)
+        scores = torch.as_tensor(item["pred"]).detach().float()
+        if scores.shape[0] > 1 and scores.shape[0] != len(self.label_values) + 1:
+            raise ModelOutputError(f"the network gives {scores.shape[0]} channels, metadata.json names "
+                                   f"{len(self.label_values)} label(s) and the background", code="model.output_shape")
+        for step in steps[split:]:
+            item = step(item)
+        out = torch.as_tensor(item["pred"]).detach()
+        labels = (out.argmax(0) if out.shape[0] > 1 else out[0]).numpy().astype(np.uint8)
+        labels = np.ascontiguousarray(labels.transpose(2, 1, 0))
+        if labels.shape != volume.shape:
+            raise ModelOutputError(f"the bundle's post-processing gave shape {labels.shape}, the study is "
+                                   f"{volume.shape} (no Invertd back onto the input grid?)",
+                                   code="model.output_shape")
+        confidence = _confidence(scores, labels.shape)
+        segments = measure_components(labels, confidence, volume.affine, self.label_values)
+        timings["postprocess_s"] = time.perf_counter() - t
+        return SegmentationOutput(volume.with_array(labels), segments, timings)
+
+
+def _confidence(scores: torch.Tensor, shape: tuple[int, ...]) -> np.ndarray:
+    """The winning class's probability per voxel, where the bundle discretizes after inverting back
+    onto the input grid (as the zoo's spleen bundle does); 1.0 (not known) where it discretizes first."""
+    if scores.shape[0] > 1 and tuple(scores.shape[1:][::-1]) == tuple(shape):
+        return np.ascontiguousarray(scores.max(0).values.numpy().transpose(2, 1, 0))
+    return np.ones(shape, np.float32)
+
+
+def _as_loaded(volume: Volume, meta_tensor):
+    """The study as ``LoadImaged`` (NibabelReader) gives a NIfTI of it: voxel order, RAS affine, float32."""
+    data = np.ascontiguousarray(volume.array.transpose(2, 1, 0), dtype=np.float32)
+    affine = torch.as_tensor(affine_to_nifti(volume.affine), dtype=torch.float64)
+    meta = {"affine": affine, "original_affine": affine.clone(), "spatial_shape": np.array(data.shape),
+            "space": "RAS", "original_channel_dim": float("nan"), "filename_or_obj": "study"}
+    return meta_tensor(torch.from_numpy(data), meta=meta)
