@@ -52,14 +52,6 @@ RUN_IDS = ("network_def", "preprocessing", "inferer", "postprocessing")
 REF = re.compile(r"@([A-Za-z0-9_#]+)")
 
 
-def _expressions(obj, path="") -> list[str]:
-    if isinstance(obj, dict):
-        return [p for k, v in obj.items() for p in _expressions(v, f"{path}#{k}" if path else str(k))]
-    if isinstance(obj, list):
-        return [p for i, v in enumerate(obj) for p in _expressions(v, f"{path}#{i}")]
-    return [path] if isinstance(obj, str) and obj.startswith("$") else []
-
-
 def _find_id(config: dict, key: str, target_suffix: str) -> str | None:
     """The config id (``preprocessing#transforms#3``) of the first transform in ``config[key]`` whose
     ``_target_`` ends with ``target_suffix``."""
@@ -234,8 +226,6 @@ def _parser(configs: Path):
 
 def _network(parser, blob: bytes) -> torch.nn.Module:
     """The network the bundle declares, built by MONAI, with the bundle's weights (weights only)."""
-    import io
-
     from medseg.models.bundle_pipeline import quiet_monai
 
     try:
@@ -245,8 +235,10 @@ def _network(parser, blob: bytes) -> torch.nn.Module:
         cause = exc.__cause__ or exc
         raise BundleError(f"network_def cannot be built by the installed MONAI ({type(cause).__name__}: "
                           f"{str(cause).splitlines()[0][:160]})", code="bundle.network") from None
+    from medseg.models.store import load_weights
+
     try:
-        network.load_state_dict(torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True))
+        load_weights(network, blob)
     except Exception as exc:  # noqa: BLE001 - any mismatch makes the bundle unusable
         raise BundleError(f"models/model.pt does not fit network_def ({type(exc).__name__})") from None
     return network

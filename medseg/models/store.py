@@ -113,7 +113,11 @@ def load_model(model_dir: Path, device: str = "cpu") -> LoadedModel:
 def network_with_weights(manifest: ModelManifest, blob: bytes, model_dir: Path | None = None) -> torch.nn.Module:
     """The manifest's network with the state dict in ``blob`` (``weights_only``: no pickle code runs),
     in eval mode. Raises what torch raises when the weights do not fit; callers name the failure."""
-    network = build_network(manifest, model_dir)
+    return load_weights(build_network(manifest, model_dir), blob)
+
+
+def load_weights(network: torch.nn.Module, blob: bytes) -> torch.nn.Module:
+    """``network`` with the state dict in ``blob`` (``weights_only``: no pickle code runs), in eval mode."""
     network.load_state_dict(torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True))
     return network.eval()
 
