@@ -51,6 +51,7 @@ bench: setup
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/audit.py
 	$(BIN)/python bench/review.py
+	$(BIN)/python bench/bundle.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache
