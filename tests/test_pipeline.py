@@ -136,3 +136,32 @@ def test_cuda_out_of_memory_retries_on_cpu_and_says_degraded():
     assert outcome.device == "cpu" and calls["moved"]
     assert "out of memory" in outcome.degraded_reason
     assert np.array_equal(outcome.output.mask.array, (volume.array > 0.5).astype(np.uint8))
+
+
+@pytest.mark.parametrize("oblique", [False, True])
+def test_segment_table_matches_per_voxel_positions(oblique):
+    """Centroid and extent come from the mean index and the bounding box (fast); they equal the
+    mean and spread of every voxel's patient position, for an axis-aligned and an oblique affine."""
+    from scipy import ndimage
+
+    from medseg.core.pipeline.segment import measure_components
+
+    rng = np.random.default_rng(1)
+    labels = (ndimage.gaussian_filter(rng.random((30, 40, 35)), 2) > 0.52).astype(np.uint8)
+    affine = np.diag([2.5, -0.8, 0.8, 1.0])
+    affine[:3, 3] = [10, -5, 3]
+    if oblique:
+        c, s = np.cos(0.3), np.sin(0.3)
+        affine[:3, :3] = np.array([[1, 0, 0], [0, c, -s], [0, s, c]]) @ affine[:3, :3]
+    offset = np.array([3.0, 0.0, 5.0])
+    table = measure_components(labels.copy(), np.full(labels.shape, 0.9, np.float32), affine, (1,), offset=offset)
+    components, count = ndimage.label(labels == 1, structure=np.ones((3, 3, 3), bool))
+    assert len(table) == count > 3
+    expected = []
+    for i in range(1, count + 1):
+        lps = (np.argwhere(components == i) + offset) @ affine[:3, :3].T + affine[:3, 3]
+        expected.append((tuple(np.round(lps.mean(0), 2)),
+                         tuple(np.round(np.ptp(lps, axis=0) + np.abs(affine[:3, :3]).sum(1), 1))))
+    got = [(lesion.centroid_lps_mm, lesion.extent_mm) for lesion in table]
+    np.testing.assert_allclose(np.array(sorted(got), float).reshape(count, 6),
+                               np.array(sorted(expected), float).reshape(count, 6), atol=0.011)

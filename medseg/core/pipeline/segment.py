@@ -173,6 +173,7 @@ def measure_components(labels: np.ndarray, confidence: np.ndarray, affine: np.nd
     probability per voxel. Components under ``min_voxels`` or whose peak stays under ``min_peak``
     are set to 0 in ``labels`` (in place) and not listed."""
     voxel_ml = abs(np.linalg.det(affine[:3, :3])) / 1000.0
+    linear = np.asarray(affine[:3, :3], dtype=float)
     offset = np.asarray(offset, dtype=float)
     lesions: list[Lesion] = []
     structure = np.ones((3, 3, 3), bool)
@@ -190,20 +191,31 @@ def measure_components(labels: np.ndarray, confidence: np.ndarray, affine: np.nd
             if size < min_voxels or peak < min_peak:
                 labels[box][member] = 0
                 continue
-            idx = np.argwhere(member) + [b.start for b in box] + offset
-            lps = idx @ affine[:3, :3].T + affine[:3, 3]
+            start = np.array([b.start for b in box], dtype=float) + offset
+            # the centroid is linear in the indices: the affine of the mean index (no per-voxel positions)
+            centroid = linear @ (np.asarray(ndimage.center_of_mass(member)) + start) + affine[:3, 3]
             lesions.append(
                 Lesion(
                     label=int(value),
                     volume_ml=round(size * voxel_ml, 3),
-                    centroid_lps_mm=tuple(round(float(v), 2) for v in lps.mean(0)),  # type: ignore[arg-type]
-                    extent_mm=tuple(round(float(v), 1) for v in np.ptp(lps, axis=0) + np.abs(affine[:3, :3]).sum(1)),  # type: ignore[arg-type]
+                    centroid_lps_mm=tuple(round(float(v), 2) for v in centroid),  # type: ignore[arg-type]
+                    extent_mm=tuple(round(float(v), 1) for v in _spread(member, box, start, linear) + np.abs(linear).sum(1)),  # type: ignore[arg-type]
                     mean_probability=round(float(inside.mean()), 3),
                     mean_entropy=round(_binary_entropy(inside), 3),
                 )
             )
     lesions.sort(key=lambda lesion: -lesion.volume_ml)
     return lesions
+
+
+def _spread(member: np.ndarray, box, start: np.ndarray, linear: np.ndarray) -> np.ndarray:
+    """Max minus min patient coordinate (mm) of the component's voxel centres along x, y, z. With an
+    axis-aligned affine (one non-zero per row) it follows from the tight bounding box alone; an oblique
+    one needs every voxel."""
+    magnitude = np.abs(linear)
+    if (np.count_nonzero(magnitude > 1e-9 * magnitude.max(), axis=1) == 1).all():
+        return magnitude @ np.array([b.stop - b.start - 1 for b in box], dtype=float)
+    return np.ptp((np.argwhere(member) + start) @ linear.T, axis=0)
 
 
 def _binary_entropy(p: np.ndarray) -> float:
