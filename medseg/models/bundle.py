@@ -35,13 +35,24 @@ import torch
 
 from medseg.core.exceptions import BundleError
 from medseg.core.labels import LabelSpec
-from medseg.models.codes import label_codes
+from medseg.models.bundle_pipeline import (
+    CONFIG_NAMES,
+    RETIRED_ARGS,
+    apply_changes,
+    find_config,
+    parser_for,
+    quiet_monai,
+    retired_args,
+    without_io,
+)
+from medseg.models.codes import NEOPLASM, label_codes
 from medseg.models.manifest import (
     ArchitectureSpec,
     InferenceSpec,
     InputSpec,
     ModelManifest,
     ProvenanceSpec,
+    TaskSpec,
     WeightsSpec,
 )
 
@@ -126,8 +137,11 @@ def _provenance(bundle: Path, metadata: dict, channels: dict) -> ProvenanceSpec:
 
 
 def import_bundle(bundle: Path, models_root: Path, *, name: str | None = None, version: str | None = None,
-                  trust: bool = False) -> ModelManifest:
-    from medseg.models.bundle_pipeline import CONFIG_NAMES, find_config, without_io
+                  trust: bool = False, overrides: dict[str, Any] | None = None,
+                  task_title: str | None = None) -> ModelManifest:
+    """``overrides``: config id -> value, set over the bundle's config as ``monai.bundle run --<id>
+    <value>`` does (e.g. a device the bundle hard-codes); kept in the version and applied on every
+    run. A ``$`` value is an expression like any other: it needs ``trust``."""
 
     bundle = Path(bundle)
     configs = bundle / "configs"
@@ -144,6 +158,13 @@ def import_bundle(bundle: Path, models_root: Path, *, name: str | None = None, v
     _check_task(metadata)
     if not isinstance(config, dict) or any(k not in config for k in RUN_IDS):
         raise BundleError(f"{config_file.name} must define {', '.join(RUN_IDS)} (what medseg runs)")
+    overrides = dict(overrides or {})
+    try:
+        config = apply_changes(config, overrides)
+    except (KeyError, IndexError, ValueError, TypeError):
+        raise BundleError(f"an --override names no place in {config_file.name}: {', '.join(overrides)}",
+                          code="bundle.bad_override") from None
+    dropped = retired_args(config["network_def"]) if isinstance(config["network_def"], dict) else ()
     expressions = _needed_expressions(config)
     if expressions and not trust:
         raise BundleError(f"what medseg runs of the bundle contains code expressions ({', '.join(expressions[:3])}"
@@ -167,8 +188,9 @@ def import_bundle(bundle: Path, models_root: Path, *, name: str | None = None, v
         blob = weights.read_bytes()
     except OSError:
         raise BundleError("not a MONAI bundle: models/model.pt missing") from None
-    parser = _parser(configs)
+    parser = parser_for(configs, bundle, overrides, dropped)
     network = _network(parser, blob)
+    extra = _extra_files(bundle)
     manifest = ModelManifest(
         name=name, version=version,
         description=str(metadata.get("name") or metadata.get("description") or "imported MONAI bundle")[:200],
@@ -177,10 +199,15 @@ def import_bundle(bundle: Path, models_root: Path, *, name: str | None = None, v
                                       args={k: v for k, v in config["network_def"].items() if k != "_target_"}),
         input=_input_spec(config, parser),
         labels=labels,
-        inference=InferenceSpec(engine="monai-bundle", bundle_configs=BUNDLE_CONFIGS),
+        task=_task(labels, task_title),
+        inference=InferenceSpec(engine="monai-bundle", bundle_configs=BUNDLE_CONFIGS, bundle_overrides=overrides,
+                                bundle_dropped_args=dropped,
+                                bundle_files={f"bundle/models/{p.name}": _sha256(p) for p in extra}),
         weights=WeightsSpec(file="model.pt", sha256=hashlib.sha256(blob).hexdigest()),
         training={"source": f"MONAI bundle {metadata.get('name', bundle.name)} {metadata.get('version', '')}",
-                  "trusted_expressions": bool(expressions), "config": config_file.name},
+                  "trusted_expressions": bool(expressions), "config": config_file.name,
+                  "dropped_args": {cid: RETIRED_ARGS[(type(network).__name__, cid.split("#")[-1])]
+                                   for cid in dropped}},
         provenance=_provenance(bundle, metadata, channels),
     )
     dst.mkdir(parents=True)
@@ -191,6 +218,10 @@ def import_bundle(bundle: Path, models_root: Path, *, name: str | None = None, v
         if (bundle / "LICENSE").is_file():
             shutil.copyfile(bundle / "LICENSE", dst / "bundle" / "LICENSE")
         shutil.copyfile(weights, dst / "model.pt")
+        if extra:
+            (dst / "bundle" / "models").mkdir()
+            for path in extra:
+                shutil.copyfile(path, dst / "bundle" / "models" / path.name)
         manifest.dump(dst)
         from medseg.models.gate import make_reference
 
@@ -218,16 +249,44 @@ def _read(path: Path) -> dict:
         raise BundleError(f"bundle config {path.name} is not valid YAML ({type(exc).__name__})") from None
 
 
-def _parser(configs: Path):
-    from medseg.models.bundle_pipeline import parser_for
+def parse_override(text: str) -> tuple[str, Any]:
+    """``id=value`` as ``monai.bundle run --id value`` reads it: a Python literal (``False``, ``1.5``,
+    ``[96, 96, 96]``) where it is one, else the text (``cpu``, ``$torch.device('cpu')``)."""
+    import ast
 
-    return parser_for(configs, configs.parent)
+    cid, sep, value = text.partition("=")
+    if not sep or not re.fullmatch(r"[A-Za-z0-9_]+(#[A-Za-z0-9_]+)*", cid.strip()):
+        raise BundleError(f"--override must be ID=VALUE with a config id such as dints_space#device, not {text!r}",
+                          code="bundle.bad_override")
+    try:
+        parsed = value if value[:1] in "$@%" else ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        parsed = value
+    return cid.strip(), parsed
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _extra_files(bundle: Path) -> list[Path]:
+    """The files of the bundle's ``models/`` besides the weights that its config may load (DiNTS'
+    architecture code ``search_code_*.pt``): copied with the version and checksummed. TorchScript
+    and TensorRT exports are not: the version runs ``model.pt``."""
+    return sorted(p for p in (bundle / "models").iterdir()
+                  if p.is_file() and p.name != "model.pt" and p.suffix not in (".ts", ".engine", ".onnx", ".plan"))
+
+
+def _task(labels: tuple[LabelSpec, ...], title: str | None) -> TaskSpec:
+    """What the outputs call the model's findings: lesions when every label is a neoplasm, else
+    structures; titled by ``title``, the one label's name, "tumor", or "multi-structure"."""
+    neoplastic = all(label.type.value == NEOPLASM[1].value for label in labels)
+    default = "tumor" if neoplastic else labels[0].name.lower() if len(labels) == 1 else "multi-structure"
+    return TaskSpec(title=(title or default)[:24], finding="lesion" if neoplastic else "structure")
 
 
 def _network(parser, blob: bytes) -> torch.nn.Module:
     """The network the bundle declares, built by MONAI, with the bundle's weights (weights only)."""
-    from medseg.models.bundle_pipeline import quiet_monai
-
     try:
         with quiet_monai():
             network = parser.get_parsed_content("network_def")

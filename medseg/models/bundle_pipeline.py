@@ -66,8 +66,62 @@ def without_io(config: dict) -> dict:
     return config
 
 
-def parser_for(configs: Path, bundle_root: Path):
-    """A ConfigParser over the bundle's inference config and metadata, I/O transforms removed."""
+#: (network class, argument) -> why leaving it out changes nothing: arguments MONAI has removed
+#: that had no effect on the network's layers or weights. A bundle written for an older MONAI
+#: still builds the same network; anything not listed here that the installed MONAI rejects
+#: refuses the import (``bundle.network``).
+RETIRED_ARGS = {
+    ("SwinUNETR", "img_size"): "removed in MONAI 1.5 (Project-MONAI/MONAI#8430); since 1.3 it only checked the "
+                               "input size, which forward() checks now",
+}
+
+
+def retired_args(network_def: dict) -> tuple[str, ...]:
+    """The ``network_def#<arg>`` ids of :data:`RETIRED_ARGS` this config sets and the installed
+    network class no longer accepts."""
+    import inspect
+
+    from monai.networks import nets
+
+    target = str(network_def.get("_target_", "")).split(".")[-1]
+    cls = getattr(nets, target, None)
+    if cls is None:
+        return ()
+    accepted = inspect.signature(cls.__init__).parameters
+    return tuple(f"network_def#{arg}" for (name, arg) in RETIRED_ARGS
+                 if name == target and arg in network_def and arg not in accepted)
+
+
+def apply_changes(config: dict, overrides: dict | None = None, dropped: tuple[str, ...] = ()) -> dict:
+    """The config with the version's ``bundle_dropped_args`` removed and ``bundle_overrides`` set
+    (an id ``a#b#0`` addresses nested keys and list items, as in MONAI)."""
+    for cid in dropped:
+        *parents, last = cid.split("#")
+        _node(config, parents).pop(last, None)
+    for cid, value in (overrides or {}).items():
+        *parents, last = cid.split("#")
+        node = _node(config, parents, create=True)
+        if isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return config
+
+
+def _node(config, parts, create=False):
+    for part in parts:
+        if isinstance(config, list):
+            config = config[int(part)]
+        else:
+            if create and part not in config:
+                config[part] = {}
+            config = config[part]
+    return config
+
+
+def parser_for(configs: Path, bundle_root: Path, overrides: dict | None = None, dropped: tuple[str, ...] = ()):
+    """A ConfigParser over the bundle's inference config and metadata, I/O transforms removed,
+    the version's overrides and dropped arguments applied."""
     from monai.bundle import ConfigParser
 
     with quiet_monai():
@@ -75,22 +129,23 @@ def parser_for(configs: Path, bundle_root: Path):
         parser.read_config(str(find_config(configs)))
         if (configs / "metadata.json").is_file():
             parser.read_meta(str(configs / "metadata.json"))
-    parser.config = without_io(parser.config)
+    parser.config = apply_changes(without_io(parser.config), overrides, dropped)
     parser["bundle_root"] = str(bundle_root)
     return parser
 
 
-def build_bundle_network(configs: Path) -> torch.nn.Module:
+def build_bundle_network(configs: Path, overrides: dict | None = None, dropped: tuple[str, ...] = ()) -> torch.nn.Module:
     """The network the bundle declares (``network_def``), built by MONAI."""
     with quiet_monai():
-        return parser_for(configs, configs.parent).get_parsed_content("network_def")
+        return parser_for(configs, configs.parent, overrides, dropped).get_parsed_content("network_def")
 
 
 class BundlePipeline:
     """Built once per loaded model version; ``segment(volume)`` per study."""
 
-    def __init__(self, configs: Path, label_values: tuple[int, ...]) -> None:
-        parser = parser_for(configs, configs.parent)
+    def __init__(self, configs: Path, label_values: tuple[int, ...], overrides: dict | None = None,
+                 dropped: tuple[str, ...] = ()) -> None:
+        parser = parser_for(configs, configs.parent, overrides, dropped)
         self.image_key = str(parser.get("image_key", "image"))
         with quiet_monai():
             self.preprocessing = parser.get_parsed_content("preprocessing")

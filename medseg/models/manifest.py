@@ -64,6 +64,15 @@ class InferenceSpec(_Frozen):
     #: inferer, run by MONAI (medseg.models.bundle_pipeline) from the configs in ``bundle_configs``
     engine: Literal["medseg", "monai-bundle"] = "medseg"
     bundle_configs: str = ""
+    #: config id -> value set over the bundle's config before anything is built, as
+    #: ``python -m monai.bundle run --<id> <value>`` does (``medseg models import-bundle --override``)
+    bundle_overrides: dict[str, Any] = Field(default_factory=dict)
+    #: network_def arguments the installed MONAI has retired and that had no effect on the network
+    #: (medseg.models.bundle_pipeline.RETIRED_ARGS), left out when the network is built
+    bundle_dropped_args: tuple[str, ...] = ()
+    #: further files of the bundle's ``models/`` the config loads (e.g. DiNTS' architecture code),
+    #: path inside the version -> sha256, verified before the version is loaded like the weights
+    bundle_files: dict[str, str] = Field(default_factory=dict)
     overlap: float = Field(default=0.25, ge=0, lt=1)
     sw_batch_size: int = Field(default=2, ge=1)
     blend_mode: Literal["gaussian", "constant"] = "gaussian"
@@ -71,6 +80,15 @@ class InferenceSpec(_Frozen):
     roi_size_zyx: tuple[int, int, int] | None = None
     #: re-predict each candidate lesion on the 8 axis flips of its window and average (medseg.core.pipeline.flip_check)
     flip_check: bool = False
+
+
+    @field_validator("bundle_files")
+    @classmethod
+    def _inside(cls, v):
+        for path in v:
+            if path.startswith("/") or ".." in path.split("/") or not re.fullmatch(r"[0-9a-f]{64}", v[path]):
+                raise ValueError("must map paths inside the version to 64 lowercase hex digits")
+        return v
 
 
 class PostprocessSpec(_Frozen):
@@ -138,6 +156,15 @@ class ProvenanceSpec(_Frozen):
     uncoded_labels: tuple[str, ...] = ()
 
 
+class TaskSpec(_Frozen):
+    """What the version segments, in the words its outputs use (SEG titles, the CLI summary,
+    ``result.json``): ``title`` "tumor", "spleen", "multi-organ"; each connected component of a
+    label is a ``finding``: a "lesion" for tumor models, a "structure" for anatomy."""
+
+    title: str = Field(default="tumor", min_length=1, max_length=24)
+    finding: Literal["lesion", "structure"] = "lesion"
+
+
 class ModelManifest(_Frozen):
     schema_version: Literal[1] = 1
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,47}$")
@@ -147,6 +174,7 @@ class ModelManifest(_Frozen):
     architecture: ArchitectureSpec
     input: InputSpec
     labels: tuple[LabelSpec, ...] = Field(min_length=1)
+    task: TaskSpec = TaskSpec()
     inference: InferenceSpec = InferenceSpec()
     postprocess: PostprocessSpec = PostprocessSpec()
     weights: WeightsSpec

@@ -28,7 +28,8 @@ def build_network(manifest: ModelManifest, model_dir: Path | None = None) -> tor
     if manifest.inference.engine == "monai-bundle":
         from medseg.models.bundle_pipeline import build_bundle_network
 
-        return build_bundle_network(Path(model_dir) / manifest.inference.bundle_configs)
+        i = manifest.inference
+        return build_bundle_network(Path(model_dir) / i.bundle_configs, i.bundle_overrides, i.bundle_dropped_args)
     from monai.networks import nets
 
     cls = getattr(nets, manifest.architecture.name)
@@ -94,6 +95,14 @@ def load_model(model_dir: Path, device: str = "cpu") -> LoadedModel:
         raise ChecksumError(
             f"{manifest.ref}: weights sha256 {digest[:12]}... does not match the manifest's {manifest.weights.sha256[:12]}..."
         )
+    for name, expected in manifest.inference.bundle_files.items():
+        try:
+            digest = sha256_file(model_dir / name)
+        except OSError:
+            raise ModelError(f"{manifest.ref}: bundle file {name} missing", code="model.weights_missing") from None
+        if digest != expected:
+            raise ChecksumError(f"{manifest.ref}: {name} sha256 {digest[:12]}... does not match the manifest's "
+                                f"{expected[:12]}...")
     try:
         network = network_with_weights(manifest, blob, model_dir)
     except Exception as exc:  # noqa: BLE001 - any deserialization failure makes the version unusable
@@ -103,8 +112,9 @@ def load_model(model_dir: Path, device: str = "cpu") -> LoadedModel:
         from medseg.models.bundle_pipeline import BundlePipeline
 
         try:
-            bundle = BundlePipeline(model_dir / manifest.inference.bundle_configs,
-                                    tuple(label.value for label in manifest.labels))
+            i = manifest.inference
+            bundle = BundlePipeline(model_dir / i.bundle_configs, tuple(label.value for label in manifest.labels),
+                                    i.bundle_overrides, i.bundle_dropped_args)
         except Exception as exc:  # noqa: BLE001 - a config MONAI cannot instantiate makes the version unusable
             raise ModelError(f"{manifest.ref}: the bundle's transforms cannot be built ({type(exc).__name__})") from None
     return LoadedModel(manifest, network, model_dir, "cpu", bundle).to(device)

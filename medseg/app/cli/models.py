@@ -115,21 +115,32 @@ def import_bundle_cmd(path: Path = typer.Argument(..., help="MONAI bundle folder
                       name: Optional[str] = typer.Option(None, help="model name (default: from the folder name)"),
                       version: Optional[str] = typer.Option(None, help="version (default: metadata.json version)"),
                       trust: bool = typer.Option(False, "--trust", help="allow MONAI '$' expressions (runs their code)"),
+                      override: list[str] = typer.Option(
+                          [], "--override", metavar="ID=VALUE",
+                          help="set a config value as `monai.bundle run --ID VALUE` does (repeatable; kept in the "
+                               "version), e.g. dints_space#device=cpu"),
+                      task: Optional[str] = typer.Option(
+                          None, help="what the model segments, for SEG titles and summaries (default: from its labels)"),
                       config: Optional[Path] = ConfigOpt) -> None:
-    """Convert a MONAI bundle into a model version (network, spacing, window, labels) with a gate reference."""
-    from medseg.models.bundle import import_bundle
+    """Import a MONAI bundle as a model version that runs the bundle's own pipeline, with a gate reference."""
+    from medseg.models.bundle import import_bundle, parse_override
 
     ctx = open_context(config)
-    m = import_bundle(path, ctx.settings.models_root, name=name, version=version, trust=trust)
+    overrides = dict(parse_override(item) for item in override)
+    m = import_bundle(path, ctx.settings.models_root, name=name, version=version, trust=trust, overrides=overrides,
+                      task_title=task)
     uncoded = list(m.provenance.uncoded_labels) if m.provenance else []
     ctx.auditor("model.imported", actor=cli_actor(), model=m.ref, sha256=m.weights.sha256, trusted=trust,
-            source=m.training.get("source"), uncoded_labels=uncoded or None)
+            source=m.training.get("source"), uncoded_labels=uncoded or None, overrides=overrides or None,
+            dropped_args=list(m.inference.bundle_dropped_args) or None)
+    for cid, why in m.training.get("dropped_args", {}).items():
+        print(f"note: {cid} left out: {why}", file=sys.stderr)
     if uncoded:
         print(f"warning: no SNOMED CT code found for {len(uncoded)} label(s), coded as the generic "
               f"'Anatomical Structure' (review before promoting): {', '.join(uncoded[:10])}"
               + (" ..." if len(uncoded) > 10 else ""), file=sys.stderr)
-    print(f"imported {m.ref} ({m.architecture.name}, spacing {m.input.spacing_xyz_mm} mm, window {m.input.window_hu}, "
-          f"labels {[label.name for label in m.labels]}); promote it with `medseg models promote {m.version} "
+    print(f"imported {m.ref} ({m.architecture.name}, {m.task.title} segmentation, {len(m.labels)} label(s): "
+          f"{', '.join(label.name for label in m.labels[:6])}{' ...' if len(m.labels) > 6 else ''}); promote it with `medseg models promote {m.version} "
           f"--name {m.name} --reason ...`")
 
 
