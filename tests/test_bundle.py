@@ -302,3 +302,47 @@ def test_imported_zoo_bundle_segments_as_monai_bundle_run_does(tmp_path, name):
     assert (ours == theirs).mean() >= 0.999
     for value in np.unique(theirs[theirs > 0]):
         assert dice(ours == value, theirs == value) >= 0.99, value
+
+
+def test_an_organ_model_speaks_of_its_task_not_of_tumors(tmp_path):
+    """The spleen zoo bundle on a DICOM study: the SEG is titled and coded as spleen segmentation,
+    the CLI summary and result.json speak of structures, and the manifest says so (`models show`)."""
+    import pydicom
+
+    bundle = _zoo_bundle_with_weights(tmp_path, "spleen_ct_segmentation", {})
+    store = tmp_path / "models"
+    assert _cli(tmp_path, store, bundle).returncode == 0
+    (version,) = (store / "spleen-ct-segmentation").iterdir()
+    manifest = ModelManifest.load(version)
+    assert (manifest.task.title, manifest.task.finding) == ("spleen", "structure")
+
+    env = {"MEDSEG_SERVICE__DATA_DIR": str(tmp_path / "data"), "MEDSEG_MODELS_ROOT": str(store), "PATH": "/usr/bin:/bin"}
+    run = lambda *args: subprocess.run([sys.executable, "-m", "medseg", *map(str, args)], capture_output=True,  # noqa: E731
+                                       text=True, env=env)
+    assert run("phantom", "--out", tmp_path / "study", "--seed", "3", "--slices", "24", "--size", "64").returncode == 0
+    result = run("segment", tmp_path / "study" / "dicom", "--out", tmp_path / "out", "--model", version)
+    assert result.returncode == 0, result.stderr
+    assert "lesion" not in result.stdout and "tumor" not in result.stdout.lower(), result.stdout
+    assert "structure" in result.stdout
+
+    seg = pydicom.dcmread(tmp_path / "out" / "seg.dcm")
+    assert seg.SeriesDescription.startswith("AI spleen seg spleen-ct-segmentation")
+    assert seg.ContentLabel == "AI_SPLEEN_SEG" and "tumor" not in seg.ContentDescription.lower()
+    (segment,) = seg.SegmentSequence
+    assert segment.SegmentLabel == "spleen"
+    assert segment.SegmentedPropertyTypeCodeSequence[0].CodeValue == "78961009"
+
+    data = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert data["task"] == {"title": "spleen", "finding": "structure"}
+    (entry,) = data["segments"]
+    assert (entry["label"], entry["name"], entry["code"][1]) == (1, "spleen", "78961009")
+    assert entry["components"] == data["lesion_count"]
+    assert entry["volume_ml"] == pytest.approx(data["total_volume_ml"], abs=1e-3)
+
+
+@pytest.mark.parametrize("task,label", [("tumor", "AI_TUMOR_SEG"), ("spleen", "AI_SPLEEN_SEG"),
+                                        ("multi-structure", "AI_SEG"), ("liver", "AI_LIVER_SEG"), ("left kidney", "AI_SEG")])
+def test_seg_content_label_is_a_valid_code_string(task, label):
+    from medseg.core.seg import content_label
+
+    assert content_label(task) == label and len(label) <= 16

@@ -28,6 +28,25 @@ class LesionOut(_Out):
     mean_entropy: float = 0.0
 
 
+class TaskOut(_Out):
+    """What the model segments: ``title`` ("tumor", "spleen", "multi-structure") and what one
+    connected component in ``lesions`` is (``finding``: "lesion", or "structure" for anatomy)."""
+
+    title: str = "tumor"
+    finding: str = "lesion"
+
+
+class SegmentOut(_Out):
+    """One label of the model, as the SEG's segment of that number: its total and its components."""
+
+    label: int
+    name: str
+    #: the segmented property type (SNOMED CT), e.g. ("SCT", "78961009", "Spleen")
+    code: tuple[str, str, str]
+    volume_ml: float
+    components: int
+
+
 class InputInfo(_Out):
     kind: str  # dicom | nifti
     study_instance_uid: str | None = None
@@ -53,6 +72,11 @@ class SegmentationResult(_Out):
     device: str
     degraded: bool = False
     degraded_reason: str | None = None
+    task: TaskOut = TaskOut()
+    #: one entry per model label (SEG segment), found or not
+    segments: list[SegmentOut] = []
+    #: connected components of every label, largest first (``task.finding`` says what they are);
+    #: the names are kept for the clients of this contract
     lesion_count: int
     lesions: list[LesionOut]
     total_volume_ml: float

@@ -11,16 +11,20 @@ needs review):
   the source planes with the source's ImageOrientationPatient, rows and
   columns, and each frame references its source instance. Every source
   instance is referenced (ReferencedSeriesSequence).
-* SeriesDescription ``AI tumor seg - NOT REVIEWED`` style text; ContentLabel
-  ``AI_TUMOR_SEG``; ContentDescription names the model and the lesion count.
-* **No lesion found** is a normal result: the SEG is still written, with the
+* The words are the model's task (``task`` and ``finding``: "tumor" and "lesion" for medseg's
+  own models, "spleen" or "multi-structure" and "structure" for an imported organ model):
+  SeriesDescription ``AI tumor seg <model> - NOT REVIEWED``, ContentLabel ``AI_TUMOR_SEG``
+  (``AI_<TASK>_SEG``, or ``AI_SEG`` where that exceeds the 16 characters of a CS),
+  ContentDescription ``AI-generated, needs review: tumor segmentation``.
+* **Nothing found** is a normal result: the SEG is still written, with the
   segment(s) defined and every frame empty, and ContentDescription /
-  SeriesDescription say "no lesion detected". An empty SEG keeps the
+  SeriesDescription say "no lesion detected" ("no structure"). An empty SEG keeps the
   "we looked and found nothing" fact in the PACS, next to the images.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -33,8 +37,8 @@ from medseg import __version__
 from medseg.core.exceptions import SegGeometryError
 from medseg.core.labels import LabelSpec
 
-AI_SERIES_DESCRIPTION = "AI tumor seg {model} - NOT REVIEWED"
-AI_SERIES_DESCRIPTION_EMPTY = "AI tumor seg {model} - no lesion - NOT REVIEWED"
+AI_SERIES_DESCRIPTION = "AI {task} seg {model} - NOT REVIEWED"
+AI_SERIES_DESCRIPTION_EMPTY = "AI {task} seg {model} - no {finding} - NOT REVIEWED"
 SEG_SERIES_NUMBER = 9001
 
 
@@ -56,8 +60,11 @@ def build_seg(
     series_number: int = SEG_SERIES_NUMBER,
     series_instance_uid: str | None = None,
     ground_truth: bool = False,
+    task: str = "tumor",
+    finding: str = "lesion",
 ):
-    """A highdicom Segmentation of ``mask`` (k, r, c) over the source slices, in order."""
+    """A highdicom Segmentation of ``mask`` (k, r, c) over the source slices, in order; ``task`` and
+    ``finding`` are the words of its titles (the model manifest's ``task``)."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -99,8 +106,8 @@ def build_seg(
         content = "Reference mask of a synthetic phantom"
     else:
         template = AI_SERIES_DESCRIPTION_EMPTY if empty else AI_SERIES_DESCRIPTION
-        series_description = template.format(model=model)[:64]
-        content = "AI-generated, needs review: " + ("No lesion detected" if empty else "tumor segmentation")
+        series_description = template.format(task=task, model=model, finding=finding)[:64]
+        content = "AI-generated, needs review: " + (f"No {finding} detected" if empty else f"{task} segmentation")
     pixel_array = mask.astype(bool) if len(labels) == 1 else mask.astype(np.uint8)
     seg = hd.seg.Segmentation(
         source_images=list(source),
@@ -116,11 +123,17 @@ def build_seg(
         software_versions=[__version__] if ground_truth else [__version__, model],
         device_serial_number="medseg",
         content_description=content[:64],
-        content_label="REFERENCE" if ground_truth else "AI_TUMOR_SEG",
+        content_label="REFERENCE" if ground_truth else content_label(task),
         series_description=series_description,
         omit_empty_frames=False,
     )
     return seg, SegInfo(str(seg.SOPInstanceUID), str(seg.SeriesInstanceUID), int(seg.NumberOfFrames), empty)
+
+
+def content_label(task: str) -> str:
+    """``AI_<TASK>_SEG`` as a DICOM CS (A-Z, 0-9, _; 16 characters at most), else ``AI_SEG``."""
+    label = "AI_" + re.sub(r"[^A-Z0-9]+", "_", task.upper()).strip("_") + "_SEG"
+    return label if len(label) <= 16 else "AI_SEG"
 
 
 def write_seg(path: Path, mask: np.ndarray, source: Sequence[Dataset], *args, **kwargs) -> SegInfo:

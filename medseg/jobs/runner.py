@@ -21,7 +21,15 @@ from medseg.config import Settings
 from medseg.core.features import study_features
 from medseg.core.io import LoadedStudy, load_study, write_nifti
 from medseg.core.pipeline.segment import SegmentationOutput
-from medseg.core.schemas import InputInfo, LesionOut, ModelRef, SegmentationResult, SegOut
+from medseg.core.schemas import (
+    InputInfo,
+    LesionOut,
+    ModelRef,
+    SegmentationResult,
+    SegmentOut,
+    SegOut,
+    TaskOut,
+)
 from medseg.core.seg import write_seg
 from medseg.models.store import LoadedModel, load_model, resolve_device
 
@@ -111,7 +119,8 @@ def _write_outputs(study: LoadedStudy, output: SegmentationOutput, loaded: Loade
     if study.kind == "dicom":
         info = write_seg(
             out_dir / "seg.dcm", output.mask.array, study.volume.source, manifest.labels,
-            model_name=manifest.name, model_version=manifest.version,
+            model_name=manifest.name, model_version=manifest.version, task=manifest.task.title,
+            finding=manifest.task.finding,
         )
         outputs["seg"] = "seg.dcm"
         seg_out = SegOut(sop_instance_uid=info.sop_instance_uid, series_instance_uid=info.series_instance_uid,
@@ -149,6 +158,12 @@ def _result(study, outcome: RunOutcome, loaded: LoadedModel, outputs, seg_out, t
         device=outcome.device,
         degraded=outcome.degraded_reason is not None,
         degraded_reason=outcome.degraded_reason,
+        task=TaskOut(title=loaded.manifest.task.title, finding=loaded.manifest.task.finding),
+        segments=[SegmentOut(label=label.value, name=label.name,
+                             code=(label.type.scheme, label.type.value, label.type.meaning),
+                             volume_ml=round(sum(x.volume_ml for x in lesions if x.label == label.value), 3),
+                             components=sum(x.label == label.value for x in lesions))
+                  for label in loaded.manifest.labels],
         lesion_count=len(lesions),
         lesions=lesions,
         total_volume_ml=round(sum(l.volume_ml for l in lesions), 3),

@@ -30,7 +30,7 @@ def segment(
     series: Optional[str] = typer.Option(None, help="SeriesInstanceUID to segment instead of the automatic choice"),
     any_orientation: bool = typer.Option(False, help="accept coronal/sagittal/oblique series"),
 ) -> None:
-    """Segment tumors: writes seg.dcm (DICOM input) or mask.nii.gz (NIfTI input) and result.json."""
+    """Segment a CT study with the model: writes seg.dcm (DICOM input) or mask.nii.gz (NIfTI input) and result.json."""
     from medseg.config import get_settings
     from medseg.jobs.runner import segment_study
 
@@ -50,8 +50,18 @@ def _summary(result, out_dir: Path) -> None:
     t = result.timings_s
     stdout.print(f"model {result.model.name} {result.model.version} on {result.device}"
               + (f" [yellow](degraded: {result.degraded_reason})[/]" if result.degraded else ""))
+    finding = result.task.finding
     if result.lesion_count == 0:
-        stdout.print("no lesion detected")
+        stdout.print(f"no {finding} detected")
+    elif finding != "lesion":  # anatomy: one line per structure the model segments, found or not
+        found = [s for s in result.segments if s.components]
+        stdout.print(f"{result.task.title}: {len(found)} of {len(result.segments)} structure(s) found, "
+                     f"total {result.total_volume_ml:.2f} mL")
+        for segment in found[:10]:
+            stdout.print(f"  {segment.label:>3}. {segment.name}: {segment.volume_ml:8.2f} mL"
+                         + (f" in {segment.components} parts" if segment.components > 1 else ""))
+        if len(found) > 10:
+            stdout.print(f"  ... {len(found) - 10} more in result.json")
     else:
         stdout.print(f"{result.lesion_count} lesion(s), total {result.total_volume_ml:.2f} mL")
         for i, lesion in enumerate(result.lesions[:10], 1):
