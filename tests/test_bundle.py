@@ -346,3 +346,35 @@ def test_seg_content_label_is_a_valid_code_string(task, label):
     from medseg.core.seg import content_label
 
     assert content_label(task) == label and len(label) <= 16
+
+
+def test_the_fast_argmax_equals_monais_asdiscreted_ties_included():
+    """medseg replaces a bundle's plain AsDiscreted(argmax=True) by channel_argmax: same labels, ties
+    (equal probabilities) to the first channel as MONAI's; anything else is run as the bundle says."""
+    import torch
+    from monai.transforms import AsDiscreted
+
+    from medseg.models.bundle_pipeline import _is_plain_argmax, channel_argmax
+
+    torch.manual_seed(0)
+    for channels in (2, 3, 14):
+        scores = torch.rand(channels, 17, 9, 11)
+        scores[:, :4] = 0.5  # exact ties
+        scores[1, 5:7] = scores[0, 5:7]
+        theirs = AsDiscreted(keys="pred", argmax=True)({"pred": scores})["pred"][0]
+        assert torch.equal(channel_argmax(scores), theirs.long())
+    assert _is_plain_argmax(AsDiscreted(keys="pred", argmax=True))
+    assert not _is_plain_argmax(AsDiscreted(keys="pred", argmax=True, to_onehot=3))
+    assert not _is_plain_argmax(AsDiscreted(keys="pred", threshold=0.5))
+    assert not _is_plain_argmax(AsDiscreted(keys=["pred", "label"], argmax=True))
+
+
+def test_mean_entropy_from_the_histogram_matches_the_formula():
+    from medseg.core.pipeline.segment import _binary_entropy
+
+    rng = np.random.default_rng(1)
+    for p in (rng.random(5000, dtype=np.float32), rng.beta(0.1, 0.1, 50000).astype(np.float32),
+              1 - rng.random(5000, dtype=np.float32) * 1e-3, np.array([0.5, 1.0, 0.0], np.float32)):
+        q = np.clip(p.astype(np.float64), 1e-7, 1 - 1e-7)
+        exact = float(np.mean(-(q * np.log2(q) + (1 - q) * np.log2(1 - q))))
+        assert _binary_entropy(p) == pytest.approx(exact, abs=2e-4)

@@ -182,6 +182,7 @@ class BundlePipeline:
         t = time.perf_counter()
         report("postprocess")
         item = decollate_batch(batch)[0]
+        del batch, data, pred  # only the decollated item from here on: each copy is a CT-sized tensor
         steps = list(self.postprocessing.transforms) if isinstance(self.postprocessing, Compose) else [
             self.postprocessing]
         split = next((i for i, s in enumerate(steps) if isinstance(s, AsDiscreted)), len(steps))
@@ -191,11 +192,15 @@ class BundlePipeline:
         if scores.shape[0] > 1 and scores.shape[0] != len(self.label_values) + 1:
             raise ModelOutputError(f"the network gives {scores.shape[0]} channels, metadata.json names "
                                    f"{len(self.label_values)} label(s) and the background", code="model.output_shape")
-        for step in steps[split:]:
-            item = step(item)
-        out = torch.as_tensor(item["pred"]).detach()
-        labels = (out.argmax(0) if out.shape[0] > 1 else out[0]).numpy().astype(np.uint8)
-        labels = np.ascontiguousarray(labels.transpose(2, 1, 0))
+        rest = steps[split:]
+        if len(rest) == 1 and _is_plain_argmax(rest[0]):
+            out = channel_argmax(scores)  # = AsDiscreted(argmax=True), ~20x faster (tests/test_bundle.py)
+        else:
+            for step in rest:
+                item = step(item)
+            out = torch.as_tensor(item["pred"]).detach()
+            out = channel_argmax(out) if out.shape[0] > 1 else out[0]
+        labels = np.ascontiguousarray(out.numpy().astype(np.uint8).transpose(2, 1, 0))
         if labels.shape != volume.shape:
             raise ModelOutputError(f"the bundle's post-processing gave shape {labels.shape}, the study is "
                                    f"{volume.shape} (no Invertd back onto the input grid?)",
@@ -204,6 +209,24 @@ class BundlePipeline:
         segments = measure_components(labels, confidence, volume.affine, self.label_values)
         timings["postprocess_s"] = time.perf_counter() - t
         return SegmentationOutput(volume.with_array(labels), segments, timings)
+
+
+def _is_plain_argmax(step) -> bool:
+    """``AsDiscreted(keys="pred", argmax=True)`` and nothing else (no one-hot, threshold or rounding)."""
+    from monai.transforms import AsDiscreted
+
+    if not isinstance(step, AsDiscreted) or tuple(step.keys) != ("pred",):
+        return False
+    return (tuple(step.argmax) == (True,) and list(step.to_onehot) == [None] and list(step.threshold) == [None]
+            and tuple(step.rounding) == (None,) and step.converter.kwargs.get("dim", 0) == 0)
+
+
+def channel_argmax(scores: torch.Tensor) -> torch.Tensor:
+    """``scores.argmax(0)`` (channel first; ties go to the first channel, as torch documents), computed
+    over a channel-last copy: torch's CPU argmax across the first axis of a (C, X, Y, Z) volume is
+    one strided pass per voxel and takes seconds on a 512 x 512 x 134 study."""
+    data = scores.as_tensor() if hasattr(scores, "as_tensor") else scores
+    return torch.movedim(data, 0, -1).contiguous().argmax(-1)
 
 
 def _confidence(scores: torch.Tensor, shape: tuple[int, ...]) -> np.ndarray:
@@ -216,7 +239,8 @@ def _confidence(scores: torch.Tensor, shape: tuple[int, ...]) -> np.ndarray:
 
 def _as_loaded(volume: Volume, meta_tensor):
     """The study as ``LoadImaged`` (NibabelReader) gives a NIfTI of it: voxel order, RAS affine, float32."""
-    data = np.ascontiguousarray(volume.array.transpose(2, 1, 0), dtype=np.float32)
+    # a view where the study is float32 already (as a DICOM series is): no second copy of the CT
+    data = np.asarray(volume.array, dtype=np.float32).transpose(2, 1, 0)
     affine = torch.as_tensor(affine_to_nifti(volume.affine), dtype=torch.float64)
     meta = {"affine": affine, "original_affine": affine.clone(), "spatial_shape": np.array(data.shape),
             "space": "RAS", "original_channel_dim": float("nan"), "filename_or_obj": "study"}

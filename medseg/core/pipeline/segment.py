@@ -218,10 +218,22 @@ def _spread(member: np.ndarray, box, start: np.ndarray, linear: np.ndarray) -> n
     return np.ptp((np.argwhere(member) + start) @ linear.T, axis=0)
 
 
+#: binary entropy (bits) at the centres of 65536 equal bins of [0, 1]
+_ENTROPY_BINS = 65535
+_ENTROPY_TABLE = None
+
+
 def _binary_entropy(p: np.ndarray) -> float:
-    """Mean binary entropy in bits (of the winning class's probability for multi-label models)."""
-    q = np.clip(p.astype(np.float64), 1e-7, 1 - 1e-7)
-    return float(np.mean(-(q * np.log2(q) + (1 - q) * np.log2(1 - q))))
+    """Mean binary entropy in bits (of the winning class's probability for multi-label models).
+    Through a 65536-bin histogram of ``p``: one pass with no float64 copy (a whole-organ component
+    has tens of millions of voxels); the quantization moves the mean by < 2e-4 bits."""
+    global _ENTROPY_TABLE
+    if _ENTROPY_TABLE is None:
+        q = np.clip(np.arange(_ENTROPY_BINS + 1) / _ENTROPY_BINS, 1e-7, 1 - 1e-7)
+        _ENTROPY_TABLE = -(q * np.log2(q) + (1 - q) * np.log2(1 - q))
+    bins = (np.clip(p, 0.0, 1.0) * np.float32(_ENTROPY_BINS) + np.float32(0.5)).astype(np.uint16)
+    counts = np.bincount(bins.ravel(), minlength=_ENTROPY_BINS + 1)
+    return float(counts @ _ENTROPY_TABLE / max(int(counts.sum()), 1))
 
 
 def segment(
