@@ -45,7 +45,11 @@ def show(version: str = typer.Argument(...), name: Optional[str] = NameOpt, conf
     model = model_name(ctx, name)
     m = ModelManifest.load(settings.models_root / model / version)
     print(json.dumps({"model": m.ref, "active": registry.active(model) == version, "sha256": m.weights.sha256,
-                      "architecture": m.architecture.model_dump(), "input": m.input.model_dump(mode="json"),
+                      "task": m.task.model_dump(), "architecture": m.architecture.model_dump(),
+                      "input": m.input.model_dump(mode="json"),
+                      "inference": m.inference.model_dump(mode="json", include=(
+                          {"engine", "bundle_overrides", "bundle_dropped_args", "bundle_files"}
+                          if m.inference.engine == "monai-bundle" else None)),
                       "reference": m.reference.model_dump(mode="json") if m.reference else None,
                       "metrics": m.metrics,
                       "labels": [{"value": label.value, "name": label.name,
