@@ -92,6 +92,51 @@ def test_code_expressions_need_trust(tmp_path):
     assert ModelManifest.load(store / "liver-lesion-bundle" / "0.3.1").input.roi_size_zyx == (32, 64, 64)
 
 
+def test_overrides_are_kept_applied_and_trusted_like_the_config(tmp_path):
+    """--override sets a config value as `monai.bundle run --ID VALUE` does: recorded in the version,
+    applied when it runs; a `$` value needs --trust; an id that names no place, or no id, is refused."""
+    from medseg.models.bundle import parse_override
+    from medseg.models.store import load_model
+
+    assert parse_override("inferer#sw_batch_size=4") == ("inferer#sw_batch_size", 4)
+    assert parse_override("evaluator#amp=False") == ("evaluator#amp", False)
+    assert parse_override("dints_space#device=cpu") == ("dints_space#device", "cpu")
+    assert parse_override("x=$torch.device('cpu')") == ("x", "$torch.device('cpu')")
+    store = tmp_path / "models"
+    bundle = make_bundle(tmp_path)
+    for bad in ("no-equals-sign", "bad id=1", "postprocessing#transforms#9#keys=pred"):
+        r = _cli(tmp_path, store, bundle, f"--override={bad}")
+        assert r.returncode == 2 and "[bundle.bad_override]" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    r = _cli(tmp_path, store, bundle, "--override=inferer#overlap=$0.5")
+    assert r.returncode == 2 and "[bundle.needs_trust]" in r.stderr and "inferer#overlap" in r.stderr
+    r = _cli(tmp_path, store, bundle, "--override=inferer#overlap=0.5", "--override=inferer#sw_batch_size=3")
+    assert r.returncode == 0, r.stderr
+    folder = store / "liver-lesion-bundle" / "0.3.1"
+    assert ModelManifest.load(folder).inference.bundle_overrides == {"inferer#overlap": 0.5, "inferer#sw_batch_size": 3}
+    inferer = load_model(folder).bundle.inferer
+    assert (inferer.overlap, inferer.sw_batch_size) == (0.5, 3)
+
+
+def test_further_model_files_travel_with_the_version_and_are_checksummed(tmp_path):
+    """A file the config loads besides the weights (DiNTS' architecture code) is copied into the
+    version and checked like the weights: altered, the version does not load."""
+    from medseg.core.exceptions import ChecksumError
+    from medseg.models.store import load_model
+
+    bundle = make_bundle(tmp_path)
+    (bundle / "models" / "search_code_1.pt").write_bytes(b"architecture code")
+    (bundle / "models" / "model.ts").write_bytes(b"torchscript export")  # not the version's: it runs model.pt
+    store = tmp_path / "models"
+    assert _cli(tmp_path, store, bundle).returncode == 0
+    folder = store / "liver-lesion-bundle" / "0.3.1"
+    files = ModelManifest.load(folder).inference.bundle_files
+    assert list(files) == ["bundle/models/search_code_1.pt"] and not (folder / "bundle" / "models" / "model.ts").exists()
+    load_model(folder)
+    (folder / "bundle" / "models" / "search_code_1.pt").write_bytes(b"architecture code, altered")
+    with pytest.raises(ChecksumError, match="search_code_1.pt"):
+        load_model(folder)
+
+
 def test_torchscript_and_mismatched_weights_are_refused(tmp_path):
     bundle = make_bundle(tmp_path)
     (bundle / "models" / "model.pt").rename(bundle / "models" / "model.ts")
@@ -349,12 +394,12 @@ def test_seg_content_label_is_a_valid_code_string(task, label):
 
 
 def test_the_fast_argmax_equals_monais_asdiscreted_ties_included():
-    """medseg replaces a bundle's plain AsDiscreted(argmax=True) by channel_argmax: same labels, ties
+    """medseg replaces a bundle's plain AsDiscreted(argmax=True) by argmax_and_max: same labels, ties
     (equal probabilities) to the first channel as MONAI's; anything else is run as the bundle says."""
     import torch
     from monai.transforms import AsDiscreted
 
-    from medseg.models.bundle_pipeline import _is_plain_argmax, channel_argmax
+    from medseg.models.bundle_pipeline import _is_plain_argmax, argmax_and_max
 
     torch.manual_seed(0)
     for channels in (2, 3, 14):
@@ -362,7 +407,9 @@ def test_the_fast_argmax_equals_monais_asdiscreted_ties_included():
         scores[:, :4] = 0.5  # exact ties
         scores[1, 5:7] = scores[0, 5:7]
         theirs = AsDiscreted(keys="pred", argmax=True)({"pred": scores})["pred"][0]
-        assert torch.equal(channel_argmax(scores), theirs.long())
+        labels, best = argmax_and_max(scores)
+        assert labels.dtype == torch.uint8 and torch.equal(labels.long(), theirs.long())
+        assert torch.equal(best, scores.max(0).values)
     assert _is_plain_argmax(AsDiscreted(keys="pred", argmax=True))
     assert not _is_plain_argmax(AsDiscreted(keys="pred", argmax=True, to_onehot=3))
     assert not _is_plain_argmax(AsDiscreted(keys="pred", threshold=0.5))

@@ -19,6 +19,21 @@ CT (neoplasm, a named structure from DICOM's dictionary, else the generic "Anato
 listed in ``provenance.uncoded_labels`` for review before promoting). The bundle's metadata
 (authors, copyright, licence, data source, intended use, published metrics, label names) is kept
 in the manifest's ``provenance``. The imported version gets a gate reference at once.
+
+What the outputs call the model (``task``): a model whose labels are all neoplasms segments
+"tumor" lesions; any other segments structures, titled by its one label ("spleen") or
+"multi-structure" (``--task`` names it).
+
+Bundles written for another machine or another MONAI:
+
+* ``overrides`` (``--override ID=VALUE``) set config values as ``python -m monai.bundle run --ID
+  VALUE`` does (the pancreas DiNTS bundle hard-codes a CUDA device); kept in the manifest and
+  applied on every run, and a ``$`` value needs ``trust`` like any other expression.
+* An argument of ``network_def`` that the installed MONAI has removed and that never changed the
+  network (:data:`medseg.models.bundle_pipeline.RETIRED_ARGS`: SwinUNETR's ``img_size``) is left
+  out and recorded; anything else MONAI rejects refuses the import (``bundle.network``).
+* Further files of ``models/`` (DiNTS' architecture code) are copied into the version's
+  ``bundle/models/`` and checksummed in the manifest like the weights.
 """
 
 from __future__ import annotations
@@ -46,6 +61,7 @@ from medseg.models.bundle_pipeline import (
     without_io,
 )
 from medseg.models.codes import NEOPLASM, label_codes
+from medseg.models.store import sha256_file
 from medseg.models.manifest import (
     ArchitectureSpec,
     InferenceSpec,
@@ -165,6 +181,7 @@ def import_bundle(bundle: Path, models_root: Path, *, name: str | None = None, v
         raise BundleError(f"an --override names no place in {config_file.name}: {', '.join(overrides)}",
                           code="bundle.bad_override") from None
     dropped = retired_args(config["network_def"]) if isinstance(config["network_def"], dict) else ()
+    config = apply_changes(config, dropped=dropped)
     expressions = _needed_expressions(config)
     if expressions and not trust:
         raise BundleError(f"what medseg runs of the bundle contains code expressions ({', '.join(expressions[:3])}"
@@ -202,7 +219,7 @@ def import_bundle(bundle: Path, models_root: Path, *, name: str | None = None, v
         task=_task(labels, task_title),
         inference=InferenceSpec(engine="monai-bundle", bundle_configs=BUNDLE_CONFIGS, bundle_overrides=overrides,
                                 bundle_dropped_args=dropped,
-                                bundle_files={f"bundle/models/{p.name}": _sha256(p) for p in extra}),
+                                bundle_files={f"bundle/models/{p.name}": sha256_file(p) for p in extra}),
         weights=WeightsSpec(file="model.pt", sha256=hashlib.sha256(blob).hexdigest()),
         training={"source": f"MONAI bundle {metadata.get('name', bundle.name)} {metadata.get('version', '')}",
                   "trusted_expressions": bool(expressions), "config": config_file.name,
@@ -263,10 +280,6 @@ def parse_override(text: str) -> tuple[str, Any]:
     except (ValueError, SyntaxError):
         parsed = value
     return cid.strip(), parsed
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _extra_files(bundle: Path) -> list[Path]:
