@@ -46,7 +46,7 @@ def test_a_flip_equivariant_model_is_left_as_it_was():
 def test_a_false_alarm_that_moves_with_the_window_is_removed_and_the_lesion_kept():
     x = _volume()
     plain = infer(x, with_artefact, _spec())[0, 1]
-    checked = infer(x, with_artefact, _spec(flip_check=True))[0, 1]
+    checked = infer(x, with_artefact, _spec(flip_check=True))[0, 1]  # no budget: every candidate
     lesion = x[0, 0] > 0.5
     artefact = (plain > 0.5) & ~lesion
     assert artefact.any()  # the stub does raise false alarms without the check
@@ -101,3 +101,36 @@ def test_context_box_holds_the_candidate_with_a_quarter_window_each_side():
         box = context_box(core, shape, ROI)
         assert all(b.start <= c.start and c.stop <= b.stop and b.start >= 0 and b.stop <= n
                    for b, c, n in zip(box, core, shape))
+
+
+def test_the_check_spends_at_most_the_first_pass_windows_largest_surest_first():
+    """False alarms at a fixed spot of every window, plus the lesion: with the default budget (the first
+    pass's 27 windows) the check runs what fits (7 windows per one-window candidate), the rest keep
+    their first-pass probabilities; ranking puts the lesion (largest, surest) first."""
+    from medseg.core.pipeline.flip_check import _ranked, candidate_boxes, window_count
+
+    windows = []
+
+    def counting(x):
+        windows.append(x.shape[0])
+        return with_artefact(x)
+
+    x = _volume()
+    checked = infer(x, counting, _spec(flip_check=True, flip_check_budget=1.0))[0, 1]
+    assert window_count((20, 40, 40), ROI, 0.0) == 27
+    extra = sum(windows) - 27
+    assert len(FLIPS) <= extra <= 27  # bounded: at most twice the study's own inference
+    lesion = x[0, 0] > 0.5
+    assert (checked[lesion] > 0.99).all()
+    assert ((checked > 0.5) & ~lesion).any()  # false alarms the budget did not reach stay (counted)
+    plain = infer(x, with_artefact, _spec())
+    boxes = candidate_boxes(plain)
+    assert len(boxes) >= 5
+    first = _ranked(plain, boxes)[0]
+    assert lesion[first].sum() == lesion.sum()  # the lesion's box ranks first
+    from monai.inferers import sliding_window_inference
+
+    for shape, overlap in (((20, 44, 44), 0.25), ((20, 44, 44), 0.0), ((8, 16, 50), 0.5), ((5, 9, 9), 0.25)):
+        windows.clear()
+        sliding_window_inference(torch.zeros((1, 1, *shape)), ROI, 1, counting, overlap=overlap)
+        assert window_count(shape, ROI, overlap) == len(windows), (shape, overlap)  # as MONAI scans

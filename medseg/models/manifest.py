@@ -80,7 +80,10 @@ class InferenceSpec(_Frozen):
     roi_size_zyx: tuple[int, int, int] | None = None
     #: re-predict each candidate lesion on the 8 axis flips of its window and average (medseg.core.pipeline.flip_check)
     flip_check: bool = False
-
+    #: the check spends at most this multiple of the first pass's windows (largest, surest candidates
+    #: first). None: unbounded, as the versions made before the bound were measured and referenced;
+    #: ``medseg train`` writes 1.0
+    flip_check_budget: float | None = Field(default=None, gt=0, le=8)
 
     @field_validator("bundle_files")
     @classmethod
@@ -225,6 +228,7 @@ class ModelManifest(_Frozen):
             sw_batch_size=self.inference.sw_batch_size,
             blend_mode=self.inference.blend_mode,
             flip_check=self.inference.flip_check,
+            flip_check_budget=self.inference.flip_check_budget,
             min_lesion_ml=self.postprocess.min_lesion_ml,
             min_peak_probability=self.postprocess.min_peak_probability,
         )

@@ -134,7 +134,7 @@ def infer(
         x = tensor.to(device)
         probabilities = probe(x)
         if spec.flip_check:
-            probabilities = flip_check(x, probabilities, probe, spec.roi_size)
+            probabilities = flip_check(x, probabilities, probe, spec.roi_size, spec.overlap, spec.flip_check_budget)
     return probabilities.cpu()
 
 

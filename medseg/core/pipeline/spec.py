@@ -22,6 +22,9 @@ class PipelineSpec:
     blend_mode: str = "gaussian"
     #: re-predict candidate lesions on the 8 axis flips of their window (medseg.core.pipeline.flip_check)
     flip_check: bool = False
+    #: the check's window budget, as a multiple of the first pass's windows (medseg.core.pipeline.flip_check);
+    #: None: unbounded
+    flip_check_budget: float | None = None
     min_lesion_ml: float = 0.05
     #: a component is kept only if the model is at least this sure of one of its voxels
     min_peak_probability: float = 0.0
