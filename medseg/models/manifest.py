@@ -98,6 +98,9 @@ class PostprocessSpec(_Frozen):
     min_lesion_ml: float = Field(default=0.05, ge=0)
     #: drop components whose most confident voxel stays below this (suppresses faint noise blobs)
     min_peak_probability: float = Field(default=0.0, ge=0, le=1)
+    #: foreground only inside the patient's body mask (medseg.core.pipeline.segment.body_mask);
+    #: off for the versions made before it, so that their references and metrics stand
+    body_mask: bool = False
 
 
 class WeightsSpec(_Frozen):
@@ -231,6 +234,7 @@ class ModelManifest(_Frozen):
             flip_check_budget=self.inference.flip_check_budget,
             min_lesion_ml=self.postprocess.min_lesion_ml,
             min_peak_probability=self.postprocess.min_peak_probability,
+            body_mask=self.postprocess.body_mask,
         )
 
     @classmethod

@@ -43,7 +43,7 @@ def calibrate_lesion_filters(
     for i in range(phantoms):
         ph = generate_phantom(VALIDATION_PHANTOM_SEED0 + i)
         prep = preprocess(ph.image, spec)
-        tables.append(component_table(ph, prep, infer(prep.tensor, network, spec), spec))
+        tables.append(component_table(ph, prep, infer(prep.tensor, network, spec, body=prep.body), spec))
     peaks = PEAK_PROBABILITY_CANDIDATES if min_peak_probability is None else (min_peak_probability,)
     sizes = MIN_LESION_ML_CANDIDATES if min_lesion_ml is None else (min_lesion_ml,)
     scores = {}

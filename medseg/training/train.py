@@ -330,7 +330,7 @@ def _manifest_stub(cfg: TrainConfig) -> ModelManifest:
         labels=(TUMOR_LABEL,),
         inference={"roi_size_zyx": cfg.inference_roi_zyx, "flip_check": cfg.flip_check, "flip_check_budget": 1.0},
         postprocess={"min_lesion_ml": 0.05 if cfg.min_lesion_ml is None else cfg.min_lesion_ml,
-                     "min_peak_probability": cfg.min_peak_probability or 0.0},
+                     "min_peak_probability": cfg.min_peak_probability or 0.0, "body_mask": True},
         weights=WeightsSpec(file="model.pt", sha256="0" * 64),
     )
 

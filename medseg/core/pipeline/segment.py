@@ -54,6 +54,8 @@ class Preprocessed:
     reorientation: Reorientation
     crop: tuple[slice, slice, slice]  # in the canonical source grid
     canonical_shape: tuple[int, int, int]
+    #: (1, 1, D, H, W) float 0/1 on the model grid, where ``spec.body_mask`` asks for one
+    body: torch.Tensor | None = None
 
 
 @dataclass
@@ -100,9 +102,37 @@ def preprocess(volume: Volume, spec: PipelineSpec) -> Preprocessed:
     region = np.ascontiguousarray(canonical[crop], dtype=np.float32)
     tensor = torch.from_numpy(region)[None, None]
     tensor = resample(tensor, target_shape(region.shape, spacing, spec.spacing_zyx))
+    body = body_mask(tensor[0, 0].numpy(), spec.body_threshold_hu) if spec.body_mask else None
     lo, hi = spec.window_hu
     tensor = ((tensor.clamp(lo, hi) - lo) / (hi - lo)).contiguous()
-    return Preprocessed(tensor, reorientation, crop, tuple(canonical.shape))  # type: ignore[arg-type]
+    return Preprocessed(tensor, reorientation, crop, tuple(canonical.shape), body)  # type: ignore[arg-type]
+
+
+def body_mask(hu: np.ndarray, threshold: float) -> torch.Tensor:
+    """The patient: the largest 26-connected component above ``threshold`` HU (table, blankets and
+    noise are smaller, or apart), its holes filled in each axial slice (axis 0 of the canonical
+    grid): the lungs and bowel gas lie inside, and an airway open to the edge of the scan does
+    not keep them out as a 3-D fill would. (1, 1, D, H, W) float 0/1; all ones if nothing is above."""
+    above = hu > threshold
+    components, count = ndimage.label(above, structure=np.ones((3, 3, 3), bool))
+    if count == 0:
+        return torch.ones((1, 1, *hu.shape))
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    body = components == int(sizes.argmax())
+    for k in range(body.shape[0]):
+        body[k] = ndimage.binary_fill_holes(body[k])
+    return torch.from_numpy(body.astype(np.float32))[None, None]
+
+
+def _inside(probabilities: torch.Tensor, body: torch.Tensor | None) -> torch.Tensor:
+    """Foreground only inside ``body``; what it takes away goes to the background channel."""
+    if body is None:
+        return probabilities
+    out = probabilities.clone()
+    out[:, 1:] *= body
+    out[:, 0] = 1 - out[:, 1:].sum(1)
+    return out
 
 
 def preprocess_mask(mask: Volume, prep: Preprocessed) -> torch.Tensor:
@@ -118,9 +148,11 @@ def preprocess_mask(mask: Volume, prep: Preprocessed) -> torch.Tensor:
 
 
 def infer(
-    tensor: torch.Tensor, predictor: Predictor, spec: PipelineSpec, *, device: str = "cpu", amp: bool = False
+    tensor: torch.Tensor, predictor: Predictor, spec: PipelineSpec, *, device: str = "cpu", amp: bool = False,
+    body: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Class probabilities (1, C, D, H, W), float32 on the CPU."""
+    """Class probabilities (1, C, D, H, W), float32 on the CPU; foreground only inside ``body``
+    (applied before the flip check, so that its budget goes to candidates inside the patient)."""
     autocast = torch.autocast(device_type="cuda", dtype=torch.float16) if amp and device.startswith("cuda") else nullcontext()
 
     def probe(x: torch.Tensor) -> torch.Tensor:
@@ -132,9 +164,11 @@ def infer(
 
     with torch.inference_mode(), autocast:
         x = tensor.to(device)
-        probabilities = probe(x)
+        mask = body.to(device) if body is not None else None
+        probabilities = _inside(probe(x), mask)
         if spec.flip_check:
-            probabilities = flip_check(x, probabilities, probe, spec.roi_size, spec.overlap, spec.flip_check_budget)
+            probabilities = _inside(flip_check(x, probabilities, probe, spec.roi_size, spec.overlap,
+                                               spec.flip_check_budget), mask)
     return probabilities.cpu()
 
 
@@ -254,7 +288,7 @@ def segment(
     timings["preprocess_s"] = time.perf_counter() - t
     t = time.perf_counter()
     report("inference")
-    probabilities = infer(prep.tensor, predictor, spec, device=device, amp=amp)
+    probabilities = infer(prep.tensor, predictor, spec, device=device, amp=amp, body=prep.body)
     timings["inference_s"] = time.perf_counter() - t
     expected = (1, len(spec.labels) + 1, *prep.tensor.shape[2:])
     if tuple(probabilities.shape) != expected:

@@ -29,5 +29,8 @@ class PipelineSpec:
     #: a component is kept only if the model is at least this sure of one of its voxels
     min_peak_probability: float = 0.0
     crop_body: bool = True
+    #: nothing outside the patient is called: foreground only inside the body mask (the largest
+    #: connected component above ``body_threshold_hu``, holes filled slice by slice), on the model grid
+    body_mask: bool = False
     body_threshold_hu: float = -500.0
     crop_margin_mm: float = 10.0
