@@ -131,3 +131,55 @@ def test_mirror_axes_are_patch_axes(tmp_path):
     for bad in ((3,), (2, 2)):
         with pytest.raises(ValidationError, match="mirror_axes"):
             TrainConfig(out=tmp_path, mirror_axes=bad)
+
+
+def test_training_runs_in_resumable_chunks(tmp_path, capsys):
+    """A chunk ends with OUT/checkpoint.pt; --resume continues the recorded recipe where it stopped
+    and, at the end of the budget, writes the model and removes the checkpoint."""
+    out = tmp_path / "ct-tumor" / "9.9.8"
+    base = ["train", "--out", out, "--phantoms", "2", "--holdout-phantoms", "1", "--validation-phantoms", "3",
+            "--version", "9.9.8", "--minutes", "5"]
+    code, _, err = run_cli([*base, "--iterations", "60", "--chunk-minutes", "0.1"], capsys)
+    assert code == 0, err
+    assert (out / "checkpoint.pt").is_file() and not (out / "model.pt").exists()
+    from medseg.training.checkpoint import read_checkpoint
+
+    first = read_checkpoint(out)
+    assert 0 < first["iteration"] < 60 and first["config"]["iterations"] == 60
+    code, _, err = run_cli(base, capsys)  # a new run over an unfinished one is refused
+    assert code == 2 and "[train.checkpoint_exists]" in err
+    # resumed with other recipe options: the recorded recipe (60 iterations) is what continues
+    code, stdout, err = run_cli([*base, "--iterations", "7", "--resume"], capsys)
+    assert code == 0, err
+    assert f"resuming at iteration {first['iteration']}" in err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["training"]["chunks"] == 2 and manifest["training"]["config"]["iterations"] == 60
+    assert manifest["training"]["iterations_run"] == 60
+    assert not (out / "checkpoint.pt").exists() and load_model(out)
+    code, _, err = run_cli([*base, "--resume"], capsys)
+    assert code == 2 and "[train.no_checkpoint]" in err
+
+
+def test_a_checkpoint_of_the_default_network_stays_under_20_mb_and_restores_exactly(tmp_path):
+    from medseg.models.store import build_network
+    from medseg.training.checkpoint import read_checkpoint, restore, save_checkpoint
+    from medseg.training.train import TrainConfig, _manifest_stub
+
+    network = build_network(_manifest_stub(TrainConfig(out=tmp_path)))
+    optimizer = torch.optim.AdamW(network.parameters(), lr=1e-3)
+    network(torch.rand(2, 1, 32, 64, 64)).sum().backward()
+    optimizer.step()
+    rng = np.random.default_rng(5)
+    path = save_checkpoint(tmp_path, network, optimizer, iteration=12, train_seconds=3.5, rng=rng, config={"a": 1},
+                           losses=[0.5])
+    assert path.stat().st_size < 20 * 2**20
+    expected_draw = np.random.default_rng(5).random()
+    copy = build_network(_manifest_stub(TrainConfig(out=tmp_path)))
+    other = torch.optim.AdamW(copy.parameters(), lr=1e-3)
+    restored_rng = np.random.default_rng(0)
+    payload = read_checkpoint(tmp_path)
+    restore(payload, copy, other, restored_rng)
+    assert all(torch.equal(a, b) for a, b in zip(network.state_dict().values(), copy.state_dict().values()))
+    assert restored_rng.random() == expected_draw and payload["iteration"] == 12
+    moments = [s["exp_avg"] for s in other.state_dict()["state"].values()]
+    assert moments and all(m.dtype == torch.float32 for m in moments)

@@ -125,6 +125,12 @@ class BundleError(MedsegError):
     code = "bundle.invalid"
 
 
+class TrainingError(MedsegError):
+    """A training run cannot start or continue as asked (no checkpoint to resume, one in the way)."""
+
+    code = "train.invalid"
+
+
 class ReviewError(MedsegError):
     """A radiologist's review cannot be taken (no matching result, wrong geometry, unreadable mask)."""
 

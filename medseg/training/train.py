@@ -26,6 +26,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy import ndimage
 
+from medseg.core.exceptions import TrainingError
 from medseg.core.io.nifti import read_nifti
 from medseg.core.labels import CodeSpec, LabelSpec
 from medseg.core.phantom import generate_phantom
@@ -36,6 +37,7 @@ from medseg.core.volume import Volume
 from medseg.models.manifest import ArchitectureSpec, InputSpec, ModelManifest, WeightsSpec
 from medseg.models.store import build_network
 from medseg.training.calibration import calibrate_lesion_filters
+from medseg.training.checkpoint import CHECKPOINT_FILE, read_checkpoint, restore, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,11 @@ class TrainConfig(BaseModel):
     min_peak_probability: float | None = Field(default=None, ge=0, le=1)
     #: 16 ranked the two best filter pairs of 2.0.0 only 0.0001 apart; 40 make the choice less noisy
     validation_phantoms: int = Field(default=40, ge=1)
+    #: this invocation trains at most this long, then writes ``checkpoint.pt`` and stops; ``--resume``
+    #: continues (``minutes`` is the budget of all chunks together). None: one run to the end
+    chunk_minutes: float | None = Field(default=None, gt=0)
+    #: a checkpoint is also written this often, so that a killed chunk loses at most this much
+    checkpoint_every_minutes: float = Field(default=15.0, gt=0)
 
     @field_validator("mirror_axes")
     @classmethod
@@ -187,7 +194,22 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return loss
 
 
-def train(cfg: TrainConfig, report: Callable[[str], None] = print) -> ModelManifest:
+#: TrainConfig fields a resumed chunk may set afresh; everything else comes from the checkpoint
+PER_CHUNK = {"out", "chunk_minutes", "checkpoint_every_minutes"}
+
+
+def train(cfg: TrainConfig, report: Callable[[str], None] = print, *, resume: bool = False) -> ModelManifest | None:
+    """Train to the end of the budget and write the model (returns its manifest), or, with
+    ``cfg.chunk_minutes``, stop after that long with a checkpoint (returns None); ``resume``
+    continues from ``<out>/checkpoint.pt`` with the recipe recorded there."""
+    payload = read_checkpoint(cfg.out)
+    if resume and payload is None:
+        raise TrainingError(f"{cfg.out}: no {CHECKPOINT_FILE} to resume from", code="train.no_checkpoint")
+    if not resume and payload is not None:
+        raise TrainingError(f"{cfg.out} holds a checkpoint of an unfinished run: continue it with --resume, or "
+                            f"remove {CHECKPOINT_FILE}", code="train.checkpoint_exists")
+    if payload is not None:
+        cfg = TrainConfig.model_validate({**payload["config"], **cfg.model_dump(include=PER_CHUNK)})
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(os.cpu_count() or 1)
     rng = np.random.default_rng(cfg.seed)
@@ -205,7 +227,6 @@ def train(cfg: TrainConfig, report: Callable[[str], None] = print) -> ModelManif
         train_sts = sts_cases(cfg.sts_dir, holdout=False)
         report(f"preparing {len(train_sts)} real STS training cases (held out: {len(STS_HOLDOUT)})")
         real_cases = [_case(image, truth, spec) for _, image, truth in train_sts]
-    prep_s = time.perf_counter() - started
 
     # channels-last: oneDNN's 3D convolutions run 1.45x faster on it (2-core EPYC, default
     # network: 0.42 -> 0.29 s per iteration), with the same losses. bfloat16 autocast was faster
@@ -213,12 +234,35 @@ def train(cfg: TrainConfig, report: Callable[[str], None] = print) -> ModelManif
     network = build_network(_manifest_stub(cfg)).to(memory_format=torch.channels_last_3d)
     network.train()
     optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.learning_rate, weight_decay=1e-5)
-    deadline = time.perf_counter() + cfg.minutes * 60 - prep_s
     losses: list[float] = []
-    iteration = 0
+    iteration, spent_before, chunks = 0, 0.0, 1
+    if payload is not None:
+        restore(payload, network, optimizer, rng)
+        iteration, spent_before, losses = payload["iteration"], payload["train_seconds"], list(payload["losses"])
+        chunks = int(payload["extra"].get("chunks", 1)) + 1
+        report(f"resuming at iteration {iteration} ({spent_before / 60:.1f} of {cfg.minutes} min trained, chunk {chunks})")
+    budget_s = cfg.minutes * 60 - (time.perf_counter() - started if payload is None else 0.0)
+    chunk_end = time.perf_counter() + cfg.chunk_minutes * 60 if cfg.chunk_minutes else math.inf
+    config_record = json.loads(cfg.model_dump_json(exclude=PER_CHUNK))
     train_started = time.perf_counter()
-    for iteration in range(1, cfg.iterations + 1):
-        progress = max(iteration / cfg.iterations, (time.perf_counter() - train_started) / max(1.0, deadline - train_started))
+    next_save = train_started + cfg.checkpoint_every_minutes * 60
+
+    def spent() -> float:
+        return spent_before + time.perf_counter() - train_started
+
+    def checkpoint() -> Path:
+        return save_checkpoint(cfg.out, network, optimizer, iteration=iteration, train_seconds=spent(), rng=rng,
+                               config=config_record, losses=losses, extra={"chunks": chunks})
+
+    finished = False
+    while not finished:
+        if iteration >= cfg.iterations or spent() >= budget_s:
+            finished = True
+            break
+        if time.perf_counter() >= chunk_end:
+            break
+        iteration += 1
+        progress = max(iteration / cfg.iterations, spent() / max(1.0, budget_s))
         lr = cfg.learning_rate * (min(1.0, iteration / 50) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
         for group in optimizer.param_groups:
             group["lr"] = max(lr, cfg.learning_rate * 0.01)
@@ -237,11 +281,17 @@ def train(cfg: TrainConfig, report: Callable[[str], None] = print) -> ModelManif
         optimizer.step()
         losses.append(loss.item())
         if iteration % 50 == 0:
-            report(f"iteration {iteration}: loss {np.mean(losses[-50:]):.4f} ({time.perf_counter() - started:.0f} s)")
-        if time.perf_counter() > deadline:
-            report(f"time budget of {cfg.minutes} min reached at iteration {iteration}")
-            break
-    train_s = time.perf_counter() - started
+            report(f"iteration {iteration}: loss {np.mean(losses[-50:]):.4f} ({spent():.0f} s trained)")
+        if time.perf_counter() >= next_save:
+            checkpoint()
+            next_save = time.perf_counter() + cfg.checkpoint_every_minutes * 60
+    if not finished:
+        path = checkpoint()
+        report(f"chunk {chunks} ends at iteration {iteration} ({spent() / 60:.1f} of {cfg.minutes} min trained): "
+               f"{path} ({path.stat().st_size / 2**20:.1f} MB); continue with --resume")
+        return None
+    report(f"training ends at iteration {iteration} ({spent() / 60:.1f} min trained, {chunks} chunk(s))")
+    train_s = spent()
 
     network.eval().to(memory_format=torch.contiguous_format)
     buffer = io.BytesIO()
@@ -249,6 +299,7 @@ def train(cfg: TrainConfig, report: Callable[[str], None] = print) -> ModelManif
     blob = buffer.getvalue()
     cfg.out.mkdir(parents=True, exist_ok=True)
     (cfg.out / "model.pt").write_bytes(blob)
+    (cfg.out / CHECKPOINT_FILE).unlink(missing_ok=True)  # the model replaces the unfinished run
 
     calibration = None
     if cfg.min_peak_probability is None or cfg.min_lesion_ml is None:
@@ -273,6 +324,7 @@ def train(cfg: TrainConfig, report: Callable[[str], None] = print) -> ModelManif
                 "real_holdout_cases": list(STS_HOLDOUT) if cfg.sts_dir else [],
                 "lesion_filter_calibration": calibration,
                 "iterations_run": iteration,
+                "chunks": chunks,
                 "final_loss": round(float(np.mean(losses[-50:])), 4),
                 "wall_time_s": round(train_s, 1),
                 "host": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",

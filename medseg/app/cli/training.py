@@ -24,6 +24,10 @@ def train(
     seed: int = typer.Option(0),
     version: str = typer.Option("1.0.0"),
     name: str = typer.Option("ct-tumor"),
+    chunk_minutes: Optional[float] = typer.Option(
+        None, min=0.1, help="stop after this long with OUT/checkpoint.pt (resumable); --minutes is the whole budget"),
+    resume: bool = typer.Option(False, "--resume", help="continue OUT/checkpoint.pt with the recipe recorded in it "
+                                                        "(the recipe options given here are not used)"),
 ) -> None:
     """Train the demonstration model on CPU and write weights, manifest.json and MODEL_CARD.md."""
     from medseg.training.train import TrainConfig
@@ -31,9 +35,10 @@ def train(
 
     config = TrainConfig(out=out, sts_dir=sts_dir, sts_fraction=sts_fraction, iterations=iterations, minutes=minutes, phantoms=phantoms,
                          holdout_phantoms=holdout_phantoms, validation_phantoms=validation_phantoms, flip_check=flip_check, seed=seed,
-                         version=version, name=name)
-    manifest = run(config, report=lambda line: err.print(line))
-    stdout.print(json.dumps(manifest.metrics, indent=2))
+                         version=version, name=name, chunk_minutes=chunk_minutes)
+    manifest = run(config, report=lambda line: err.print(line), resume=resume)
+    if manifest is not None:
+        stdout.print(json.dumps(manifest.metrics, indent=2))
 
 
 def evaluate(
