@@ -38,6 +38,7 @@ from medseg.models.manifest import ArchitectureSpec, InputSpec, ModelManifest, W
 from medseg.models.store import build_network
 from medseg.training.calibration import calibrate_lesion_filters
 from medseg.training.checkpoint import CHECKPOINT_FILE, read_checkpoint, restore, save_checkpoint
+from medseg.training.real_ct import MEASURE_SLICES, TRAIN_SLICES, NegativeVolume, full_fov
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class TrainConfig(BaseModel):
     out: Path
     name: str = Field(default="ct-tumor", pattern=ModelManifest.model_fields["name"].metadata[0].pattern)
     version: str = Field(default="1.0.0", pattern=ModelManifest.model_fields["version"].metadata[0].pattern)
-    phantoms: int = Field(default=64, ge=1)
+    phantoms: int = Field(default=64, ge=0)
     phantom_seed0: int = 1000
     sts_dir: Path | None = None
     #: share of training patches drawn from real STS cases. 0 by default: mixing them in was
@@ -68,6 +69,13 @@ class TrainConfig(BaseModel):
     #: 25 % over 28 minutes -> phantom Dice 0.01, real Dice 0.53). The cases are 5 cm crops
     #: around a sarcoma, so they teach "soft-tissue mass = tumor", which every phantom organ is.
     sts_fraction: float = Field(default=0.0, ge=0, le=1)
+    #: the whole chest CT (medseg.training.real_ct): its training slab gives tumor-free patches,
+    #: centred inside the body, ``hard_negative_share`` of them on voxels the network called tumor
+    #: when last mined (every ``mine_every`` iterations); its measuring slab is only evaluated
+    full_fov_dir: Path | None = None
+    full_fov_fraction: float = Field(default=0.0, ge=0, le=1)
+    hard_negative_share: float = Field(default=0.5, ge=0, le=1)
+    mine_every: int = Field(default=500, ge=1)
     #: an upper bound: the time budget ends a default run first (2.1.0 ran 9862 iterations in 28 min)
     iterations: int = Field(default=20000, ge=1)
     minutes: float = Field(default=28.0, gt=0)
@@ -147,10 +155,13 @@ def sts_cases(sts_dir: Path, holdout: bool) -> list[tuple[str, Volume, Volume]]:
 
 
 def _patch(case: _Case, size, rng: np.random.Generator, foreground_fraction: float, jitter: float = 0.5,
-           mirror_axes: tuple[int, ...] = (2,)):
+           mirror_axes: tuple[int, ...] = (2,), center: np.ndarray | None = None):
     shape = np.array(case.image.shape)
     size = np.array(size)
-    if case.lesions and rng.random() < foreground_fraction:
+    if center is not None:  # a chosen negative (inside the body, or a hard negative), jittered
+        reach = (size * jitter / 2).astype(int)
+        center = np.asarray(center) + rng.integers(-reach, reach + 1)
+    elif case.lesions and rng.random() < foreground_fraction:
         # a lesion first, then one of its voxels: drawing a voxel of all foreground (1.0.0-1.1.0)
         # centred nearly every patch on the large tumors, since a 30 mm tumor has 1000x the voxels
         # of a 3 mm one, and the model never learned small lesions (12 mm ones scored p < 0.001)
@@ -228,6 +239,27 @@ def train(cfg: TrainConfig, report: Callable[[str], None] = print, *, resume: bo
         report(f"preparing {len(train_sts)} real STS training cases (held out: {len(STS_HOLDOUT)})")
         real_cases = [_case(image, truth, spec) for _, image, truth in train_sts]
 
+    negatives: list[NegativeVolume] = []
+    if cfg.full_fov_dir is not None and cfg.full_fov_fraction > 0:
+        report(f"preparing the training slab of the whole CT (slices {TRAIN_SLICES[0]}-{TRAIN_SLICES[1] - 1})")
+        negatives = [NegativeVolume.from_volume(full_fov(cfg.full_fov_dir, "train")[0], spec)]
+    if not (phantom_cases or real_cases):
+        raise TrainingError("nothing to train on: no phantoms and no real cases", code="train.no_data")
+
+    def patch_pair():
+        r = rng.random()
+        if real_cases and (r < cfg.sts_fraction or not phantom_cases and not negatives):
+            case = real_cases[int(rng.integers(len(real_cases)))]
+        elif negatives and r < cfg.sts_fraction + cfg.full_fov_fraction:
+            volume = negatives[int(rng.integers(len(negatives)))]
+            case = _Case(volume.image, torch.zeros(volume.image.shape, dtype=torch.uint8), [])
+            return _patch(case, cfg.patch_zyx, rng, 0.0, cfg.foreground_jitter, cfg.mirror_axes,
+                          center=volume.centre(rng, cfg.hard_negative_share))
+        else:
+            pool = phantom_cases or real_cases
+            case = pool[int(rng.integers(len(pool)))]
+        return _patch(case, cfg.patch_zyx, rng, cfg.foreground_fraction, cfg.foreground_jitter, cfg.mirror_axes)
+
     # channels-last: oneDNN's 3D convolutions run 1.45x faster on it (2-core EPYC, default
     # network: 0.42 -> 0.29 s per iteration), with the same losses. bfloat16 autocast was faster
     # still but turned the loss into NaN within 20 iterations (torch 2.13 CPU), so it is not used.
@@ -240,6 +272,8 @@ def train(cfg: TrainConfig, report: Callable[[str], None] = print, *, resume: bo
         restore(payload, network, optimizer, rng)
         iteration, spent_before, losses = payload["iteration"], payload["train_seconds"], list(payload["losses"])
         chunks = int(payload["extra"].get("chunks", 1)) + 1
+        for volume, hard in zip(negatives, payload["extra"].get("hard", [])):
+            volume.hard = hard.numpy()
         report(f"resuming at iteration {iteration} ({spent_before / 60:.1f} of {cfg.minutes} min trained, chunk {chunks})")
     budget_s = cfg.minutes * 60 - (time.perf_counter() - started if payload is None else 0.0)
     chunk_end = time.perf_counter() + cfg.chunk_minutes * 60 if cfg.chunk_minutes else math.inf
@@ -252,7 +286,8 @@ def train(cfg: TrainConfig, report: Callable[[str], None] = print, *, resume: bo
 
     def checkpoint() -> Path:
         return save_checkpoint(cfg.out, network, optimizer, iteration=iteration, train_seconds=spent(), rng=rng,
-                               config=config_record, losses=losses, extra={"chunks": chunks})
+                               config=config_record, losses=losses,
+                               extra={"chunks": chunks, "hard": [torch.from_numpy(v.hard) for v in negatives]})
 
     finished = False
     while not finished:
@@ -268,9 +303,7 @@ def train(cfg: TrainConfig, report: Callable[[str], None] = print, *, resume: bo
             group["lr"] = max(lr, cfg.learning_rate * 0.01)
         batch_x, batch_y = [], []
         for _ in range(cfg.batch_size):
-            pool = real_cases if real_cases and rng.random() < cfg.sts_fraction else phantom_cases
-            x, y = _patch(pool[int(rng.integers(len(pool)))], cfg.patch_zyx, rng, cfg.foreground_fraction, cfg.foreground_jitter,
-                          cfg.mirror_axes)
+            x, y = patch_pair()
             batch_x.append(x)
             batch_y.append(y)
         x = torch.stack(batch_x)[:, None].contiguous(memory_format=torch.channels_last_3d)
@@ -282,6 +315,9 @@ def train(cfg: TrainConfig, report: Callable[[str], None] = print, *, resume: bo
         losses.append(loss.item())
         if iteration % 50 == 0:
             report(f"iteration {iteration}: loss {np.mean(losses[-50:]):.4f} ({spent():.0f} s trained)")
+        if negatives and iteration % cfg.mine_every == 0:
+            called = [volume.mine(network, spec, rng=rng) for volume in negatives]
+            report(f"iteration {iteration}: hard negatives mined, {sum(called)} voxel(s) called tumor on the training slab")
         if time.perf_counter() >= next_save:
             checkpoint()
             next_save = time.perf_counter() + cfg.checkpoint_every_minutes * 60
@@ -318,7 +354,9 @@ def train(cfg: TrainConfig, report: Callable[[str], None] = print, *, resume: bo
                           f"warm-up; random patches ({cfg.foreground_fraction:.0%} centred on a tumor, each tumor alike, "
                           f"{cfg.sts_fraction:.0%} from real cases); training phantoms carry 2-8 tumors each; "
                           f"mirroring along patch axes {list(cfg.mirror_axes)} (z, y, x), intensity jitter",
-                "config": json.loads(cfg.model_dump_json(exclude={"out", "sts_dir"})),
+                "config": json.loads(cfg.model_dump_json(exclude={"out", "sts_dir", "full_fov_dir", *PER_CHUNK})),
+                "full_fov": {"case": "LIDC-IDRI-0314", "training_slices": list(TRAIN_SLICES),
+                             "measuring_slices": list(MEASURE_SLICES)} if cfg.full_fov_dir else None,
                 "phantom_seeds": [cfg.phantom_seed0, cfg.phantom_seed0 + cfg.phantoms - 1],
                 "real_training_cases": [name for name, *_ in train_sts],
                 "real_holdout_cases": list(STS_HOLDOUT) if cfg.sts_dir else [],
@@ -351,6 +389,8 @@ def evaluate(network: torch.nn.Module, spec: PipelineSpec, cfg: TrainConfig) -> 
             **summarize(cases),
             "per_study_dice": {str(HOLDOUT_PHANTOM_SEED0 + i): round(c.dice, 4) for i, c in enumerate(cases)},
         }
+    if cfg.full_fov_dir is not None:
+        results["full_fov_measure"] = measure_full_fov(network, spec, cfg.full_fov_dir)
     if cfg.sts_dir is not None:
         per_case = {}
         for name, image, truth in sts_cases(cfg.sts_dir, holdout=True):
@@ -362,6 +402,22 @@ def evaluate(network: torch.nn.Module, spec: PipelineSpec, cfg: TrainConfig) -> 
             "per_case_dice": {k: round(v, 4) for k, v in per_case.items()},
         }
     return results
+
+
+def measure_full_fov(network: torch.nn.Module, spec: PipelineSpec, root: Path) -> dict:
+    """False-positive lesions on the measuring slab of the whole CT (never trained on), and the nodule."""
+    image, truth = full_fov(root, "measure")
+    out = segment(image, network, spec)
+    nodule = truth.array > 0
+    components, count = ndimage.label(out.mask.array > 0, structure=np.ones((3, 3, 3), bool))
+    hits = set(np.unique(components[nodule]).tolist()) - {0}
+    false = [i for i in range(1, count + 1) if i not in hits]
+    sizes = np.bincount(components.ravel(), minlength=count + 1)
+    case = evaluate_case(out.mask.array, truth.array, image.voxel_volume_ml)
+    return {"slices": list(MEASURE_SLICES), "false_positive_lesions": len(false),
+            "false_positive_ml": round(float(sum(sizes[i] for i in false)) * image.voxel_volume_ml, 3),
+            "nodule_found": bool(hits), "nodule_dice": round(case.dice, 4),
+            "inference_s": round(out.timings.get("inference_s", 0.0), 1)}
 
 
 def _manifest_stub(cfg: TrainConfig) -> ModelManifest:

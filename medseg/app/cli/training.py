@@ -15,9 +15,13 @@ def train(
     out: Path = typer.Option(..., "--out", "-o", help="model folder to write, e.g. models/ct-tumor/1.0.1"),
     sts_dir: Optional[Path] = typer.Option(None, help="real STS cases (../shared/data/sts-ct): held-out ones are evaluated"),
     sts_fraction: float = typer.Option(0.0, min=0.0, max=1.0, help="share of training patches from the other real cases"),
+    full_fov_dir: Optional[Path] = typer.Option(
+        None, help="the whole chest CT (../shared/data/full-fov-ct): negatives from its training slab, "
+                   "false positives measured on the rest"),
+    full_fov_fraction: float = typer.Option(0.0, min=0.0, max=1.0, help="share of patches from its training slab"),
     iterations: int = typer.Option(20000, min=1, help="upper bound; --minutes usually ends the run first"),
     minutes: float = typer.Option(28.0, min=0.1, help="time budget for the whole run"),
-    phantoms: int = typer.Option(64, min=1, help="training phantoms"),
+    phantoms: int = typer.Option(64, min=0, help="training phantoms"),
     holdout_phantoms: int = typer.Option(20, min=0),
     validation_phantoms: int = typer.Option(40, min=1, help="phantoms (seeds from 800000) that choose the lesion filters"),
     flip_check: bool = typer.Option(True, help="re-predict candidate lesions on the 8 axis flips of their window"),
@@ -33,7 +37,8 @@ def train(
     from medseg.training.train import TrainConfig
     from medseg.training.train import train as run
 
-    config = TrainConfig(out=out, sts_dir=sts_dir, sts_fraction=sts_fraction, iterations=iterations, minutes=minutes, phantoms=phantoms,
+    config = TrainConfig(out=out, sts_dir=sts_dir, sts_fraction=sts_fraction, full_fov_dir=full_fov_dir,
+                         full_fov_fraction=full_fov_fraction, iterations=iterations, minutes=minutes, phantoms=phantoms,
                          holdout_phantoms=holdout_phantoms, validation_phantoms=validation_phantoms, flip_check=flip_check, seed=seed,
                          version=version, name=name, chunk_minutes=chunk_minutes)
     manifest = run(config, report=lambda line: err.print(line), resume=resume)
@@ -45,6 +50,8 @@ def evaluate(
     model: Optional[str] = typer.Option(None, help="model folder or <name>/<version>"),
     phantoms: int = typer.Option(20, min=0, help="held-out phantoms (seeds from 900000)"),
     sts_dir: Optional[Path] = typer.Option(None, help="real STS cases; only the held-out ones are used"),
+    full_fov_dir: Optional[Path] = typer.Option(
+        None, help="the whole chest CT: false-positive lesions on its measuring slab (never trained on)"),
     write_metrics: bool = typer.Option(False, help="record the measured metrics in manifest.json and MODEL_CARD.md"),
 ) -> None:
     """Measure a model on held-out phantoms (and held-out real cases) through the full pipeline."""
@@ -56,7 +63,7 @@ def evaluate(
     settings = get_settings()
     model_dir = settings.model_dir(model)
     loaded = load_model(model_dir)
-    config = TrainConfig(out=Path("."), holdout_phantoms=phantoms, sts_dir=sts_dir)
+    config = TrainConfig(out=Path("."), holdout_phantoms=phantoms, sts_dir=sts_dir, full_fov_dir=full_fov_dir)
     with progress("evaluating"):
         metrics = run(loaded.network, loaded.manifest.pipeline_spec(), config)
     stdout.print(json.dumps(metrics, indent=2))

@@ -1,0 +1,96 @@
+"""Real CT for training and measuring: the whole chest CT split by slab, negatives inside the body,
+hard negatives mined on it.
+
+``../shared/data/full-fov-ct/LIDC-IDRI-0314`` is one whole chest CT (512 x 512 x 275, 1 mm
+slices) with one lung nodule, marked by 4 readers on slices 151-168. It is split along z:
+
+* **training slab**: slices 0-119 (the inferior 120 mm: lower lungs, liver dome, upper abdomen,
+  table, air). Tumor-free, 31 mm and more from the nodule. Its voxels are negatives: patches
+  centred inside the body, and hard negatives where the network being trained calls tumor.
+* **measuring slab**: slices 120-274 (the superior 155 mm, the nodule included). Never trained
+  on: false-positive lesions per whole CT are counted here, and whether the nodule is found.
+
+Attribution: LIDC-IDRI (TCIA, CC BY 3.0; Armato et al. 2011, DOI 10.1118/1.3528204), see the
+data's README.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medseg.core.io.nifti import read_nifti
+from medseg.core.pipeline.segment import preprocess
+from medseg.core.pipeline.spec import PipelineSpec
+from medseg.core.volume import Volume
+
+FULL_FOV_CASE = "LIDC-IDRI-0314"
+TRAIN_SLICES = (0, 120)
+MEASURE_SLICES = (120, 275)
+#: the readers' consensus (LIDC convention: at least 2 of 4)
+NODULE_READERS = 2
+
+
+def slab(volume: Volume, slices: tuple[int, int]) -> Volume:
+    """Slices ``[start, stop)`` of a NIfTI-read volume (index 0 is the NIfTI z axis), same geometry."""
+    start, stop = slices
+    affine = volume.affine.copy()
+    affine[:3, 3] = volume.affine[:3, :3] @ np.array([start, 0.0, 0.0]) + volume.affine[:3, 3]
+    return Volume(np.ascontiguousarray(volume.array[start:stop]), affine)
+
+
+def full_fov(root: Path, part: str) -> tuple[Volume, Volume]:
+    """(CT, nodule mask of >= 2 readers) of the training or measuring slab."""
+    folder = Path(root) / FULL_FOV_CASE
+    ct, readers = read_nifti(folder / "CT_image.nii.gz"), read_nifti(folder / "nodule_readers.nii.gz")
+    slices = {"train": TRAIN_SLICES, "measure": MEASURE_SLICES}[part]
+    nodule = readers.with_array((readers.array >= NODULE_READERS).astype(np.uint8))
+    image, truth = slab(ct, slices), slab(nodule, slices)
+    if part == "train" and truth.array.any():
+        raise ValueError("the training slab of the whole CT must not hold the nodule")
+    return image, truth
+
+
+@dataclass
+class NegativeVolume:
+    """A tumor-free volume on the model grid: where patches may be centred (inside the body) and
+    where the network was last seen calling tumor (hard negatives)."""
+
+    image: torch.Tensor  # (D, H, W) windowed
+    body_voxels: np.ndarray  # (N, 3) model-grid indices inside the body mask
+    hard: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), int))
+
+    @classmethod
+    def from_volume(cls, volume: Volume, spec: PipelineSpec) -> "NegativeVolume":
+        prep = preprocess(volume, dataclasses.replace(spec, body_mask=True))
+        body = prep.body[0, 0].numpy() > 0
+        return cls(prep.tensor[0, 0].clone(), np.argwhere(body))
+
+    def centre(self, rng: np.random.Generator, hard_share: float) -> np.ndarray:
+        pool = self.hard if len(self.hard) and rng.random() < hard_share else self.body_voxels
+        return pool[int(rng.integers(len(pool)))]
+
+    def mine(self, network: torch.nn.Module, spec: PipelineSpec, limit: int = 2000,
+             rng: np.random.Generator | None = None) -> int:
+        """Infer the whole volume with ``network`` (eval mode) and keep up to ``limit`` voxels it
+        calls tumor inside the body as hard-negative centres. Returns how many it called."""
+        from medseg.core.pipeline.segment import infer
+
+        was_training = network.training
+        network.eval()
+        try:
+            plain = dataclasses.replace(spec, flip_check=False)
+            foreground = infer(self.image[None, None], network, plain)[0, 1].numpy() > 0.5
+        finally:
+            network.train(was_training)
+        inside = np.zeros(foreground.shape, bool)
+        inside[tuple(self.body_voxels.T)] = True
+        called = np.argwhere(foreground & inside)
+        if len(called) > limit:
+            called = called[(rng or np.random.default_rng(0)).choice(len(called), limit, replace=False)]
+        self.hard = called
+        return int((foreground & inside).sum())

@@ -1,0 +1,73 @@
+"""The whole-CT training data (medseg.training.real_ct) on a stand-in of the LIDC case's layout: a
+synthetic 275-slice CT (the real one is 76 MB, kept out of the repository) with a nodule where the
+real one is (slices 151-168)."""
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from medseg.core.pipeline.spec import PipelineSpec
+from medseg.training.real_ct import FULL_FOV_CASE, MEASURE_SLICES, TRAIN_SLICES, NegativeVolume, full_fov, slab
+
+SPEC = PipelineSpec(spacing_zyx=(3.0, 3.0, 3.0), window_hu=(-200.0, 300.0), roi_size=(16, 16, 16))
+
+
+def _stand_in(root, nodule_slices=(151, 169)):
+    folder = root / FULL_FOV_CASE
+    folder.mkdir(parents=True)
+    hu = np.full((40, 40, 275), -1000, np.int16)  # NIfTI (x, y, z)
+    rr, cc = np.mgrid[0:40, 0:40]
+    hu[((rr - 20) / 15.0) ** 2 + ((cc - 20) / 15.0) ** 2 <= 1, :] = 40
+    readers = np.zeros(hu.shape, np.uint8)
+    readers[18:23, 18:23, nodule_slices[0]:nodule_slices[1]] = 3
+    affine = np.diag([-2.0, -2.0, 1.0, 1.0])
+    for name, data in (("CT_image.nii.gz", hu), ("nodule_readers.nii.gz", readers)):
+        image = nib.Nifti1Image(data, affine)
+        image.set_sform(affine, 1)
+        image.set_qform(affine, 1)
+        nib.save(image, str(folder / name))
+    return root
+
+
+def test_the_slabs_split_the_ct_where_the_geometry_says(tmp_path):
+    root = _stand_in(tmp_path)
+    train, train_truth = full_fov(root, "train")
+    measure, measure_truth = full_fov(root, "measure")
+    assert train.shape[0] == TRAIN_SLICES[1] - TRAIN_SLICES[0] and measure.shape[0] == MEASURE_SLICES[1] - MEASURE_SLICES[0]
+    assert not train_truth.array.any() and measure_truth.array.sum() == 5 * 5 * 18
+    # slice k of the measuring slab lies where slice 120 + k of the whole CT lies
+    from medseg.core.io.nifti import read_nifti
+    whole = read_nifti(root / FULL_FOV_CASE / "CT_image.nii.gz")
+    np.testing.assert_allclose(measure.affine[:3, 3], whole.affine[:3, :3] @ [120, 0, 0] + whole.affine[:3, 3])
+    np.testing.assert_array_equal(slab(whole, (10, 12)).array, whole.array[10:12])
+
+
+def test_a_training_slab_holding_the_nodule_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="must not hold the nodule"):
+        full_fov(_stand_in(tmp_path, nodule_slices=(100, 110)), "train")
+
+
+def test_negatives_are_centred_inside_the_body_and_mined_where_the_network_calls_tumor(tmp_path):
+    image, _ = full_fov(_stand_in(tmp_path), "train")
+    negatives = NegativeVolume.from_volume(image, SPEC)
+    assert len(negatives.body_voxels) and len(negatives.hard) == 0
+    rng = np.random.default_rng(0)
+    for _ in range(50):  # in or at the edge of the patient (air is 0 after the window), never in the air
+        z, y, x = negatives.centre(rng, hard_share=0.5)
+        assert negatives.image[z, max(y - 1, 0):y + 2, max(x - 1, 0):x + 2].max() > 0
+    air = negatives.image == 0
+    assert air.any() and not air[tuple(negatives.body_voxels.T)].all()
+
+    class Everywhere(torch.nn.Module):
+        def forward(self, x):
+            logits = torch.zeros((x.shape[0], 2, *x.shape[2:]))
+            logits[:, 1] = 5.0
+            return logits
+
+    called = negatives.mine(Everywhere(), SPEC, limit=50, rng=rng)
+    assert called == len(negatives.body_voxels) and len(negatives.hard) == 50
+    inside = {tuple(v) for v in negatives.body_voxels.tolist()}
+    assert all(tuple(v) in inside for v in negatives.hard.tolist())
+    assert all(tuple(negatives.centre(rng, hard_share=1.0)) in {tuple(v) for v in negatives.hard.tolist()}
+               for _ in range(10))
