@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 #: Real cases never used for training; every reported real-tumor number is on these.
 STS_HOLDOUT = ("STS_002", "STS_006", "STS_012", "STS_019", "STS_024", "STS_029", "STS_033", "STS_038")
+#: Real cases kept out of training to choose the recipe and the lesion filters on (``--sts-validation``),
+#: so that nothing is chosen on the held-out ones. 2.x used all 20 others for training.
+STS_VALIDATION = ("STS_004", "STS_015", "STS_026", "STS_035")
 HOLDOUT_PHANTOM_SEED0 = 900_000
 TUMOR_LABEL = LabelSpec(
     value=1,
@@ -69,6 +72,8 @@ class TrainConfig(BaseModel):
     #: 25 % over 28 minutes -> phantom Dice 0.01, real Dice 0.53). The cases are 5 cm crops
     #: around a sarcoma, so they teach "soft-tissue mass = tumor", which every phantom organ is.
     sts_fraction: float = Field(default=0.0, ge=0, le=1)
+    #: real cases kept out of training for choosing on (STS_VALIDATION); () trains on all non-held-out ones
+    sts_validation: tuple[str, ...] = ()
     #: the whole chest CT (medseg.training.real_ct): its training slab gives tumor-free patches,
     #: centred inside the body, ``hard_negative_share`` of them on voxels the network called tumor
     #: when last mined (every ``mine_every`` iterations); its measuring slab is only evaluated
@@ -146,10 +151,19 @@ def _case(image: Volume, truth: Volume, spec: PipelineSpec) -> _Case:
     return _Case(prep.tensor[0, 0].clone(), label, lesions)
 
 
-def sts_cases(sts_dir: Path, holdout: bool) -> list[tuple[str, Volume, Volume]]:
+def sts_cases(sts_dir: Path, holdout: bool, validation: tuple[str, ...] = (),
+              part: str = "train") -> list[tuple[str, Volume, Volume]]:
+    """The held-out cases (``holdout``), else the training cases less ``validation`` (``part``
+    "train") or the ``validation`` cases only (``part`` "validation")."""
     out = []
     for case in sorted(p for p in Path(sts_dir).glob("STS_*") if p.is_dir()):
-        if (case.name in STS_HOLDOUT) == holdout:
+        if holdout:
+            wanted = case.name in STS_HOLDOUT
+        elif case.name in STS_HOLDOUT:
+            wanted = False
+        else:
+            wanted = (case.name in validation) == (part == "validation")
+        if wanted:
             out.append((case.name, read_nifti(case / "CT_image.nii.gz"), read_nifti(case / "CT_mask.nii.gz")))
     return out
 
@@ -235,7 +249,7 @@ def train(cfg: TrainConfig, report: Callable[[str], None] = print, *, resume: bo
         phantom_cases.append(_case(ph.image, ph.truth, spec))
     real_cases, train_sts = [], []
     if cfg.sts_dir is not None and cfg.sts_fraction > 0:
-        train_sts = sts_cases(cfg.sts_dir, holdout=False)
+        train_sts = sts_cases(cfg.sts_dir, holdout=False, validation=cfg.sts_validation)
         report(f"preparing {len(train_sts)} real STS training cases (held out: {len(STS_HOLDOUT)})")
         real_cases = [_case(image, truth, spec) for _, image, truth in train_sts]
 
@@ -359,6 +373,7 @@ def train(cfg: TrainConfig, report: Callable[[str], None] = print, *, resume: bo
                              "measuring_slices": list(MEASURE_SLICES)} if cfg.full_fov_dir else None,
                 "phantom_seeds": [cfg.phantom_seed0, cfg.phantom_seed0 + cfg.phantoms - 1],
                 "real_training_cases": [name for name, *_ in train_sts],
+                "real_validation_cases": list(cfg.sts_validation),
                 "real_holdout_cases": list(STS_HOLDOUT) if cfg.sts_dir else [],
                 "lesion_filter_calibration": calibration,
                 "iterations_run": iteration,

@@ -15,6 +15,8 @@ def train(
     out: Path = typer.Option(..., "--out", "-o", help="model folder to write, e.g. models/ct-tumor/1.0.1"),
     sts_dir: Optional[Path] = typer.Option(None, help="real STS cases (../shared/data/sts-ct): held-out ones are evaluated"),
     sts_fraction: float = typer.Option(0.0, min=0.0, max=1.0, help="share of training patches from the other real cases"),
+    sts_validation: bool = typer.Option(False, "--sts-validation", help="keep STS_VALIDATION out of training "
+                                        "(to choose the recipe and filters on)"),
     full_fov_dir: Optional[Path] = typer.Option(
         None, help="the whole chest CT (../shared/data/full-fov-ct): negatives from its training slab, "
                    "false positives measured on the rest"),
@@ -28,19 +30,24 @@ def train(
     seed: int = typer.Option(0),
     version: str = typer.Option("1.0.0"),
     name: str = typer.Option("ct-tumor"),
+    patch_zyx: tuple[int, int, int] = typer.Option((32, 64, 64), help="training patch (slices, rows, columns) on "
+                                                  "the model grid; also the inference window"),
+    batch_size: int = typer.Option(8, min=1),
     chunk_minutes: Optional[float] = typer.Option(
         None, min=0.1, help="stop after this long with OUT/checkpoint.pt (resumable); --minutes is the whole budget"),
     resume: bool = typer.Option(False, "--resume", help="continue OUT/checkpoint.pt with the recipe recorded in it "
                                                         "(the recipe options given here are not used)"),
 ) -> None:
     """Train the demonstration model on CPU and write weights, manifest.json and MODEL_CARD.md."""
-    from medseg.training.train import TrainConfig
+    from medseg.training.train import STS_VALIDATION, TrainConfig
     from medseg.training.train import train as run
 
     config = TrainConfig(out=out, sts_dir=sts_dir, sts_fraction=sts_fraction, full_fov_dir=full_fov_dir,
+                         sts_validation=STS_VALIDATION if sts_validation else (),
                          full_fov_fraction=full_fov_fraction, iterations=iterations, minutes=minutes, phantoms=phantoms,
                          holdout_phantoms=holdout_phantoms, validation_phantoms=validation_phantoms, flip_check=flip_check, seed=seed,
-                         version=version, name=name, chunk_minutes=chunk_minutes)
+                         version=version, name=name, chunk_minutes=chunk_minutes, patch_zyx=patch_zyx,
+                         batch_size=batch_size)
     manifest = run(config, report=lambda line: err.print(line), resume=resume)
     if manifest is not None:
         stdout.print(json.dumps(manifest.metrics, indent=2))
