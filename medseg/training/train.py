@@ -289,7 +289,9 @@ def train(cfg: TrainConfig, report: Callable[[str], None] = print, *, resume: bo
         for volume, hard in zip(negatives, payload["extra"].get("hard", [])):
             volume.hard = hard.numpy()
         report(f"resuming at iteration {iteration} ({spent_before / 60:.1f} of {cfg.minutes} min trained, chunk {chunks})")
-    budget_s = cfg.minutes * 60 - (time.perf_counter() - started if payload is None else 0.0)
+    # the whole run's training time: the first chunk's preparation counts against --minutes, once
+    budget_s = float(payload["extra"]["budget_s"]) if payload is not None and "budget_s" in payload["extra"] else \
+        cfg.minutes * 60 - (time.perf_counter() - started)
     chunk_end = time.perf_counter() + cfg.chunk_minutes * 60 if cfg.chunk_minutes else math.inf
     config_record = json.loads(cfg.model_dump_json(exclude=PER_CHUNK))
     train_started = time.perf_counter()
@@ -301,7 +303,8 @@ def train(cfg: TrainConfig, report: Callable[[str], None] = print, *, resume: bo
     def checkpoint() -> Path:
         return save_checkpoint(cfg.out, network, optimizer, iteration=iteration, train_seconds=spent(), rng=rng,
                                config=config_record, losses=losses,
-                               extra={"chunks": chunks, "hard": [torch.from_numpy(v.hard) for v in negatives]})
+                               extra={"chunks": chunks, "budget_s": budget_s,
+                                      "hard": [torch.from_numpy(v.hard) for v in negatives]})
 
     finished = False
     while not finished:
