@@ -71,3 +71,27 @@ def test_negatives_are_centred_inside_the_body_and_mined_where_the_network_calls
     assert all(tuple(v) in inside for v in negatives.hard.tolist())
     assert all(tuple(negatives.centre(rng, hard_share=1.0)) in {tuple(v) for v in negatives.hard.tolist()}
                for _ in range(10))
+
+    class Nowhere(torch.nn.Module):
+        def forward(self, x):
+            return torch.zeros((x.shape[0], 2, *x.shape[2:]))
+
+    # a mining that finds nothing keeps the earlier hard negatives instead of emptying the pool
+    before = negatives.hard.copy()
+    assert negatives.mine(Nowhere(), SPEC, limit=50, rng=rng) == 0
+    np.testing.assert_array_equal(negatives.hard, before)
+
+    # new finds come first, then the earlier ones, the oldest dropped past the limit
+    bright = negatives.body_voxels[rng.choice(len(negatives.body_voxels), 10, replace=False)]
+    negatives.image[tuple(bright.T)] = 0.99  # the cylinder is 0.48 after the window
+
+    class Brightest(torch.nn.Module):  # calls tumor on the 10 bright voxels only
+        def forward(self, x):
+            logits = torch.zeros((x.shape[0], 2, *x.shape[2:]))
+            logits[:, 1] = torch.where(x[:, 0] > 0.9, 5.0, -5.0)
+            return logits
+
+    found = negatives.mine(Brightest(), SPEC, limit=55, rng=rng)
+    assert found == 10 and len(negatives.hard) == 55
+    assert {tuple(v) for v in negatives.hard[:10].tolist()} == {tuple(v) for v in bright.tolist()}
+    np.testing.assert_array_equal(negatives.hard[found:], before[:55 - found])
