@@ -1,9 +1,15 @@
-"""Choose the post-processing lesion filters of a trained model on validation phantoms.
+"""Choose the post-processing lesion filters of a trained model on validation data.
 
 ``postprocess`` drops a predicted component smaller than ``min_lesion_ml`` or whose peak
 probability is below ``min_peak_probability``. Both trade missed lesions against false alarms,
-so ``medseg train`` picks them after training on phantom seeds used neither for training nor
-for the held-out metrics, and records the whole sweep in the manifest.
+so ``medseg train`` picks them after training, on data used neither for training nor for the
+held-out metrics, and records the whole sweep in the manifest:
+
+* a phantom model (``calibrate_lesion_filters``): validation phantom seeds;
+* a real-CT model (``calibrate_on_real_ct``): the validation sarcoma cases (``STS_VALIDATION``)
+  for Dice and the validation slab of the whole chest CT (``medseg.training.real_ct``) for false
+  positives. The pair kept is the best mean validation Dice among the pairs that leave at most
+  ``MAX_VALIDATION_FALSE_POSITIVES`` false-positive lesions on that slab.
 """
 
 from __future__ import annotations
@@ -14,15 +20,21 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from medseg.core.phantom import Phantom, generate_phantom
+from medseg.core.phantom import generate_phantom
 from medseg.core.pipeline.segment import Predictor, Preprocessed, crop_labels, infer, preprocess
 from medseg.core.pipeline.spec import PipelineSpec
+from medseg.core.volume import Volume
 
 VALIDATION_PHANTOM_SEED0 = 800_000
 PEAK_PROBABILITY_CANDIDATES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999)
 #: 0.05 mL (a 4.6 mm sphere; the only size before 2.0.0) threw away every 3-4.5 mm tumor
 #: whatever the network said
 MIN_LESION_ML_CANDIDATES = (0.005, 0.01, 0.02, 0.05, 0.1)
+#: real-CT models: sarcomas are large (the 28 cases: 8-1500 mL), so larger sizes are swept too
+REAL_MIN_LESION_ML_CANDIDATES = (0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0)
+#: the target is at most 1 false-positive lesion per whole CT (275 slices); the validation slab
+#: is 60 of them, so the budget there is 0 (1 would allow 4.6 per whole CT)
+MAX_VALIDATION_FALSE_POSITIVES = 0
 
 
 def calibrate_lesion_filters(
@@ -42,8 +54,7 @@ def calibrate_lesion_filters(
     tables = []
     for i in range(phantoms):
         ph = generate_phantom(VALIDATION_PHANTOM_SEED0 + i)
-        prep = preprocess(ph.image, spec)
-        tables.append(component_table(ph, prep, infer(prep.tensor, network, spec, body=prep.body), spec))
+        tables.append(predicted_components(network, spec, ph.image, ph.truth))
     peaks = PEAK_PROBABILITY_CANDIDATES if min_peak_probability is None else (min_peak_probability,)
     sizes = MIN_LESION_ML_CANDIDATES if min_lesion_ml is None else (min_lesion_ml,)
     scores = {}
@@ -55,6 +66,49 @@ def calibrate_lesion_filters(
     return {"seeds": [VALIDATION_PHANTOM_SEED0, VALIDATION_PHANTOM_SEED0 + phantoms - 1],
             "mean_dice": {f"min_lesion_ml={a} min_peak_probability={b}": round(v, 4) for (a, b), v in scores.items()},
             "chosen": {"min_lesion_ml": size, "min_peak_probability": peak}}
+
+
+def calibrate_on_real_ct(
+    network: Predictor,
+    spec: PipelineSpec,
+    cases: list[tuple[str, Volume, Volume]],
+    whole_ct: tuple[Volume, Volume],
+    min_lesion_ml: float | None = None,
+    min_peak_probability: float | None = None,
+) -> dict:
+    """Pick both filters on real validation data: ``cases`` (name, CT, expert mask) score the
+    Dice, ``whole_ct`` (CT, truth) counts false-positive lesions (components touching no truth).
+
+    Among the pairs with at most ``MAX_VALIDATION_FALSE_POSITIVES`` false positives on
+    ``whole_ct`` the best mean Dice wins (ties: the lower thresholds); if no pair is that quiet,
+    the quietest pairs compete on Dice, and ``within_budget`` says so. A filter given as an
+    argument is not swept.
+    """
+    tables = {name: predicted_components(network, spec, image, truth) for name, image, truth in cases}
+    quiet = predicted_components(network, spec, *whole_ct)
+    sweep = {}
+    for size in REAL_MIN_LESION_ML_CANDIDATES if min_lesion_ml is None else (min_lesion_ml,):
+        for peak in PEAK_PROBABILITY_CANDIDATES if min_peak_probability is None else (min_peak_probability,):
+            sweep[size, peak] = (float(np.mean([filtered_dice(t, size, peak) for t in tables.values()])),
+                                 false_positive_lesions(quiet, size, peak))
+    fewest = min(fp for _, fp in sweep.values())
+    allowed = max(fewest, MAX_VALIDATION_FALSE_POSITIVES)
+    best = max(dice for dice, fp in sweep.values() if fp <= allowed)
+    size, peak = min(key for key, (dice, fp) in sweep.items() if fp <= allowed and dice >= best - 1e-9)
+    return {"validation_cases": sorted(tables),
+            "per_case_dice": {name: round(filtered_dice(t, size, peak), 4) for name, t in tables.items()},
+            "whole_ct_false_positive_budget": MAX_VALIDATION_FALSE_POSITIVES,
+            "within_budget": fewest <= MAX_VALIDATION_FALSE_POSITIVES,
+            "sweep": {f"min_lesion_ml={a} min_peak_probability={b}": {"mean_dice": round(d, 4), "whole_ct_false_positives": fp}
+                      for (a, b), (d, fp) in sweep.items()},
+            "chosen": {"min_lesion_ml": size, "min_peak_probability": peak,
+                       "mean_dice": round(sweep[size, peak][0], 4), "whole_ct_false_positives": sweep[size, peak][1]}}
+
+
+def predicted_components(network: Predictor, spec: PipelineSpec, image: Volume, truth: Volume) -> "ComponentTable":
+    """The unfiltered components the full pipeline (body mask, flip check) predicts on ``image``."""
+    prep = preprocess(image, spec)
+    return component_table(image, truth, prep, infer(prep.tensor, network, spec, body=prep.body), spec)
 
 
 @dataclass
@@ -72,19 +126,31 @@ class ComponentTable:
     truth_voxels: int
 
 
+def _kept(table: ComponentTable, min_lesion_ml: float, min_peak_probability: float) -> np.ndarray:
+    """``postprocess``'s keep rule, verbatim."""
+    return ~(table.voxels < min_lesion_ml / table.voxel_ml) & (table.peak_probability >= min_peak_probability)
+
+
 def filtered_dice(table: ComponentTable, min_lesion_ml: float, min_peak_probability: float) -> float:
-    """The Dice ``postprocess`` with these filters would score (its keep rule, verbatim)."""
-    kept = ~(table.voxels < min_lesion_ml / table.voxel_ml) & (table.peak_probability >= min_peak_probability)
+    """The Dice ``postprocess`` with these filters would score."""
+    kept = _kept(table, min_lesion_ml, min_peak_probability)
     total = table.voxels[kept].sum() + table.truth_voxels
     return 2.0 * float(table.overlap[kept].sum()) / total if total else 1.0
 
 
-def component_table(ph: Phantom, prep: Preprocessed, probabilities: torch.Tensor, spec: PipelineSpec) -> ComponentTable:
+def false_positive_lesions(table: ComponentTable, min_lesion_ml: float, min_peak_probability: float) -> int:
+    """How many components ``postprocess`` with these filters keeps that touch no truth voxel."""
+    kept = _kept(table, min_lesion_ml, min_peak_probability)
+    return int((kept & (table.overlap == 0)).sum())
+
+
+def component_table(image: Volume, truth_volume: Volume, prep: Preprocessed, probabilities: torch.Tensor,
+                    spec: PipelineSpec) -> ComponentTable:
     labels, confidence = crop_labels(probabilities, prep, spec)
     components, _ = ndimage.label(labels > 0, structure=np.ones((3, 3, 3), bool))
-    truth = prep.reorientation.apply(ph.truth.array)[prep.crop] > 0
+    truth = prep.reorientation.apply(truth_volume.array)[prep.crop] > 0
     voxels = np.bincount(components.ravel())[1:]
     overlap = np.bincount(components.ravel(), weights=truth.ravel(), minlength=len(voxels) + 1)[1:]
     peaks = np.array([confidence[box][components[box] == i].max()
                       for i, box in enumerate(ndimage.find_objects(components), start=1)])
-    return ComponentTable(voxels, peaks.reshape(-1), overlap, ph.image.voxel_volume_ml, int((ph.truth.array > 0).sum()))
+    return ComponentTable(voxels, peaks.reshape(-1), overlap, image.voxel_volume_ml, int((truth_volume.array > 0).sum()))

@@ -7,8 +7,13 @@ slices) with one lung nodule, marked by 4 readers on slices 151-168. It is split
 * **training slab**: slices 0-119 (the inferior 120 mm: lower lungs, liver dome, upper abdomen,
   table, air). Tumor-free, 31 mm and more from the nodule. Its voxels are negatives: patches
   centred inside the body, and hard negatives where the network being trained calls tumor.
-* **measuring slab**: slices 120-274 (the superior 155 mm, the nodule included). Never trained
-  on: false-positive lesions per whole CT are counted here, and whether the nodule is found.
+* **measuring slab**: slices 120-214 (95 mm of mid chest, the nodule included). Never trained on
+  nor chosen on: false-positive lesions are counted here, and whether the nodule is found.
+* **validation slab**: slices 215-274 (the superior 60 mm: lung apices, shoulders, base of the
+  neck). Not trained on; the lesion filters are chosen on it (``calibrate_on_real_ct``).
+
+The first training chunk of ct-tumor 3.0.0 ran when slices 120-274 were all the measuring slab;
+none of them was ever trained on, so the split of that part does not touch training.
 
 Attribution: LIDC-IDRI (TCIA, CC BY 3.0; Armato et al. 2011, DOI 10.1118/1.3528204), see the
 data's README.
@@ -30,7 +35,8 @@ from medseg.core.volume import Volume
 
 FULL_FOV_CASE = "LIDC-IDRI-0314"
 TRAIN_SLICES = (0, 120)
-MEASURE_SLICES = (120, 275)
+MEASURE_SLICES = (120, 215)
+VALIDATION_SLICES = (215, 275)
 #: the readers' consensus (LIDC convention: at least 2 of 4)
 NODULE_READERS = 2
 
@@ -44,14 +50,14 @@ def slab(volume: Volume, slices: tuple[int, int]) -> Volume:
 
 
 def full_fov(root: Path, part: str) -> tuple[Volume, Volume]:
-    """(CT, nodule mask of >= 2 readers) of the training or measuring slab."""
+    """(CT, nodule mask of >= 2 readers) of the training, measuring or validation slab."""
     folder = Path(root) / FULL_FOV_CASE
     ct, readers = read_nifti(folder / "CT_image.nii.gz"), read_nifti(folder / "nodule_readers.nii.gz")
-    slices = {"train": TRAIN_SLICES, "measure": MEASURE_SLICES}[part]
+    slices = {"train": TRAIN_SLICES, "measure": MEASURE_SLICES, "validation": VALIDATION_SLICES}[part]
     nodule = readers.with_array((readers.array >= NODULE_READERS).astype(np.uint8))
     image, truth = slab(ct, slices), slab(nodule, slices)
-    if part == "train" and truth.array.any():
-        raise ValueError("the training slab of the whole CT must not hold the nodule")
+    if part != "measure" and truth.array.any():
+        raise ValueError(f"the {'training' if part == 'train' else part} slab of the whole CT must not hold the nodule")
     return image, truth
 
 

@@ -36,9 +36,9 @@ from medseg.core.scoring import evaluate_case, summarize
 from medseg.core.volume import Volume
 from medseg.models.manifest import ArchitectureSpec, InputSpec, ModelManifest, WeightsSpec
 from medseg.models.store import build_network
-from medseg.training.calibration import calibrate_lesion_filters
+from medseg.training.calibration import calibrate_lesion_filters, calibrate_on_real_ct
 from medseg.training.checkpoint import CHECKPOINT_FILE, read_checkpoint, restore, save_checkpoint
-from medseg.training.real_ct import MEASURE_SLICES, TRAIN_SLICES, NegativeVolume, full_fov
+from medseg.training.real_ct import MEASURE_SLICES, TRAIN_SLICES, VALIDATION_SLICES, NegativeVolume, full_fov
 
 log = logging.getLogger(__name__)
 
@@ -356,8 +356,16 @@ def train(cfg: TrainConfig, report: Callable[[str], None] = print, *, resume: bo
 
     calibration = None
     if cfg.min_peak_probability is None or cfg.min_lesion_ml is None:
-        report(f"choosing the lesion filters on {cfg.validation_phantoms} validation phantoms")
-        calibration = calibrate_lesion_filters(network, spec, cfg.validation_phantoms, cfg.min_lesion_ml, cfg.min_peak_probability)
+        if cfg.sts_dir is not None and cfg.sts_validation and cfg.full_fov_dir is not None:
+            report(f"choosing the lesion filters on {len(cfg.sts_validation)} validation sarcoma cases and the "
+                   f"validation slab of the whole CT (slices {VALIDATION_SLICES[0]}-{VALIDATION_SLICES[1] - 1})")
+            calibration = calibrate_on_real_ct(
+                network, spec, sts_cases(cfg.sts_dir, holdout=False, validation=cfg.sts_validation, part="validation"),
+                full_fov(cfg.full_fov_dir, "validation"), cfg.min_lesion_ml, cfg.min_peak_probability)
+        else:
+            report(f"choosing the lesion filters on {cfg.validation_phantoms} validation phantoms")
+            calibration = calibrate_lesion_filters(network, spec, cfg.validation_phantoms, cfg.min_lesion_ml,
+                                                   cfg.min_peak_probability)
         cfg = cfg.model_copy(update={"min_peak_probability": calibration["chosen"]["min_peak_probability"],
                                      "min_lesion_ml": calibration["chosen"]["min_lesion_ml"]})
         spec = _spec(cfg)
@@ -373,6 +381,7 @@ def train(cfg: TrainConfig, report: Callable[[str], None] = print, *, resume: bo
                           f"mirroring along patch axes {list(cfg.mirror_axes)} (z, y, x), intensity jitter",
                 "config": json.loads(cfg.model_dump_json(exclude={"out", "sts_dir", "full_fov_dir", *PER_CHUNK})),
                 "full_fov": {"case": "LIDC-IDRI-0314", "training_slices": list(TRAIN_SLICES),
+                             "validation_slices": list(VALIDATION_SLICES),
                              "measuring_slices": list(MEASURE_SLICES)} if cfg.full_fov_dir else None,
                 "phantom_seeds": [cfg.phantom_seed0, cfg.phantom_seed0 + cfg.phantoms - 1],
                 "real_training_cases": [name for name, *_ in train_sts],
