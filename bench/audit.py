@@ -37,7 +37,7 @@ ACTIONS = ["dicom.instances.received", "study.series_complete", "job.queued", "j
 def make_events(n: int, studies: int, seed: int = 0) -> list[AuditEvent]:
     rng = random.Random(seed)
     return [AuditEvent(action=ACTIONS[i % len(ACTIONS)], actor="PACS1", study_uid=f"1.2.826.0.1.{rng.randrange(studies)}",
-                       job_id=i // len(ACTIONS), model="ct-tumor:1.0.0", details={"count": 200, "attempt": 1})
+                       job_id=i // len(ACTIONS), model="ct-phantom:1.0.0", details={"count": 200, "attempt": 1})
             for i in range(n)]
 
 

@@ -27,7 +27,7 @@ __all__ = ["DestinationSettings", "MonitoringSettings", "NodeSettings", "Setting
            "get_settings", "load_settings"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = "ct-tumor/2.1.0"
+DEFAULT_MODEL = "ct-phantom/2.1.0"
 
 
 #: the configuration file when no --config is given

@@ -28,7 +28,7 @@ def log(tmp_path) -> AuditLog:
     audit = AuditLog(make_engine(f"sqlite:///{tmp_path / 'audit.db'}"))
     audit.create()
     for i in range(10):
-        audit.append(AuditEvent(action="job.queued", study_uid=f"1.2.{i % 3}", job_id=i, model="ct-tumor:1.0.0",
+        audit.append(AuditEvent(action="job.queued", study_uid=f"1.2.{i % 3}", job_id=i, model="ct-phantom:1.0.0",
                                 details={"instances": 10 + i}))
     return audit
 
@@ -145,10 +145,10 @@ def test_auditor_anchors_every_n_events_and_hashes_patient_ids(tmp_path, log):
 
     auditor = Auditor(log, tmp_path / "anchors.jsonl", tmp_path / "audit.key", anchor_every=5)
     for i in range(12):
-        auditor("job.queued", job_id=i, model="ct-tumor/1.0.0", patient=auditor.pseudonymize("PHI_SENTINEL_ID_0042"))
+        auditor("job.queued", job_id=i, model="ct-phantom/1.0.0", patient=auditor.pseudonymize("PHI_SENTINEL_ID_0042"))
     anchors = [json.loads(x) for x in (tmp_path / "anchors.jsonl").read_text().splitlines()]
     assert [a["seq"] for a in anchors] == [11, 16, 21]  # first event, then every 5 (the fixture holds 10)
     assert (tmp_path / "audit.key").stat().st_mode & 0o777 == 0o600
-    rows = query(log, AuditFilter(model="ct-tumor:1.0.0", limit=100))
+    rows = query(log, AuditFilter(model="ct-phantom:1.0.0", limit=100))
     assert len(rows) == 22 and all(r.event.patient and "PHI" not in r.event.patient for r in rows[10:])
     assert verify(log, [(a["seq"], a["hash"]) for a in anchors]).ok

@@ -15,8 +15,7 @@ import rnc2rng
 from pydicom.uid import generate_uid
 
 from audit.verify import verify
-from medseg.config import DEFAULT_MODEL
-from tests.conftest import PHI_ID, PHI_NAME
+from tests.conftest import PHANTOM_MODEL, PHI_ID, PHI_NAME
 from tests.node_helpers import events, storescp, storescu, wait_for
 from tests.test_audit import SCHEMA
 from tests.test_dicom_node import _variant, jobs_in, running
@@ -52,7 +51,7 @@ def test_postmortem_from_the_trail(tmp_path, study_dir):
 
         # "all studies segmented by model X between T1 and T2, and their outcomes": one query
         t2 = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)).isoformat()
-        r = _cli(service, "query", "--model", DEFAULT_MODEL.replace("/", ":"), "--action", "job.finished", "--since", t1, "--until", t2,
+        r = _cli(service, "query", "--model", PHANTOM_MODEL.replace("/", ":"), "--action", "job.finished", "--since", t1, "--until", t2,
                  "--format", "json")
         rows = json.loads(r.stdout)
         assert [(x["study_uid"], x["job_id"]) for x in rows] == [(study, job.id)]

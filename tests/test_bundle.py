@@ -16,7 +16,7 @@ from medseg.models.manifest import ModelManifest
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.model
-SOURCE = REPO / "models" / "ct-tumor" / "1.0.0"
+SOURCE = REPO / "models" / "ct-phantom" / "1.0.0"
 
 
 def make_bundle(root: Path, roi="@roi_size", extra: dict | None = None) -> Path:

@@ -69,14 +69,14 @@ def test_segment_dicom_writes_seg_nifti_and_result(segmented, phantom_case, ship
     out, result = segmented
     report = json.loads((out / "result.json").read_text())
     manifest = json.loads((shipped_model / "manifest.json").read_text())
-    assert report["model"] == {"name": "ct-tumor", "version": manifest["version"], "sha256": manifest["weights"]["sha256"]}
+    assert report["model"] == {"name": "ct-phantom", "version": manifest["version"], "sha256": manifest["weights"]["sha256"]}
     assert report["device"] == "cpu" and report["degraded"] is False
     assert report["lesion_count"] == len(report["lesions"])
     assert set(report["timings_s"]) >= {"load", "preprocess", "inference", "postprocess", "write", "total"}
     assert report["outputs"] == {"seg": "seg.dcm", "nifti": "mask.nii.gz", "result": "result.json"}
     for lesion in report["lesions"]:
         assert lesion["volume_ml"] > 0 and len(lesion["centroid_lps_mm"]) == 3
-    assert "lesion" in result.stdout and f"ct-tumor {manifest['version']}" in result.stdout
+    assert "lesion" in result.stdout and f"ct-phantom {manifest['version']}" in result.stdout
 
     mask = read_nifti(out / "mask.nii.gz")
     from medseg.core.io import load_study

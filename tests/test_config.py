@@ -4,12 +4,13 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from medseg.config import REPO_ROOT, Settings
+from medseg.config import DEFAULT_MODEL, REPO_ROOT, Settings
 
 
-def test_defaults_point_at_the_shipped_model():
+def test_defaults_point_at_the_shipped_model(monkeypatch):
+    monkeypatch.delenv("MEDSEG_DEFAULT_MODEL")  # conftest points the suite at the phantom model
     s = Settings()
-    assert s.model_dir() == REPO_ROOT / "models" / "ct-tumor" / "2.1.0"
+    assert s.model_dir() == REPO_ROOT / "models" / DEFAULT_MODEL and (s.model_dir() / "manifest.json").is_file()
     assert s.selection.modalities == ("CT",) and s.device == "auto"
 
 

@@ -121,11 +121,11 @@ def test_drift_alert_fires_once_reaches_every_sink_and_resolves(tmp_path, caplog
         store, alerts = manager(tmp_path, drift_baseline=20, drift_window=20, webhook_url=url, webhook_backoff_s=0.01)
         monitor = QualityMonitor(store, alerts.settings, alerts)
         for i in range(20):
-            monitor.observe_study(i, "ct-tumor/1.0.0", features(scanner="ACME / CT1"))
+            monitor.observe_study(i, "ct-phantom/1.0.0", features(scanner="ACME / CT1"))
         for i in range(12):
-            monitor.observe_study(100 + i, "ct-tumor/1.0.0", features(scanner="OTHER / XR9"))
+            monitor.observe_study(100 + i, "ct-phantom/1.0.0", features(scanner="OTHER / XR9"))
         firing = store.alerts("firing")
-        assert [(a.kind, a.name, a.model) for a in firing] == [("drift", "input.scanner", "ct-tumor")]
+        assert [(a.kind, a.name, a.model) for a in firing] == [("drift", "input.scanner", "ct-phantom")]
         assert len(events(tmp_path, "alert.drift_detected")) == 1  # once per episode, not per study
         assert "ALERT drift input.scanner firing" in caplog.text
 
@@ -140,11 +140,11 @@ def test_drift_alert_fires_once_reaches_every_sink_and_resolves(tmp_path, caplog
 
         registry = CollectorRegistry()
         registry.register(MonitoringCollector(monitor))
-        assert 'medseg_alerts_firing{kind="drift",model="ct-tumor",name="input.scanner"} 1.0' in \
+        assert 'medseg_alerts_firing{kind="drift",model="ct-phantom",name="input.scanner"} 1.0' in \
             generate_latest(registry).decode()
 
         for i in range(20):  # the scanner mix returns to the baseline's
-            monitor.observe_study(200 + i, "ct-tumor/1.0.0", features(scanner="ACME / CT1"))
+            monitor.observe_study(200 + i, "ct-phantom/1.0.0", features(scanner="ACME / CT1"))
         assert not store.alerts("firing") and len(events(tmp_path, "alert.resolved")) == 1
 
 
@@ -152,7 +152,7 @@ def test_webhook_down_fails_visibly_after_its_retries(tmp_path):
     port = free_port()  # nothing listens here
     store, alerts = manager(tmp_path, webhook_url=f"http://127.0.0.1:{port}/x", webhook_retries=2,
                             webhook_backoff_s=0.01, webhook_timeout_s=1)
-    alerts.fire("slo", "fn", "ct-tumor/1.0.0", {"why": "test"})
+    alerts.fire("slo", "fn", "ct-phantom/1.0.0", {"why": "test"})
     import time
     for _ in range(100):
         alerts.deliver_webhooks()
@@ -169,8 +169,8 @@ def test_webhook_down_fails_visibly_after_its_retries(tmp_path):
 def test_drift_reads_only_its_baseline_and_window(tmp_path):
     store, _ = manager(tmp_path)
     for i in range(30):
-        store.add_features(i, "ct-tumor/1.1.0" if i % 2 else "ct-tumor/1.1.0-rc", {"i": i})
-    rows = [r.features["i"] for r in store.features("ct-tumor/", 5, 3)]
+        store.add_features(i, "ct-phantom/1.1.0" if i % 2 else "ct-phantom/1.1.0-rc", {"i": i})
+    rows = [r.features["i"] for r in store.features("ct-phantom/", 5, 3)]
     assert rows == [0, 1, 2, 3, 4, 27, 28, 29]
-    assert [r.features["i"] for r in store.features("ct-tumor/1.1.0", 2, 2)] == [1, 3, 27, 29]
-    assert len(store.features("ct-tumor/1.1.0", 20, 5)) == 15  # fewer than the baseline: all of them
+    assert [r.features["i"] for r in store.features("ct-phantom/1.1.0", 2, 2)] == [1, 3, 27, 29]
+    assert len(store.features("ct-phantom/1.1.0", 20, 5)) == 15  # fewer than the baseline: all of them

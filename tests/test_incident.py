@@ -24,26 +24,26 @@ from pathlib import Path
 
 import pytest
 
-from medseg.config import DEFAULT_MODEL, MonitoringSettings
+from medseg.config import MonitoringSettings
 from medseg.core.io.nifti import write_nifti
 from medseg.core.seg import write_seg
 from medseg.models import gate
 from medseg.quality.worklist import Worklist
 from medseg.training.train import TUMOR_LABEL
-from tests.conftest import SHIPPED_MODEL, small_phantom, write_study
+from tests.conftest import PHANTOM_MODEL, SHIPPED_MODEL, small_phantom, write_study
 from tests.node_helpers import events, storescu, wait_for
 from tests.test_dicom_node import running
 from tests.test_drift_alerts import webhook
 
 pytestmark = pytest.mark.model
 #: the shipped default (good) and the same weights with the window shifted (bad)
-GOOD, BAD = DEFAULT_MODEL.rsplit("/", 1)[1], "9.0.0"
+GOOD, BAD = PHANTOM_MODEL.rsplit("/", 1)[1], "9.0.0"
 GOOD_SEEDS, BAD_SEEDS, AFTER_SEED = (604, 610), (600, 601, 605, 606, 607, 608, 609), 611
 
 
 @pytest.fixture(scope="module")
 def models_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("models") / "ct-tumor"
+    root = tmp_path_factory.mktemp("models") / "ct-phantom"
     shutil.copytree(SHIPPED_MODEL, root / GOOD)
     bad = root / BAD
     shutil.copytree(SHIPPED_MODEL, bad)
@@ -82,7 +82,7 @@ def cli(service, *args):
 def test_degraded_model_is_caught_by_reviews_and_rolled_back(tmp_path, models_root):
     with webhook() as (url, hooks, _), running(
             tmp_path, models_root=models_root,
-            settings_extra={"default_model": f"ct-tumor/{GOOD}",
+            settings_extra={"default_model": f"ct-phantom/{GOOD}",
                             "monitoring": MonitoringSettings(webhook_url=url, webhook_backoff_s=0.05)}) as (service, client):
         good = [push(service, tmp_path, s)[0] for s in GOOD_SEEDS]
         sent(service, len(good))
@@ -94,7 +94,7 @@ def test_degraded_model_is_caught_by_reviews_and_rolled_back(tmp_path, models_ro
             uid, p, datasets = push(service, tmp_path, seed)
             bad[uid] = (p, datasets)
         jobs = sent(service, len(good) + len(bad))
-        assert {j.study_uid for j in jobs if j.model_used == f"ct-tumor/{BAD}"} == set(bad)
+        assert {j.study_uid for j in jobs if j.model_used == f"ct-phantom/{BAD}"} == set(bad)
 
         # radiologists correct the first five: two through the DICOM node, three through the API
         order = list(bad)
@@ -112,7 +112,7 @@ def test_degraded_model_is_caught_by_reviews_and_rolled_back(tmp_path, models_ro
                                     files={"mask": ("fix.nii.gz", f)})
                 assert r.status_code == 201, r.text
             review = client.get("/reviews").json()["reviews"][0]
-            assert review["fn_rate"] == pytest.approx(1.0) and review["model"] == f"ct-tumor/{BAD}"
+            assert review["fn_rate"] == pytest.approx(1.0) and review["model"] == f"ct-phantom/{BAD}"
             firing = client.get("/alerts", params={"state": "firing"}).json()["alerts"]
             assert bool(firing) == (i + 1 >= 5), f"after review {i + 1}: {firing}"
 
@@ -121,9 +121,9 @@ def test_degraded_model_is_caught_by_reviews_and_rolled_back(tmp_path, models_ro
                                                              ("lesion-sensitivity", "alert")}
         alert = next(a for a in firing if a["name"] == "voxel-fn-rate")
         assert (alert["kind"], alert["name"], alert["model"], alert["policy"]) == \
-            ("slo", "voxel-fn-rate", f"ct-tumor/{BAD}", "fallback")
+            ("slo", "voxel-fn-rate", f"ct-phantom/{BAD}", "fallback")
         assert alert["evidence"]["reviews"] == 5 and alert["evidence"]["long"]["low"] == pytest.approx(1.0)
-        assert alert["action"].startswith(f"rolled back ct-tumor/{BAD} -> ct-tumor/{GOOD}; 7 affected")
+        assert alert["action"].startswith(f"rolled back ct-phantom/{BAD} -> ct-phantom/{GOOD}; 7 affected")
         assert client.get("/models").json()["active"] == GOOD
 
         # affected = exactly the studies BAD segmented; all on the worklist, the reviewed ones closed
@@ -141,7 +141,7 @@ def test_degraded_model_is_caught_by_reviews_and_rolled_back(tmp_path, models_ro
         # new studies go to the good version again
         after, _, _ = push(service, tmp_path, AFTER_SEED)
         sent(service, len(good) + len(bad) + 1)
-        assert [j.model_used for j in service.jobs.jobs(after)] == [f"ct-tumor/{GOOD}"]
+        assert [j.model_used for j in service.jobs.jobs(after)] == [f"ct-phantom/{GOOD}"]
 
         # every sink: webhook, Prometheus, audit; the summary and the report agree
         wait_for(lambda: hooks or None, 15, what="webhook POST")
@@ -149,9 +149,9 @@ def test_degraded_model_is_caught_by_reviews_and_rolled_back(tmp_path, models_ro
         hook = next(h for h in hooks if h["name"] == "voxel-fn-rate")
         assert hook["action"].startswith("rolled back") and hook["evidence"]["reviews"] == 5
         metrics = client.get("/metrics").text
-        assert f'medseg_slo_breached{{model="ct-tumor/{BAD}",slo="voxel-fn-rate"}} 1.0' in metrics
-        assert f'medseg_alerts_firing{{kind="slo",model="ct-tumor/{BAD}",name="voxel-fn-rate"}} 1.0' in metrics
-        summary = client.get("/monitoring/summary", params={"model": f"ct-tumor:{BAD}"}).json()
+        assert f'medseg_slo_breached{{model="ct-phantom/{BAD}",slo="voxel-fn-rate"}} 1.0' in metrics
+        assert f'medseg_alerts_firing{{kind="slo",model="ct-phantom/{BAD}",name="voxel-fn-rate"}} 1.0' in metrics
+        summary = client.get("/monitoring/summary", params={"model": f"ct-phantom:{BAD}"}).json()
         assert summary["models"][0]["window"]["reviews"] == 6
         assert [s["breached"] for s in summary["models"][0]["slos"] if s["slo"] == "voxel-fn-rate"] == [True]
         report = cli(service, "monitor", "report", "--png", str(tmp_path / "report.png"))
@@ -172,14 +172,14 @@ def _assert_the_audit_tells_the_story(service, client, bad_order, good, alert_id
         "model.promoted", "job.finished", "review.scored", "alert.slo_breached", "model.rolled_back",
         "review.worklist_added")]
     actions = [e["action"] for e in story]
-    promoted = next(i for i, e in enumerate(story) if e["action"] == "model.promoted" and e["model"] == f"ct-tumor:{BAD}")
+    promoted = next(i for i, e in enumerate(story) if e["action"] == "model.promoted" and e["model"] == f"ct-phantom:{BAD}")
     breached = actions.index("alert.slo_breached")
     rolled = actions.index("model.rolled_back")
     assert promoted < breached < rolled
     assert actions[:promoted].count("job.finished") == len(good)
     assert actions[promoted:breached].count("review.scored") == 5
     alert = next(e for e in story if e["action"] == "alert.slo_breached" and e["alert_id"] == alert_id)
-    assert alert["model"] == f"ct-tumor:{BAD}" and alert["policy"] == "fallback" and len(alert["evidence"]["review_ids"]) == 5
+    assert alert["model"] == f"ct-phantom:{BAD}" and alert["policy"] == "fallback" and len(alert["evidence"]["review_ids"]) == 5
     assert story.index(alert) < rolled
     rollback = story[rolled]
     assert rollback["actor"] == "monitor" and f"SLO voxel-fn-rate breached (alert {alert_id})" in rollback["reason"]
@@ -190,4 +190,4 @@ def _assert_the_audit_tells_the_story(service, client, bad_order, good, alert_id
     for step in ("dicom.instances.received", "job.queued", "seg.created", "job.finished", "review.received",
                  "review.scored", "review.worklist_added"):
         assert step in seen, step
-    assert next(e for e in timeline if e["action"] == "job.finished")["model"] == f"ct-tumor:{BAD}"
+    assert next(e for e in timeline if e["action"] == "job.finished")["model"] == f"ct-phantom:{BAD}"

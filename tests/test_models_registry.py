@@ -28,7 +28,7 @@ from tests.conftest import REPO
 from tests.node_helpers import events, free_port, storescp, storescu, wait_for
 
 pytestmark = pytest.mark.model
-SHIPPED = REPO / "models" / "ct-tumor"
+SHIPPED = REPO / "models" / "ct-phantom"
 
 
 def _derive(store: Path, version: str, *, weights=None, manifest=None, corrupt=False) -> str:
@@ -76,20 +76,20 @@ BROKEN = {
 @pytest.fixture
 def store(tmp_path) -> Path:
     root = tmp_path / "models"
-    (root / "ct-tumor").mkdir(parents=True)
+    (root / "ct-phantom").mkdir(parents=True)
     for v in ("1.0.0", "1.1.0"):
-        shutil.copytree(SHIPPED / v, root / "ct-tumor" / v)
+        shutil.copytree(SHIPPED / v, root / "ct-phantom" / v)
     return root
 
 
 def _cli(tmp_path, store, *args):
     env = {"MEDSEG_SERVICE__DATA_DIR": str(tmp_path / "data"), "MEDSEG_MODELS_ROOT": str(store),
-           "MEDSEG_DEFAULT_MODEL": "ct-tumor/1.1.0", "PATH": "/usr/bin:/bin"}
+           "MEDSEG_DEFAULT_MODEL": "ct-phantom/1.1.0", "PATH": "/usr/bin:/bin"}
     return subprocess.run([sys.executable, "-m", "medseg", "models", *args], capture_output=True, text=True, env=env)
 
 
 def test_promote_and_rollback_through_the_gate(tmp_path, store):
-    bad = _derive(store / "ct-tumor", "1.2.0", corrupt=True)
+    bad = _derive(store / "ct-phantom", "1.2.0", corrupt=True)
     assert _cli(tmp_path, store, "promote", "1.0.0", "--reason", "compare").returncode == 0
     refused = _cli(tmp_path, store, "promote", bad, "--reason", "new model")
     assert refused.returncode == 2 and "refused by the promotion gate" in refused.stderr and "sha256" in refused.stderr
@@ -107,17 +107,17 @@ def test_promote_and_rollback_through_the_gate(tmp_path, store):
 
 
 def test_gate_rejects_a_version_that_does_not_reproduce_its_reference(tmp_path, store):
-    other = _derive(store / "ct-tumor", "1.2.0", manifest=lambda d: d["postprocess"].update(min_peak_probability=1.0))
-    result = gate.check(store / "ct-tumor" / other)
+    other = _derive(store / "ct-phantom", "1.2.0", manifest=lambda d: d["postprocess"].update(min_peak_probability=1.0))
+    result = gate.check(store / "ct-phantom" / other)
     assert not result.ok and "not reproduced" in result.reason and result.dice < 0.99
-    assert gate.check(store / "ct-tumor" / "1.0.0").ok
+    assert gate.check(store / "ct-phantom" / "1.0.0").ok
 
 
 def _service(tmp_path, store, dest_port, budget=600.0):
     from medseg.app.api.main import create_app
     from medseg.app.serve import Service
 
-    settings = Settings(models_root=store, default_model="ct-tumor/1.1.0",
+    settings = Settings(models_root=store, default_model="ct-phantom/1.1.0",
                         node=NodeSettings(port=free_port(), allowed_calling_aets=("TESTPACS",), quiet_period_s=1.0,
                                           disk_floor_mb=0, destinations=[{"name": "pacs", "ae_title": "TESTPACS",
                                                                           "host": "127.0.0.1", "port": dest_port}]),
@@ -131,22 +131,22 @@ def _service(tmp_path, store, dest_port, budget=600.0):
 def test_a_failing_active_version_falls_back_per_study(tmp_path, store, study_dir, kind):
     from fastapi.testclient import TestClient
 
-    bad = _derive(store / "ct-tumor", "1.2.0", **BROKEN[kind])
+    bad = _derive(store / "ct-phantom", "1.2.0", **BROKEN[kind])
     with storescp(tmp_path / "pacs") as dest_port:
         service, app = _service(tmp_path, store, dest_port, budget=5.0)  # 1.1.0 needs < 1 s on this study
         with TestClient(app):
             # the incident: a version that would fail its gate is active (switched without the gate)
-            service.registry.switch("ct-tumor", bad, action="promote", actor="test", reason="incident under test")
+            service.registry.switch("ct-phantom", bad, action="promote", actor="test", reason="incident under test")
             assert storescu(service.dicom_port, sorted(study_dir.glob("*.dcm"))).returncode == 0
             job = wait_for(lambda: [j for j in service.jobs.jobs() if j.state in ("sent", "failed")], 180)[0]
             assert job.state == "sent", job.error
-            assert job.model == f"ct-tumor/{bad}" and job.model_used == "ct-tumor/1.1.0"
+            assert job.model == f"ct-phantom/{bad}" and job.model_used == "ct-phantom/1.1.0"
             assert job.result["fallback"] is True and job.result["fallback_reasons"][0]["version"] == bad
             seg = pydicom.dcmread(wait_for(lambda: list((tmp_path / "pacs").glob("SG*")), 20)[0])
             algorithm = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
             assert algorithm.AlgorithmVersion == "1.1.0", "the SEG names the version actually used"
-            assert events(service.data_dir, "model.failed")[0]["model"] == f"ct-tumor:{bad}"
-            assert events(service.data_dir, "model.fallback_used")[0]["model"] == "ct-tumor:1.1.0"
+            assert events(service.data_dir, "model.failed")[0]["model"] == f"ct-phantom:{bad}"
+            assert events(service.data_dir, "model.fallback_used")[0]["model"] == "ct-phantom:1.1.0"
             assert events(service.data_dir, "alert.model_fallback")
 
 
@@ -154,9 +154,9 @@ def test_no_good_version_left_fails_visibly(tmp_path, store, study_dir):
     from fastapi.testclient import TestClient
 
     for v in ("1.0.0", "1.1.0"):  # every version on disk is corrupted
-        blob = bytearray((store / "ct-tumor" / v / "model.pt").read_bytes())
+        blob = bytearray((store / "ct-phantom" / v / "model.pt").read_bytes())
         blob[100] ^= 0xFF
-        (store / "ct-tumor" / v / "model.pt").write_bytes(bytes(blob))
+        (store / "ct-phantom" / v / "model.pt").write_bytes(bytes(blob))
     with storescp(tmp_path / "pacs") as dest_port:
         service, app = _service(tmp_path, store, dest_port)
         with TestClient(app) as client:
@@ -194,14 +194,14 @@ def test_rollback_lists_exactly_the_studies_the_bad_version_touched(tmp_path, st
             listed = {line.split()[1] for line in back.stdout.splitlines() if line.strip().startswith("study ")}
             assert listed == {studies[1][1], studies[2][1]}
             assert "since it became active: 2" in back.stdout
-            assert service.registry.active("ct-tumor") == "1.1.0"
+            assert service.registry.active("ct-phantom") == "1.1.0"
             registry = client.get("/models").json()
             assert registry["active"] == "1.1.0" and registry["versions"] == ["1.0.0", "1.1.0"]
             assert [h["action"] for h in registry["history"]] == ["bootstrap", "promote", "rollback"]
             rolled = events(service.data_dir, "model.rolled_back")
-            assert rolled[0]["model"] == "ct-tumor:1.1.0" and rolled[0]["reason"] == "1.0.0 misses tumors"
+            assert rolled[0]["model"] == "ct-phantom:1.1.0" and rolled[0]["reason"] == "1.0.0 misses tumors"
             worklist = client.get("/worklist").json()["items"]
-            assert {i["study_uid"] for i in worklist} == listed and {i["model"] for i in worklist} == {"ct-tumor/1.0.0"}
+            assert {i["study_uid"] for i in worklist} == listed and {i["model"] for i in worklist} == {"ct-phantom/1.0.0"}
             cli_list = subprocess.run([sys.executable, "-m", "medseg", "review", "worklist", "--format", "json"],
                                       capture_output=True, text=True,
                                       env={"MEDSEG_SERVICE__DATA_DIR": str(tmp_path / "data"),
@@ -210,7 +210,7 @@ def test_rollback_lists_exactly_the_studies_the_bad_version_touched(tmp_path, st
             # --reprocess: both studies run again on 1.1.0 and their new SEGs arrive as new series
             redone = wait_for(lambda: (lambda js: js if len(js) == 2 else None)(
                 [j for j in service.jobs.jobs() if j.revision == 2 and j.state == "sent"]), 120)
-            assert {j.study_uid for j in redone} == listed and {j.model_used for j in redone} == {"ct-tumor/1.1.0"}
+            assert {j.study_uid for j in redone} == listed and {j.model_used for j in redone} == {"ct-phantom/1.1.0"}
             segs = [pydicom.dcmread(p, stop_before_pixels=True) for p in (tmp_path / "pacs").glob("SG*")]
             assert len(segs) == 5 and len({d.SeriesInstanceUID for d in segs}) == 5, "never overwriting a SEG"
 
@@ -225,15 +225,15 @@ def test_shadow_results_are_stored_and_compared_never_sent(tmp_path, store, stud
             assert storescu(service.dicom_port, sorted(study_dir.glob("*.dcm"))).returncode == 0
             wait_for(lambda: events(service.data_dir, "model.shadow_run"), 120, what="the shadow run")
             job = service.jobs.jobs()[0]
-            assert job.state == "sent" and job.model_used == "ct-tumor/1.1.0"
+            assert job.state == "sent" and job.model_used == "ct-phantom/1.1.0"
             assert (service.data_dir / "results" / str(job.id) / "shadow-1.0.0" / "seg.dcm").is_file()
             import time
             time.sleep(2)
             assert len(list((tmp_path / "pacs").glob("SG*"))) == 1, "the shadow SEG is never sent"
             report = json.loads(_cli(tmp_path, store, "compare", "1.0.0").stdout)
             assert report["studies"] == 1 and report["failures"] == 0 and 0 <= report["dice_mean"] <= 1
-            assert report["active"] == ["ct-tumor/1.1.0"] and "latency_ratio_median" in report
-            assert service.registry.fallback_chain("ct-tumor") == ["1.1.0"], "a shadow is never a fallback"
+            assert report["active"] == ["ct-phantom/1.1.0"] and "latency_ratio_median" in report
+            assert service.registry.fallback_chain("ct-phantom") == ["1.1.0"], "a shadow is never a fallback"
 
 
 def test_rollback_while_a_job_runs(tmp_path, store, study_dir):
@@ -241,13 +241,13 @@ def test_rollback_while_a_job_runs(tmp_path, store, study_dir):
 
     from tests.conftest import small_phantom, write_study
 
-    slow = _derive(store / "ct-tumor", "1.0.1", manifest=lambda d: d["inference"].update(overlap=0.96, sw_batch_size=1))
+    slow = _derive(store / "ct-phantom", "1.0.1", manifest=lambda d: d["inference"].update(overlap=0.96, sw_batch_size=1))
     other = tmp_path / "other"
     write_study(other, small_phantom(seed=77, shape=(16, 48, 48), n_tumors=1))
     with storescp(tmp_path / "pacs") as dest_port:
         service, app = _service(tmp_path, store, dest_port)
         with TestClient(app):
-            service.registry.switch("ct-tumor", slow, action="promote", actor="test", reason="slow candidate")
+            service.registry.switch("ct-phantom", slow, action="promote", actor="test", reason="slow candidate")
             assert storescu(service.dicom_port, sorted(study_dir.glob("*.dcm"))).returncode == 0
             wait_for(lambda: events(service.data_dir, "job.started"), 60, 0.05, what="the job to start")
             back = _cli(tmp_path, store, "rollback", "--to", "1.1.0", "--reason", "too slow")
@@ -256,5 +256,5 @@ def test_rollback_while_a_job_runs(tmp_path, store, study_dir):
             assert storescu(service.dicom_port, sorted(other.glob("*.dcm"))).returncode == 0
             done = wait_for(lambda: (lambda js: js if len(js) == 2 else None)(
                 [j for j in service.jobs.jobs() if j.state == "sent"]), 300)
-            assert [j.model_used for j in done] == [f"ct-tumor/{slow}", "ct-tumor/1.1.0"], \
+            assert [j.model_used for j in done] == [f"ct-phantom/{slow}", "ct-phantom/1.1.0"], \
                 "the running job finished on the version it started with; the new job used the rolled-back-to one"

@@ -17,9 +17,9 @@ from tests.node_helpers import events
 
 @pytest.fixture
 def env(tmp_path):
-    settings = Settings(service=ServiceSettings(data_dir=tmp_path), default_model="ct-tumor/1.0.0")
+    settings = Settings(service=ServiceSettings(data_dir=tmp_path), default_model="ct-phantom/1.0.0")
     ctx = build_context(settings).prepare()
-    ctx.registry.switch("ct-tumor", "1.1.0", action="promote", actor="test", reason="setup")
+    ctx.registry.switch("ct-phantom", "1.1.0", action="promote", actor="test", reason="setup")
     return ctx
 
 
@@ -34,25 +34,25 @@ def add_reviews(engine, model: str, fn: float, n: int = 5) -> None:
 
 def test_no_fallback_onto_a_version_that_breaches_too(env, tmp_path):
     registry, engine, monitor = env.registry, env.engine, env.monitor
-    add_reviews(engine, "ct-tumor/1.0.0", fn=0.9)
-    add_reviews(engine, "ct-tumor/1.1.0", fn=0.8)
-    statuses = monitor.check_slos("ct-tumor/1.1.0")
+    add_reviews(engine, "ct-phantom/1.0.0", fn=0.9)
+    add_reviews(engine, "ct-phantom/1.1.0", fn=0.8)
+    statuses = monitor.check_slos("ct-phantom/1.1.0")
     assert {s.slo for s in statuses if s.breached} == {"lesion-sensitivity", "voxel-fn-rate"}
-    assert registry.active("ct-tumor") == "1.1.0"
+    assert registry.active("ct-phantom") == "1.1.0"
     alert = next(a for a in monitor.store.alerts("firing") if a.name == "voxel-fn-rate")
-    assert alert.action == "fallback failed: the rollback target ct-tumor/1.0.0 breaches SLO voxel-fn-rate too"
+    assert alert.action == "fallback failed: the rollback target ct-phantom/1.0.0 breaches SLO voxel-fn-rate too"
     failed = events(tmp_path, "alert.fallback_failed")
-    assert len(failed) == 1 and failed[0]["model"] == "ct-tumor:1.1.0" and failed[0]["alert_id"] == alert.id
+    assert len(failed) == 1 and failed[0]["model"] == "ct-phantom:1.1.0" and failed[0]["alert_id"] == alert.id
     assert not events(tmp_path, "model.rolled_back")
 
 
 def test_only_the_active_version_is_rolled_back(env, tmp_path):
     registry, engine, monitor = env.registry, env.engine, env.monitor
-    add_reviews(engine, "ct-tumor/1.0.0", fn=0.9)  # an old version, no longer active
-    monitor.check_slos("ct-tumor/1.0.0")
+    add_reviews(engine, "ct-phantom/1.0.0", fn=0.9)  # an old version, no longer active
+    monitor.check_slos("ct-phantom/1.0.0")
     alert = next(a for a in monitor.store.alerts("firing") if a.name == "voxel-fn-rate")
-    assert alert.action == "no rollback: ct-tumor/1.0.0 is not the active version"
-    assert registry.active("ct-tumor") == "1.1.0" and not events(tmp_path, "model.rolled_back")
+    assert alert.action == "no rollback: ct-phantom/1.0.0 is not the active version"
+    assert registry.active("ct-phantom") == "1.1.0" and not events(tmp_path, "model.rolled_back")
 
 
 def test_alert_policy_never_rolls_back_and_good_reviews_resolve(env, tmp_path):
@@ -60,12 +60,12 @@ def test_alert_policy_never_rolls_back_and_good_reviews_resolve(env, tmp_path):
     settings = settings.model_copy(update={"monitoring": MonitoringSettings(
         slos=(SLOSettings(name="fn", metric="fn_rate", objective=0.15, policy="alert"),))})
     monitor = replace(env, settings=settings).monitor
-    add_reviews(engine, "ct-tumor/1.1.0", fn=0.9)
-    monitor.check_slos("ct-tumor/1.1.0")
+    add_reviews(engine, "ct-phantom/1.1.0", fn=0.9)
+    monitor.check_slos("ct-phantom/1.1.0")
     (alert,) = monitor.store.alerts("firing")
-    assert alert.action == "" and registry.active("ct-tumor") == "1.1.0"
-    add_reviews(engine, "ct-tumor/1.1.0", fn=0.0, n=40)  # the window fills with good reviews
-    monitor.check_slos("ct-tumor/1.1.0")
+    assert alert.action == "" and registry.active("ct-phantom") == "1.1.0"
+    add_reviews(engine, "ct-phantom/1.1.0", fn=0.0, n=40)  # the window fills with good reviews
+    monitor.check_slos("ct-phantom/1.1.0")
     assert not monitor.store.alerts("firing") and len(events(tmp_path, "alert.resolved")) == 1
 
 
@@ -76,19 +76,19 @@ def test_report_cli_table_json_png_and_bad_since(env, tmp_path):
     import sys
 
     engine = env.engine
-    add_reviews(engine, "ct-tumor/1.1.0", fn=0.1, n=6)
-    add_reviews(engine, "ct-tumor/1.0.0", fn=0.3, n=2)
+    add_reviews(engine, "ct-phantom/1.1.0", fn=0.1, n=6)
+    add_reviews(engine, "ct-phantom/1.0.0", fn=0.3, n=2)
     def run(*a):
         return subprocess.run([sys.executable, "-m", "medseg", "monitor", "report", *a], capture_output=True,
                               text=True, env={**os.environ, "MEDSEG_SERVICE__DATA_DIR": str(tmp_path),
-                                              "MEDSEG_DEFAULT_MODEL": "ct-tumor/1.0.0"})
+                                              "MEDSEG_DEFAULT_MODEL": "ct-phantom/1.0.0"})
     table = run("--png", str(tmp_path / "r.png"))
     assert table.returncode == 0, table.stderr
-    assert "ct-tumor/1.1.0" in table.stdout and "0.100 [0.100, 0.100] n=6" in table.stdout
+    assert "ct-phantom/1.1.0" in table.stdout and "0.100 [0.100, 0.100] n=6" in table.stdout
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
-    data = json.loads(run("--model", "ct-tumor:1.0.0", "--since", "7d", "--format", "json",
+    data = json.loads(run("--model", "ct-phantom:1.0.0", "--since", "7d", "--format", "json",
                           "--png", str(tmp_path / "r2.png")).stdout)
-    assert [m["model"] for m in data["models"]] == ["ct-tumor/1.0.0"]
+    assert [m["model"] for m in data["models"]] == ["ct-phantom/1.0.0"]
     assert data["models"][0]["last_reviews"]["reviews"] == data["models"][0]["last_days"]["reviews"] == 2
     assert data["models"][0]["period"]["reviews"] == 2 and data["models"][0]["window"]["fn_rate_mean"]["value"] == 0.3
     bad = run("--since", "last tuesday")
@@ -116,8 +116,8 @@ def test_fallback_page_waits_for_the_action(env, tmp_path, outcome):
             return "rolled back (test)"
 
         monitor.fallback = policy
-        add_reviews(engine, "ct-tumor/1.1.0", fn=0.9)
-        monitor.check_slos("ct-tumor/1.1.0")
+        add_reviews(engine, "ct-phantom/1.1.0", fn=0.9)
+        monitor.check_slos("ct-phantom/1.1.0")
         assert seen == {"state": "held", "sent": 0}
         assert monitor.alerts.deliver_webhooks() == 1
         expected = "rolled back (test)" if outcome == "acts" else "fallback failed: RuntimeError"

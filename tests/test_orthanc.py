@@ -58,30 +58,30 @@ def test_rollback_reprocess_sends_a_new_seg_series_to_orthanc(tmp_path):
 
     from tests.conftest import REPO
 
-    store = tmp_path / "models" / "ct-tumor"
+    store = tmp_path / "models" / "ct-phantom"
     store.mkdir(parents=True)
     for v in ("1.0.0", "1.1.0"):
-        shutil.copytree(REPO / "models" / "ct-tumor" / v, store / v)
+        shutil.copytree(REPO / "models" / "ct-phantom" / v, store / v)
     study = tmp_path / "study"
     write_study(study, small_phantom(seed=12, shape=(20, 64, 64), n_tumors=2), accession_number="ACC0042")
     node_port = free_port()
     env = {"MEDSEG_SERVICE__DATA_DIR": str(tmp_path / "data"), "MEDSEG_MODELS_ROOT": str(tmp_path / "models"),
-           "MEDSEG_DEFAULT_MODEL": "ct-tumor/1.1.0", "PATH": "/usr/bin:/bin"}
+           "MEDSEG_DEFAULT_MODEL": "ct-phantom/1.1.0", "PATH": "/usr/bin:/bin"}
     with orthanc(tmp_path / "orthanc", {"medseg": ["MEDSEG", "127.0.0.1", node_port]}) as (url, dicom_port, aet):
         for f in sorted(study.glob("*.dcm")):
             httpx.post(f"{url}/instances", content=f.read_bytes(), timeout=30).raise_for_status()
         study_id = httpx.get(f"{url}/studies").json()[0]
         with running(tmp_path, allowed_calling_aets=("ORTHANC",), port=node_port, models_root=tmp_path / "models",
-                     settings_extra={"default_model": "ct-tumor/1.1.0"}, destinations=[{"name": "orthanc", "ae_title": aet, "host": "127.0.0.1", "port": dicom_port}]) \
+                     settings_extra={"default_model": "ct-phantom/1.1.0"}, destinations=[{"name": "orthanc", "ae_title": aet, "host": "127.0.0.1", "port": dicom_port}]) \
                 as (service, client):
             promoted = subprocess.run([sys.executable, "-m", "medseg", "models", "promote", "1.0.0", "--reason", "trial"],
                                       capture_output=True, text=True, env=env)
             assert promoted.returncode == 0, promoted.stderr
             assert httpx.post(f"{url}/modalities/medseg/store", content=study_id, timeout=120).status_code == 200
             first = jobs_in(service, "sent")[0]
-            assert first.model_used == "ct-tumor/1.0.0"
+            assert first.model_used == "ct-phantom/1.0.0"
 
-            r = client.post("/models/ct-tumor/rollback", json={"reason": "1.0.0 misses tumors", "reprocess": True})
+            r = client.post("/models/ct-phantom/rollback", json={"reason": "1.0.0 misses tumors", "reprocess": True})
             assert r.status_code == 200, r.text
             report = r.json()
             assert report["rolled_back"] == "1.0.0" and report["active"] == "1.1.0"
@@ -99,4 +99,4 @@ def test_rollback_reprocess_sends_a_new_seg_series_to_orthanc(tmp_path):
                 ds = pydicom.dcmread(io.BytesIO(blob), stop_before_pixels=True)
                 versions.add(ds.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0].AlgorithmVersion)
             assert versions == {"1.0.0", "1.1.0"}, "the 1.0.0 SEG the viewer showed stays; the new one is a new series"
-            assert client.post("/models/ct-tumor/rollback", json={"reason": "again"}).status_code == 409
+            assert client.post("/models/ct-phantom/rollback", json={"reason": "again"}).status_code == 409

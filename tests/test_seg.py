@@ -28,7 +28,7 @@ def _case(orientation, n_tumors=3):
 
 def _write(tmp_path, mask, datasets):
     path = tmp_path / "seg.dcm"
-    info = write_seg(path, mask, datasets, [TUMOR_LABEL], model_name="ct-tumor", model_version="1.0.0")
+    info = write_seg(path, mask, datasets, [TUMOR_LABEL], model_name="ct-phantom", model_version="1.0.0")
     return path, info
 
 
@@ -63,13 +63,13 @@ def test_seg_says_what_made_it_and_that_it_needs_review(tmp_path):
     path, _ = _write(tmp_path, phantom.truth.array, datasets)
     seg = pydicom.dcmread(path)
     assert seg.SegmentationType == "BINARY"
-    assert "NOT REVIEWED" in seg.SeriesDescription and "ct-tumor 1.0.0" in seg.SeriesDescription
+    assert "NOT REVIEWED" in seg.SeriesDescription and "ct-phantom 1.0.0" in seg.SeriesDescription
     assert "AI-generated" in seg.ContentDescription
     segment = seg.SegmentSequence[0]
     assert segment.SegmentAlgorithmType == "AUTOMATIC"
-    assert segment.SegmentAlgorithmName == "ct-tumor"
+    assert segment.SegmentAlgorithmName == "ct-phantom"
     algorithm = segment.SegmentationAlgorithmIdentificationSequence[0]
-    assert (algorithm.AlgorithmName, algorithm.AlgorithmVersion) == ("ct-tumor", "1.0.0")
+    assert (algorithm.AlgorithmName, algorithm.AlgorithmVersion) == ("ct-phantom", "1.0.0")
     assert algorithm.AlgorithmFamilyCodeSequence[0].CodeMeaning == "Artificial Intelligence"
     assert segment.SegmentedPropertyCategoryCodeSequence[0].CodeValue == "49755003"
     assert segment.SegmentedPropertyTypeCodeSequence[0].CodeValue == "108369006"

@@ -1,6 +1,7 @@
 """Train the shipped demonstration model on phantoms (and real STS tumors), on CPU.
 
-``medseg train --out models/ct-tumor/2.1.0 --version 2.1.0 --sts-dir ../shared/data/sts-ct`` reproduces the committed default model:
+``medseg train --out models/ct-phantom/2.1.0 --name ct-phantom --version 2.1.0 --sts-dir ../shared/data/sts-ct``
+reproduces the committed phantom model:
 the phantom seeds, the real cases used for training and those held out, the
 recipe and the measured held-out metrics all land in ``manifest.json``.
 Every case goes through the same ``pipeline.preprocess`` the service uses, so
