@@ -43,8 +43,16 @@ def ct_datasets(
     image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY", "AXIAL"),
     patient_position: str = "HFS",
     body_part: str = "ABDOMEN",
+    manufacturer: str = "medseg phantom",
+    deidentification_method: str | None = None,
+    image_comments: str | None = None,
 ) -> list[Dataset]:
-    """One dataset per slice ``k`` of ``volume`` (HU), geometry taken from its affine."""
+    """One dataset per slice ``k`` of ``volume`` (HU), geometry taken from its affine.
+
+    ``deidentification_method`` (at most 64 characters) marks a converted real image
+    (PatientIdentityRemoved YES, e.g. the source collection and its licence); ``image_comments``
+    takes longer text, e.g. the full attribution.
+    """
     study_uid = study_uid or generate_uid()
     series_uid = series_uid or generate_uid()
     frame_of_reference_uid = frame_of_reference_uid or generate_uid()
@@ -85,7 +93,12 @@ def ct_datasets(
         ds.BodyPartExamined = body_part
         ds.FrameOfReferenceUID = frame_of_reference_uid
         ds.PositionReferenceIndicator = ""
-        ds.Manufacturer = "medseg phantom"
+        ds.Manufacturer = manufacturer
+        if deidentification_method is not None:
+            ds.PatientIdentityRemoved = "YES"
+            ds.DeidentificationMethod = deidentification_method
+        if image_comments is not None:
+            ds.ImageComments = image_comments
         ds.InstanceNumber = k + 1
         ds.AcquisitionNumber = 1
         ds.ImagePositionPatient = [f"{v:.6f}" for v in affine[:3, :3] @ [k, 0, 0] + affine[:3, 3]]

@@ -12,6 +12,9 @@ def serve(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML configuration (see config/medseg.toml)"),
     push_phantom: Optional[int] = typer.Option(
         None, help="demo: once running, push the phantom study with this seed to ourselves and report where the SEG went"),
+    push_case: Optional[Path] = typer.Option(
+        None, exists=True, file_okay=False, help="demo: push this real case (a folder with CT_image.nii.gz and "
+        "CT_mask.nii.gz, e.g. tests/data/sts-ct/STS_006) as a DICOM series, report the SEG and its Dice"),
 ) -> None:
     """Run the DICOM node, worker and HTTP API in one process (Ctrl-C stops it)."""
     import uvicorn
@@ -24,10 +27,19 @@ def serve(
 
     service = Service(settings)
     app_ = create_app(service)
-    if push_phantom is not None:
-        from medseg.app.demo import push_when_ready
+    if push_phantom is not None and push_case is not None:
+        from medseg.core.exceptions import ConfigError
 
-        push_when_ready(service, push_phantom, lambda line: print(line, flush=True))
+        raise ConfigError("give --push-phantom or --push-case, not both", code="cli.conflicting_options")
+    if push_phantom is not None or push_case is not None:
+        from medseg.app.demo import case_study, phantom_study, push_when_ready
+
+        def make_study(folder: Path):
+            if push_case is not None:
+                return case_study(push_case, folder / push_case.name)
+            return phantom_study(push_phantom, folder / f"phantom-{push_phantom}")
+
+        push_when_ready(service, make_study, lambda line: print(line, flush=True))
     print(f"medseg serve: DICOM {settings.node.ae_title}@{settings.node.host}:{settings.node.port}, "
           f"HTTP http://{settings.service.http_host}:{settings.service.http_port}, data {settings.service.data_dir}",
           flush=True)
