@@ -26,24 +26,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 BUNDLE = REPO / "tests" / "data" / "monai-bundles" / "spleen_ct_segmentation"
-#: runs a command and prints its peak RSS (MB), so the parent measures each child alone
-PEAK = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0, file=sys.stderr); sys.exit(r.returncode)")
 
-
-def timed(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
-    start = time.perf_counter()
-    r = subprocess.run([sys.executable, "-c", PEAK, *cmd], capture_output=True, text=True, env=env)
-    seconds = time.perf_counter() - start
-    if r.returncode:
-        raise SystemExit(f"failed: {' '.join(cmd[:4])}...\n{r.stderr[-2000:]}")
-    return seconds, float(r.stderr.strip().splitlines()[-1])
+from common import timed  # noqa: E402  (bench/, the script's own folder, is on sys.path)
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ DICOM series, so it can be pushed to the node like a study from a PACS.
 Layout of ``out/``::
 
     dicom/IM0001.dcm ...   the CT series (patient ANONYMIZED^<case>, one file per NIfTI slice k)
-    truth.nii.gz           the expert mask, same grid
+    truth.nii.gz           the truth mask (expert outline), same grid
     case.json              case, source, UIDs
 
 The series carries its attribution, which the licence requires (the soft-tissue sarcoma cases are
@@ -15,12 +15,13 @@ ImageComments (0020,4000).
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
+import numpy as np
 from pydicom.uid import ExplicitVRLittleEndian
 
-from medseg.core.io.nifti import read_nifti
+from medseg.core.io.nifti import read_nifti, write_nifti
+from medseg.core.volume import Volume
 from medseg.training.ct_writer import ct_datasets, write_series
 
 STS_SOURCE = "TCIA Soft-tissue-Sarcoma, CC BY 3.0"
@@ -29,18 +30,24 @@ STS_ATTRIBUTION = ("Vallieres M, Freeman CR, Skamene SR, El Naqa I. The Cancer I
                    "converted from NIfTI to DICOM by medseg. Not a clinical image of this site.")
 
 
-def write_case_study(case_dir: Path, out: Path, source: str = STS_SOURCE, attribution: str = STS_ATTRIBUTION) -> dict:
-    """``case_dir`` holds CT_image.nii.gz (HU) and CT_mask.nii.gz; returns what case.json records."""
-    case_dir, out = Path(case_dir), Path(out)
-    image = read_nifti(case_dir / "CT_image.nii.gz")
-    name = case_dir.name
+def write_case_study(case_dir: Path, out: Path) -> dict:
+    """A sarcoma case folder (CT_image.nii.gz in HU, CT_mask.nii.gz); returns what case.json records."""
+    case_dir = Path(case_dir)
+    return write_ct_study(read_nifti(case_dir / "CT_image.nii.gz"), read_nifti(case_dir / "CT_mask.nii.gz"), out,
+                          name=case_dir.name, source=STS_SOURCE, attribution=STS_ATTRIBUTION, body_part="EXTREMITY")
+
+
+def write_ct_study(image: Volume, truth: Volume, out: Path, *, name: str, source: str, attribution: str,
+                   body_part: str) -> dict:
+    """Any real CT (HU) and its truth mask on the same grid, as above."""
+    out = Path(out)
     datasets = ct_datasets(
         image, patient_name=f"ANONYMIZED^{name}", patient_id=name, series_description=f"{name} (converted)",
-        accession_number=name[:16], body_part="EXTREMITY", manufacturer="converted by medseg",
+        accession_number=name[:16], body_part=body_part, manufacturer="converted by medseg",
         deidentification_method=source, image_comments=attribution,
     )
     write_series(datasets, out / "dicom", ExplicitVRLittleEndian)
-    shutil.copyfile(case_dir / "CT_mask.nii.gz", out / "truth.nii.gz")
+    write_nifti(truth.with_array((truth.array > 0).astype(np.uint8)), out / "truth.nii.gz", dtype=np.uint8)
     info = {
         "case": name,
         "source": source,

@@ -39,6 +39,10 @@ MEASURE_SLICES = (120, 215)
 VALIDATION_SLICES = (215, 275)
 #: the readers' consensus (LIDC convention: at least 2 of 4)
 NODULE_READERS = 2
+LIDC_SOURCE = "TCIA LIDC-IDRI, CC BY 3.0"
+LIDC_ATTRIBUTION = ("Armato SG III et al., Medical Physics 38(2):915-931 (2011), DOI 10.1118/1.3528204; "
+                    "Data from LIDC-IDRI, TCIA (2015), DOI 10.7937/K9/TCIA.2015.LO9QL9SX; "
+                    "converted from NIfTI to DICOM by medseg. Not a clinical image of this site.")
 
 
 def slab(volume: Volume, slices: tuple[int, int]) -> Volume:
@@ -49,12 +53,17 @@ def slab(volume: Volume, slices: tuple[int, int]) -> Volume:
     return Volume(np.ascontiguousarray(volume.array[start:stop]), affine)
 
 
-def full_fov(root: Path, part: str) -> tuple[Volume, Volume]:
-    """(CT, nodule mask of >= 2 readers) of the training, measuring or validation slab."""
+def whole_ct(root: Path) -> tuple[Volume, Volume]:
+    """(CT, nodule mask of >= 2 readers), all 275 slices."""
     folder = Path(root) / FULL_FOV_CASE
     ct, readers = read_nifti(folder / "CT_image.nii.gz"), read_nifti(folder / "nodule_readers.nii.gz")
+    return ct, readers.with_array((readers.array >= NODULE_READERS).astype(np.uint8))
+
+
+def full_fov(root: Path, part: str) -> tuple[Volume, Volume]:
+    """(CT, nodule mask of >= 2 readers) of the training, measuring or validation slab."""
+    ct, nodule = whole_ct(root)
     slices = {"train": TRAIN_SLICES, "measure": MEASURE_SLICES, "validation": VALIDATION_SLICES}[part]
-    nodule = readers.with_array((readers.array >= NODULE_READERS).astype(np.uint8))
     image, truth = slab(ct, slices), slab(nodule, slices)
     if part != "measure" and truth.array.any():
         raise ValueError(f"the {'training' if part == 'train' else part} slab of the whole CT must not hold the nodule")
