@@ -14,11 +14,12 @@ from medseg.models.store import load_model, sha256_file
 from medseg.training.calibration import (
     MIN_LESION_ML_CANDIDATES,
     PEAK_PROBABILITY_CANDIDATES,
+    REAL_MIN_LESION_ML_CANDIDATES,
     VALIDATION_PHANTOM_SEED0,
     component_table,
     filtered_dice,
 )
-from medseg.training.train import segmentation_loss
+from medseg.training.train import STS_VALIDATION, segmentation_loss
 from tests.test_bad_input import run_cli
 
 
@@ -183,3 +184,58 @@ def test_a_checkpoint_of_the_default_network_stays_under_20_mb_and_restores_exac
     assert restored_rng.random() == expected_draw and payload["iteration"] == 12
     moments = [s["exp_avg"] for s in other.state_dict()["state"].values()]
     assert moments and all(m.dtype == torch.float32 for m in moments)
+
+
+def test_a_real_ct_run_chooses_its_filters_on_real_validation_data_and_says_what_it_saw(tmp_path, capsys):
+    """The real-CT recipe end to end on stand-ins: the one sarcoma case of tests/data copied under a
+    training, a validation and a held-out name, and a synthetic CT laid out like the LIDC case."""
+    import shutil
+
+    from tests.conftest import TEST_DATA
+    from tests.test_training_data import _stand_in
+
+    sts = tmp_path / "sts"
+    for name in ("STS_001", *STS_VALIDATION, "STS_002"):  # training, validation, one of STS_HOLDOUT
+        shutil.copytree(TEST_DATA / "sts-ct" / "STS_006", sts / name)
+    fov = _stand_in(tmp_path / "fov")
+    out = tmp_path / "ct-tumor" / "9.9.7"
+    code, _, err = run_cli(
+        ["train", "--out", out, "--version", "9.9.7", "--phantoms", "0", "--holdout-phantoms", "1", "--sts-dir", sts,
+         "--sts-fraction", "0.6", "--sts-validation", "--full-fov-dir", fov, "--full-fov-fraction", "0.4",
+         "--iterations", "4", "--minutes", "5", "--patch-zyx", "16", "32", "32", "--batch-size", "2",
+         "--no-flip-check"], capsys)  # the check is tested elsewhere; off, this test runs in half the time
+    assert code == 0, err
+    manifest = json.loads((out / "manifest.json").read_text())
+    training = manifest["training"]
+    assert training["real_training_cases"] == ["STS_001"] and training["real_validation_cases"] == list(STS_VALIDATION)
+    assert training["full_fov"] == {"case": "LIDC-IDRI-0314", "training_slices": [0, 120],
+                                    "validation_slices": [215, 275], "measuring_slices": [120, 215]}
+    calibration = training["lesion_filter_calibration"]
+    assert calibration["validation_cases"] == list(STS_VALIDATION) and "seeds" not in calibration  # not phantoms
+    assert len(calibration["sweep"]) == len(REAL_MIN_LESION_ML_CANDIDATES) * len(PEAK_PROBABILITY_CANDIDATES)
+    chosen = calibration["chosen"]
+    assert manifest["postprocess"]["min_lesion_ml"] == chosen["min_lesion_ml"]
+    assert manifest["postprocess"]["min_peak_probability"] == chosen["min_peak_probability"]
+    metrics = manifest["metrics"]
+    assert list(metrics["holdout_real_sts"]["per_case_dice"]) == ["STS_002"]
+    assert metrics["full_fov_measure"]["slices"] == [120, 215]
+    card = (out / "MODEL_CARD.md").read_text()
+    for said in ("**Not for clinical use.**", "soft-tissue sarcomas of the extremities", "STS_001",
+                 "slices 0-119 of one whole chest CT", "slices 215-274", "Slices 120-214", "**Where it fails.**",
+                 "lung nodules (it never saw one)", f"mean Dice **{metrics['holdout_real_sts']['mean_dice']}**", "--resume"):
+        assert said in card, said
+
+
+def test_a_real_ct_run_without_its_validation_cases_is_refused(tmp_path, capsys):
+    import shutil
+
+    from tests.conftest import TEST_DATA
+    from tests.test_training_data import _stand_in
+
+    sts = tmp_path / "sts"
+    shutil.copytree(TEST_DATA / "sts-ct" / "STS_006", sts / "STS_001")
+    code, _, err = run_cli(
+        ["train", "--out", tmp_path / "m", "--phantoms", "0", "--sts-dir", sts, "--sts-fraction", "0.6",
+         "--sts-validation", "--full-fov-dir", _stand_in(tmp_path / "fov"), "--full-fov-fraction", "0.4",
+         "--iterations", "2"], capsys)
+    assert code == 2 and "[train.no_validation_cases]" in err and ", ".join(STS_VALIDATION) in err

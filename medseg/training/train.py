@@ -39,6 +39,7 @@ from medseg.models.manifest import ArchitectureSpec, InputSpec, ModelManifest, W
 from medseg.models.store import build_network
 from medseg.training.calibration import calibrate_lesion_filters, calibrate_on_real_ct
 from medseg.training.checkpoint import CHECKPOINT_FILE, read_checkpoint, restore, save_checkpoint
+from medseg.training.model_card import model_card
 from medseg.training.real_ct import MEASURE_SLICES, TRAIN_SLICES, VALIDATION_SLICES, NegativeVolume, full_fov
 
 log = logging.getLogger(__name__)
@@ -249,6 +250,10 @@ def train(cfg: TrainConfig, report: Callable[[str], None] = print, *, resume: bo
         ph = generate_phantom(seed, n_tumors=int(np.random.default_rng(seed + 17).integers(2, 9)))
         phantom_cases.append(_case(ph.image, ph.truth, spec))
     real_cases, train_sts = [], []
+    missing = [name for name in cfg.sts_validation if cfg.sts_dir is not None and not (cfg.sts_dir / name).is_dir()]
+    if missing:  # checked before training: the filters are chosen on them at the end
+        raise TrainingError(f"{cfg.sts_dir}: validation case(s) {', '.join(missing)} not found",
+                            code="train.no_validation_cases")
     if cfg.sts_dir is not None and cfg.sts_fraction > 0:
         train_sts = sts_cases(cfg.sts_dir, holdout=False, validation=cfg.sts_validation)
         report(f"preparing {len(train_sts)} real STS training cases (held out: {len(STS_HOLDOUT)})")
@@ -469,36 +474,3 @@ def _manifest_stub(cfg: TrainConfig) -> ModelManifest:
                      "min_peak_probability": cfg.min_peak_probability or 0.0, "body_mask": True},
         weights=WeightsSpec(file="model.pt", sha256="0" * 64),
     )
-
-
-def model_card(m: ModelManifest) -> str:
-    metrics = json.dumps(m.metrics, indent=2)
-    return f"""# {m.name} {m.version} — model card
-
-**What it is.** {m.description}. A MONAI `{m.architecture.name}` ({m.architecture.args.get('channels')} channels)
-that labels tumor voxels in CT, at {m.input.spacing_xyz_mm} mm (x, y, z), HU window {m.input.window_hu}.
-
-**Not for clinical use.** It was trained on the CPU in minutes on synthetic phantoms
-(`medseg phantom`) {"and a small set of real soft-tissue sarcoma CTs " if m.training.get("real_training_cases") else ""}to
-exercise the product end to end. It has not been validated on clinical data and must not inform
-any diagnosis. Every SEG it produces says it is AI-generated and needs review.
-
-**Reproduce.** `medseg train --out models/{m.name}/{m.version} --version {m.version} --sts-dir ../shared/data/sts-ct
---iterations {m.training.get('iterations_run')} --minutes 600` with the config recorded in `manifest.json`
-(`training.config`). The default run stops at its time budget, so the iteration count depends on
-the machine; fixing `--iterations` as above runs as many iterations (the cosine learning-rate
-schedule then follows the iteration count instead of the clock, so expect close, not identical,
-weights). Phantom seeds {m.training.get('phantom_seeds')}
-were used for training; held-out seeds and real cases are listed under `metrics`.
-{chr(10) + "**Amended.** " + m.training["amended"] + "." + chr(10) if m.training.get("amended") else ""}
-**Held-out metrics** (full pipeline, source grid; definitions in `medseg/evaluation.py`):
-```json
-{metrics}
-```
-
-**Bringing a validated model.** Put a clinically validated network in `models/<name>/<version>/`
-with a `manifest.json` of this schema (architecture, spacing, window, labels with SNOMED CT codes,
-weights sha256), or import a MONAI bundle; the weights' sha256 is checked before they are loaded.
-Real tumor data: soft-tissue sarcoma CT from TCIA (Vallières et al. 2015, CC BY 3.0; see
-`tests/data/sts-ct/README.md`).
-"""

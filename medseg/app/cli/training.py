@@ -64,7 +64,8 @@ def evaluate(
     """Measure a model on held-out phantoms (and held-out real cases) through the full pipeline."""
     from medseg.config import get_settings
     from medseg.models.store import load_model
-    from medseg.training.train import TrainConfig, model_card
+    from medseg.training.model_card import model_card
+    from medseg.training.train import TrainConfig
     from medseg.training.train import evaluate as run
 
     settings = get_settings()
