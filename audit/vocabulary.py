@@ -61,6 +61,9 @@ ACTIONS: dict[str, tuple[str, str, str]] = {
     "audit.read": ("audit data read through the CLI or API (who, filter)", "110112", "E"),
     "audit.exported": ("audit events exported (format, range)", "110106", "R"),
     "audit.anchor": ("chain head recorded outside the database (sequence, hash)", "110100", "E"),
+    "api.refused": ("an HTTP call was refused: 401, 403, 400, 409, 422 (who, method, route, status, code)", "110113", "E"),
+    "token.created": ("an API token was created (name, roles, expiry; never the secret)", "110137", "C"),
+    "token.revoked": ("an API token was revoked (name)", "110137", "D"),
 }
 
 

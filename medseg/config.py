@@ -47,9 +47,12 @@ class ServiceSettings(_Section):
     data_dir: Path = Path("medseg-data")
     #: SQLAlchemy URL; empty = SQLite (WAL) at <data_dir>/medseg.db
     database_url: str = ""
-    #: the HTTP API binds to loopback by default (authentication comes with a later issue)
+    #: the HTTP API binds to loopback by default; beyond it only with [auth] enabled
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
+    #: HTTPS: PEM certificate (chain) and private key; both or neither
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
     #: worker threads running segmentations
     workers: int = Field(default=1, ge=1)
     #: seconds between polls of the job table by idle workers
@@ -57,6 +60,12 @@ class ServiceSettings(_Section):
     #: a model version that has not finished a study's inference in this time has failed on it
     #: (the study then goes to the previous good version)
     model_time_budget_s: float = Field(default=600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "ServiceSettings":
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("tls_certfile and tls_keyfile go together")
+        return self
 
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'medseg.db').resolve()}"
@@ -89,6 +98,43 @@ class AuditSettings(_Section):
     #: key of the patient-ID hash (32+ random bytes); created with mode 0600 on first start if missing.
     #: empty = <data_dir>/audit.key
     patient_key_file: Path | None = None
+
+
+class OidcSettings(_Section):
+    """JWT bearer tokens from the hospital's identity provider (medseg.app.auth.oidc)."""
+
+    issuer: str = Field(min_length=1)
+    audience: str = Field(min_length=1)
+    #: the provider's keys: a local JWKS file, or its JWKS URL (one of the two)
+    jwks_file: Path | None = None
+    jwks_url: str = ""
+    algorithms: tuple[str, ...] = ("RS256", "ES256")
+    #: claim holding the roles (a list, or a space-separated string)
+    roles_claim: str = "roles"
+    #: claim value -> role name, for groups named otherwise in the provider
+    role_map: dict[str, str] = {}
+    #: clock skew allowed on exp / nbf
+    leeway_s: float = Field(default=30.0, ge=0, le=300)
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> "OidcSettings":
+        if (self.jwks_file is None) == (not self.jwks_url):
+            raise ValueError("give jwks_file or jwks_url (one of them)")
+        if self.jwks_url and not self.jwks_url.startswith("https://"):
+            raise ValueError("jwks_url must be https://")
+        if "none" in {a.lower() for a in self.algorithms} or any(a.startswith("HS") for a in self.algorithms):
+            raise ValueError("algorithms: asymmetric ones only (RS*, PS*, ES*, EdDSA)")
+        return self
+
+
+class AuthSettings(_Section):
+    """Who may call the HTTP API (medseg.app.auth): API tokens and, optionally, OIDC JWTs."""
+
+    #: off is allowed only while the API binds to loopback
+    enabled: bool = True
+    #: paths served without a token (probes and Prometheus scraping)
+    open_routes: tuple[str, ...] = ("/health", "/ready", "/metrics")
+    oidc: OidcSettings | None = None
 
 
 #: quality metrics an SLO can watch, and which direction is good
@@ -178,6 +224,7 @@ class Settings(BaseSettings):
     service: ServiceSettings = ServiceSettings()
     audit: AuditSettings = AuditSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    auth: AuthSettings = AuthSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -108,3 +108,12 @@ def events(data_dir: Path, action: str | None = None) -> list[dict]:
     finally:
         engine.dispose()
     return [{**e.event.details, **e.event.model_dump(exclude={"details"}), "seq": e.seq, "time": e.ts} for e in rows]
+
+
+def authorize(service, client, name: str = "test-suite", roles=None) -> str:
+    """An API token (every role unless ``roles``) on the client's requests; returns the secret."""
+    from medseg.app.auth.roles import Role
+
+    secret, _ = service.tokens.create(name, list(roles or Role), actor="test")
+    client.headers["Authorization"] = f"Bearer {secret}"
+    return secret

@@ -64,7 +64,7 @@ def test_postmortem_from_the_trail(tmp_path, study_dir):
         assert client.get(f"/audit/studies/{study}/timeline").json()["events"][0]["action"] == "dicom.instances.received"
         assert client.get("/audit", params={"since": "yesterday"}).status_code == 400
         reads = events(service.data_dir, "audit.read")
-        assert {r["actor"] for r in reads} >= {"api:testclient"} and any(r["actor"].startswith("cli:") for r in reads)
+        assert {r["actor"] for r in reads} >= {"token:test-suite"} and any(r["actor"].startswith("cli:") for r in reads)
 
         # intact, exportable as schema-valid ATNA, no patient data anywhere
         assert verify(service.audit_log).ok

@@ -33,6 +33,8 @@ class Server:
 data_dir = "{self.data}"
 http_port = {self.http_port}
 poll_interval_s = 0.1
+[auth]
+enabled = false  # loopback only; this test is about durability (authentication: tests/test_auth.py)
 [node]
 port = {self.dicom_port}
 allowed_calling_aets = ["TESTPACS"]

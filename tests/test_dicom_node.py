@@ -28,7 +28,7 @@ from medseg.app.serve import Service
 from medseg.config import DestinationSettings, NodeSettings, ServiceSettings, Settings
 from medseg.core.seg import read_seg_mask
 from tests.conftest import PHI_ID, PHI_NAME, small_phantom, write_study
-from tests.node_helpers import TCP_NODELAY, events, free_port, storescp, storescu, wait_for
+from tests.node_helpers import TCP_NODELAY, authorize, events, free_port, storescp, storescu, wait_for
 
 pytestmark = pytest.mark.model
 
@@ -46,6 +46,7 @@ def running(tmp_path: Path, dest_port: int | None = None, models_root: Path | No
                         **extra)
     service = Service(settings)
     with TestClient(create_app(service)) as client:
+        authorize(service, client)
         yield service, client
 
 

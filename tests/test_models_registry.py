@@ -25,7 +25,7 @@ from medseg.models import gate
 from medseg.models.manifest import ModelManifest
 from medseg.models.store import build_network
 from tests.conftest import REPO
-from tests.node_helpers import events, free_port, storescp, storescu, wait_for
+from tests.node_helpers import authorize, events, free_port, storescp, storescu, wait_for
 
 pytestmark = pytest.mark.model
 SHIPPED = REPO / "models" / "ct-phantom"
@@ -181,6 +181,8 @@ def test_rollback_lists_exactly_the_studies_the_bad_version_touched(tmp_path, st
     with storescp(tmp_path / "pacs") as dest_port:
         service, app = _service(tmp_path, store, dest_port)
         with TestClient(app) as client:
+            authorize(service, client)
+
             def push_and_wait(i, n_sent):
                 assert storescu(service.dicom_port, sorted(studies[i][0].glob("*.dcm"))).returncode == 0
                 wait_for(lambda: len([j for j in service.jobs.jobs() if j.state == "sent"]) == n_sent, 120)

@@ -15,6 +15,7 @@ from functools import cached_property
 from sqlalchemy.engine import Engine
 
 from medseg.app.auditing import Auditor, auditor_for
+from medseg.app.auth.tokens import TokenStore
 from medseg.app.database import init_db
 from medseg.app.operations import slo_fallback
 from medseg.config import Settings
@@ -44,6 +45,10 @@ class AppContext:
         monitor = QualityMonitor(store, self.settings.monitoring, alerts)
         monitor.fallback = slo_fallback(self.registry, self.jobs, self.auditor, monitor.slo_status)
         return monitor
+
+    @property
+    def tokens(self) -> TokenStore:
+        return TokenStore(self.engine, self.auditor)
 
     @property
     def worklist(self) -> Worklist:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from sqlalchemy.engine import Engine
 
+from medseg.app.auth.tokens import ApiToken
 from medseg.db import Base
 from medseg.jobs.orm import Delivery, Job, SeriesRow
 from medseg.models.orm import ModelState, RegistryHistory, ShadowResult
 from medseg.quality.orm import Alert, Review, StudyFeatures, WorklistItem
 
 TABLES = (SeriesRow, Job, Delivery, ModelState, RegistryHistory, ShadowResult, Review, StudyFeatures, Alert,
-          WorklistItem)
+          WorklistItem, ApiToken)
 
 
 def init_db(engine: Engine) -> None:

@@ -14,6 +14,7 @@ import logging
 from dicom_node.scu import send_file
 from dicom_node.server import Node
 from dicom_node.spool import Spool
+from medseg.app.auth.authenticator import Authenticator
 from medseg.app.context import build_context
 from medseg.app.metrics import MonitoringCollector, ServiceMetrics
 from medseg.config import Settings
@@ -34,6 +35,8 @@ class Service:
         self.context = ctx = build_context(settings)
         self.engine, self.events, self.jobs, self.registry = ctx.engine, ctx.auditor, ctx.jobs, ctx.registry
         self.audit_log = self.events.log
+        self.tokens = ctx.tokens
+        self.authenticator = Authenticator(settings.auth, self.tokens)
         self.metrics = ServiceMetrics(self.jobs.queue_depth)
         self.spool = Spool(settings.service.spool_dir, settings.node.disk_floor_mb)
         self.monitor = ctx.monitor

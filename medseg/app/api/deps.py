@@ -1,15 +1,26 @@
-"""Dependencies of the routes, as named types: the running service, its job store, the caller."""
+"""Dependencies of the routes, as named types: the running service, its job store, the caller.
+
+The caller is a :class:`~medseg.app.auth.roles.Principal` that holds one of the route's roles
+(``Reader``, ``Radiologist``, ``MlEngineer``, ``AuditorRole``, ``Admin``); ``require`` answers
+401 (no valid token) or 403 (no such role) and audits the refusal (``api.refused``). Open routes
+(``[auth] open_routes``) and a service with ``[auth] enabled = false`` (loopback only) get an
+anonymous ``api:<client address>`` principal holding every role.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from dicom_node.uids import is_uid
-from medseg.app.api.errors import Problem
+from medseg.app.api.errors import Problem, audit_refusal
+from medseg.app.auth.roles import READERS, Principal, Role
 from medseg.app.serve import Service
 from medseg.jobs.store import JobStore
+
+_bearer = HTTPBearer(auto_error=False, description="an API token (medseg tokens create) or an OIDC JWT")
 
 
 def _service(request: Request) -> Service:
@@ -20,14 +31,40 @@ def _jobs(request: Request) -> JobStore:
     return request.app.state.service.jobs
 
 
-def _actor(request: Request) -> str:
+def _anonymous(request: Request) -> str:
     return f"api:{request.client.host if request.client else 'unknown'}"
+
+
+def require(*roles: Role):
+    allowed = frozenset(roles)
+
+    def caller(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
+        service = request.app.state.service
+        auth = service.settings.auth
+        if not auth.enabled or request.url.path in auth.open_routes:
+            principal = Principal(_anonymous(request), frozenset(Role))
+        else:
+            principal = service.authenticator.authenticate(credentials.credentials if credentials else None)
+            if principal is None:
+                raise audit_refusal(request, Problem(
+                    401, "Authentication required", "a valid bearer token is required (an API token or an OIDC JWT)",
+                    headers={"WWW-Authenticate": 'Bearer realm="medseg"'}), actor=_anonymous(request))
+            if not principal.holds(allowed):
+                raise audit_refusal(request, Problem(
+                    403, "Role required", f"this needs the role {' or '.join(sorted(allowed))}"), actor=principal.actor)
+        request.state.principal = principal
+        return principal
+
+    return caller
 
 
 ServiceDep = Annotated[Service, Depends(_service)]
 JobsDep = Annotated[JobStore, Depends(_jobs)]
-#: who the audit trail names for this request (authentication comes with a later issue)
-ActorDep = Annotated[str, Depends(_actor)]
+Reader = Annotated[Principal, Depends(require(*READERS))]
+Radiologist = Annotated[Principal, Depends(require(Role.RADIOLOGIST))]
+MlEngineer = Annotated[Principal, Depends(require(Role.ML_ENGINEER))]
+AuditorRole = Annotated[Principal, Depends(require(Role.AUDITOR))]
+Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
 
 
 def check_uid(value: str | None, name: str) -> None:

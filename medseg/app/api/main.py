@@ -1,9 +1,8 @@
 """The HTTP API (FastAPI), built in ``create_app`` and started with the service through its lifespan.
 
-Routes live in :mod:`medseg.app.api.routes` (one router per area), their dependencies in
-:mod:`medseg.app.api.deps`, and the one error boundary (problem details) in
-:mod:`medseg.app.api.errors`. Authentication and roles come with a later issue; until then
-the API binds to loopback by default.
+Routes live in :mod:`medseg.app.api.routes` (one router per area), their dependencies (the
+service, the caller and their roles: :mod:`medseg.app.auth`) in :mod:`medseg.app.api.deps`, and
+the one error boundary (problem details) in :mod:`medseg.app.api.errors`.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from fastapi import FastAPI
 
 from medseg import __version__
 from medseg.app.api import errors
-from medseg.app.api.routes import audit, health, models, quality, studies
+from medseg.app.api.routes import audit, health, models, quality, studies, tokens
 from medseg.app.serve import Service
 
 
@@ -28,6 +27,6 @@ def create_app(service: Service) -> FastAPI:
     app = FastAPI(title="medseg", version=__version__, lifespan=lifespan)
     app.state.service = service
     errors.install(app)
-    for module in (health, studies, audit, models, quality):
+    for module in (health, studies, audit, models, quality, tokens):
         app.include_router(module.router)
     return app

@@ -18,6 +18,7 @@ from medseg.app.cli.monitor import monitor_app
 from medseg.app.cli.review import review_app
 from medseg.app.cli.segment import phantom, segment
 from medseg.app.cli.serve import serve
+from medseg.app.cli.tokens import tokens_app
 from medseg.app.cli.training import evaluate, train
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="CT tumor segmentation: DICOM in, DICOM-SEG out.")
@@ -27,6 +28,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(models_app, name="models")
 app.add_typer(review_app, name="review")
 app.add_typer(monitor_app, name="monitor")
+app.add_typer(tokens_app, name="tokens")
 
 
 def main() -> None:

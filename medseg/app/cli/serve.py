@@ -22,6 +22,7 @@ def serve(
     from medseg.config import load_settings
 
     settings = load_settings(config)
+    check_exposure(settings)
     from medseg.app.api.main import create_app
     from medseg.app.serve import Service
 
@@ -40,7 +41,30 @@ def serve(
             return phantom_study(push_phantom, folder / f"phantom-{push_phantom}")
 
         push_when_ready(service, make_study, lambda line: print(line, flush=True))
+    web = settings.service
+    scheme = "https" if web.tls_certfile else "http"
     print(f"medseg serve: DICOM {settings.node.ae_title}@{settings.node.host}:{settings.node.port}, "
-          f"HTTP http://{settings.service.http_host}:{settings.service.http_port}, data {settings.service.data_dir}",
-          flush=True)
-    uvicorn.run(app_, host=settings.service.http_host, port=settings.service.http_port, log_level="warning")
+          f"HTTP {scheme}://{web.http_host}:{web.http_port} (authentication {'on' if settings.auth.enabled else 'OFF'}), "
+          f"data {web.data_dir}", flush=True)
+    uvicorn.run(app_, host=web.http_host, port=web.http_port, log_level="warning",
+                ssl_certfile=str(web.tls_certfile) if web.tls_certfile else None,
+                ssl_keyfile=str(web.tls_keyfile) if web.tls_keyfile else None)
+
+
+def check_exposure(settings) -> None:
+    """The API binds beyond loopback only with authentication on; TLS files must exist."""
+    import ipaddress
+
+    from medseg.core.exceptions import ConfigError
+
+    host = settings.service.http_host
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not settings.auth.enabled and not loopback:
+        raise ConfigError(f"[service] http_host {host} is beyond loopback: set [auth] enabled = true (API tokens "
+                          "or OIDC) or bind to 127.0.0.1", code="config.unauthenticated_exposure")
+    for path in (settings.service.tls_certfile, settings.service.tls_keyfile):
+        if path is not None and not path.is_file():
+            raise ConfigError(f"TLS file {path} not found", code="config.tls")

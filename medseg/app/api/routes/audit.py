@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query
 from pydantic import ValidationError
 
 from audit.query import AuditFilter, query, timeline
-from medseg.app.api.deps import ActorDep, ServiceDep, check_uid
+from medseg.app.api.deps import AuditorRole, ServiceDep, check_uid
 from medseg.app.api.errors import Problem, first_error
 from medseg.app.serve import Service
 
@@ -19,7 +19,7 @@ def _audit_read(service: Service, actor: str, what: str, **filters) -> None:
 
 
 @router.get("")
-def audit_events(service: ServiceDep, caller: ActorDep, study: str | None = None, series: str | None = None,
+def audit_events(service: ServiceDep, caller: AuditorRole, study: str | None = None, series: str | None = None,
                  model: str | None = None, action: str | None = None, actor: str | None = None,
                  outcome: str | None = None, job_id: int | None = None, since: str | None = None,
                  until: str | None = None, limit: int = Query(100, ge=1, le=1000),
@@ -27,7 +27,7 @@ def audit_events(service: ServiceDep, caller: ActorDep, study: str | None = None
     try:
         f = AuditFilter(study_uid=study, series_uid=series, model=model, action=action, actor=actor,
                         outcome=outcome, job_id=job_id, since=since, until=until, limit=limit, offset=offset)
-        _audit_read(service, caller, "events", **f.describe())
+        _audit_read(service, caller.actor, "events", **f.describe())
         rows = query(service.audit_log, f)
     except (ValidationError, ValueError) as exc:
         raise Problem(400, "Invalid filter", first_error(exc)) from None
@@ -36,9 +36,9 @@ def audit_events(service: ServiceDep, caller: ActorDep, study: str | None = None
 
 
 @router.get("/studies/{study_uid}/timeline")
-def audit_timeline(study_uid: str, service: ServiceDep, caller: ActorDep) -> dict:
+def audit_timeline(study_uid: str, service: ServiceDep, caller: AuditorRole) -> dict:
     check_uid(study_uid, "study_uid")
-    _audit_read(service, caller, "timeline", study_uid=study_uid)
+    _audit_read(service, caller.actor, "timeline", study_uid=study_uid)
     rows = timeline(service.audit_log, study_uid)
     if not rows:
         raise Problem(404, "Study not found", "the audit trail has no event for this study")
@@ -46,7 +46,7 @@ def audit_timeline(study_uid: str, service: ServiceDep, caller: ActorDep) -> dic
 
 
 @router.get("/head")
-def audit_head(service: ServiceDep) -> dict:
+def audit_head(service: ServiceDep, caller: AuditorRole) -> dict:
     """The chain head: record it elsewhere (an anchor) to make truncation of the tail detectable."""
     seq, digest = service.audit_log.head()
     return {"seq": seq, "hash": digest}

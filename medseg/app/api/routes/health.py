@@ -7,22 +7,22 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from medseg import __version__
-from medseg.app.api.deps import ServiceDep
+from medseg.app.api.deps import Reader, ServiceDep
 
 router = APIRouter(tags=["operations"])
 
 
 @router.get("/health")
-def health() -> dict:
+def health(caller: Reader) -> dict:
     return {"status": "ok", "version": __version__}
 
 
 @router.get("/ready")
-def ready(service: ServiceDep):
+def ready(service: ServiceDep, caller: Reader):
     state = service.readiness()
     return JSONResponse(state, status_code=200 if state["ready"] else 503)
 
 
 @router.get("/metrics")
-def metrics(service: ServiceDep) -> Response:
+def metrics(service: ServiceDep, caller: Reader) -> Response:
     return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)

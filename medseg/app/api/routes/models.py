@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from medseg.app import operations
-from medseg.app.api.deps import ActorDep, ServiceDep
+from medseg.app.api.deps import MlEngineer, Reader, ServiceDep
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -18,7 +18,7 @@ class RollbackRequest(BaseModel):
 
 
 @router.get("")
-def models(service: ServiceDep) -> dict:
+def models(service: ServiceDep, caller: Reader) -> dict:
     """The registry: versions in the store, the active one, and how it got there."""
     name = service.context.default_model_name
     return {"name": name, "active": service.registry.active(name), "versions": service.registry.versions(name),
@@ -26,9 +26,8 @@ def models(service: ServiceDep) -> dict:
 
 
 @router.post("/{name}/rollback")
-def rollback_model(name: str, body: RollbackRequest, service: ServiceDep, caller: ActorDep) -> dict:
-    """The CLI's rollback (gate, switch, affected studies, worklist, optional reprocess).
-    Until authentication lands (a later issue) the API binds to loopback by default."""
-    report = operations.rollback(service.registry, service.jobs, service.events, name, to=body.to, actor=caller,
+def rollback_model(name: str, body: RollbackRequest, service: ServiceDep, caller: MlEngineer) -> dict:
+    """The CLI's rollback (gate, switch, affected studies, worklist, optional reprocess)."""
+    report = operations.rollback(service.registry, service.jobs, service.events, name, to=body.to, actor=caller.actor,
                                  reason=body.reason, reprocess=body.reprocess)
     return report.as_dict()
