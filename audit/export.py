@@ -4,12 +4,15 @@ The ATNA form writes one ``AuditMessage`` document per event, one per line (the 
 syslog transport carries, RFC 5425/5426). The mapping: EventID from the action's DCM code
 (audit/vocabulary.py), the action itself as EventTypeCode (code system ``medseg``);
 ActiveParticipants are the actor (requestor) and this application; objects are the
-study (110180 Study Instance UID), the SOP instance (110181), the job, and the patient by
-the keyed hash only (never the patient ID).
+study (110180 Study Instance UID), the SOP instance (110181), the job, the model version
+(``name:version``, system object, role 4 Resource, with its weights' sha256 and the event's
+reason as ParticipantObjectDetail), and the patient by the keyed hash only (never the patient
+ID). A failure's reason is also its EventOutcomeDescription.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 from typing import Iterable, TextIO
@@ -57,16 +60,23 @@ def atna_message(e: StoredEvent, source_id: str | None = None, application_ae: s
         _object(msg, ev.sop_uid, "2", "3", "110181", "DCM", "SOP Instance UID", "SOP Instance")
     if ev.job_id is not None:
         _object(msg, str(ev.job_id), "2", "20", "job", "medseg", "Job", "Job")
+    if ev.model:
+        details = {"sha256": ev.model_sha256, "reason": reason, "gate": ev.details.get("gate")}
+        _object(msg, ev.model, "2", "4", "model", "medseg", "Model version (name:version)", "Model",
+                {k: v for k, v in details.items() if v})
     if ev.patient:
         _object(msg, ev.patient, "1", "1", "2", "RFC-3881", "Patient Number (keyed hash)", "Patient (pseudonymized)")
     return ET.tostring(msg, encoding="unicode")
 
 
-def _object(msg, object_id, type_code, role, code, system, text, name) -> None:
+def _object(msg, object_id, type_code, role, code, system, text, name, details: dict | None = None) -> None:
     obj = ET.SubElement(msg, "ParticipantObjectIdentification", ParticipantObjectID=object_id,
                         ParticipantObjectTypeCode=type_code, ParticipantObjectTypeCodeRole=role)
     ET.SubElement(obj, "ParticipantObjectIDTypeCode", {"csd-code": code, "codeSystemName": system, "originalText": text})
     ET.SubElement(obj, "ParticipantObjectName").text = name
+    for key, value in (details or {}).items():  # values are base64 (PS3.15 ValuePair)
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+        ET.SubElement(obj, "ParticipantObjectDetail", type=key, value=base64.b64encode(text.encode("utf-8")).decode("ascii"))
 
 
 def write_atna(events: Iterable[StoredEvent], out: TextIO, application_ae: str = "MEDSEG") -> int:

@@ -135,6 +135,28 @@ def test_atna_export_validates_against_the_ps3_15_schema(log):
     assert "seg.sent" in out.getvalue() and "110180" in out.getvalue()
 
 
+def test_atna_names_the_model_version_its_hash_and_the_reason(log):
+    import base64
+
+    log.append(AuditEvent(action="model.promoted", actor="token:on-call", model="ct-phantom:2.1.0", model_sha256="ab" * 32,
+                          details={"reason": "validated on site data", "gate": {"ok": True, "dice": 1.0}}))
+    log.append(AuditEvent(action="job.finished", study_uid="1.2.3", job_id=4, model="ct-phantom:2.1.0"))
+    schema = et.RelaxNG(et.fromstring(rnc2rng.dumps(rnc2rng.loads(SCHEMA.read_text())).encode()))
+    out = io.StringIO()
+    write_atna(query(log, AuditFilter(action="model.*")), out)
+    write_atna(query(log, AuditFilter(action="job.finished")), out)
+    promoted, finished = (et.fromstring(line.encode()) for line in out.getvalue().splitlines())
+    for doc in (promoted, finished):
+        assert schema.validate(doc), schema.error_log
+        model = [o for o in doc.iter("ParticipantObjectIdentification")
+                 if o.find("ParticipantObjectIDTypeCode").get("csd-code") == "model"]
+        assert [o.get("ParticipantObjectID") for o in model] == ["ct-phantom:2.1.0"]
+    details = {d.get("type"): base64.b64decode(d.get("value")).decode() for d in promoted.iter("ParticipantObjectDetail")}
+    assert details["reason"] == "validated on site data" and details["sha256"] == "ab" * 32
+    assert json.loads(details["gate"]) == {"dice": 1.0, "ok": True}
+    assert promoted.find(".//ActiveParticipant").get("UserID") == "token:on-call"
+
+
 def test_timeline_includes_job_events_without_study(log):
     log.append(AuditEvent(action="job.started", job_id=1))
     assert [e.event.action for e in timeline(log, "1.2.1")] == ["job.queued", "job.queued", "job.queued", "job.started"]
