@@ -113,17 +113,22 @@ def test_degraded_model_is_caught_by_reviews_and_rolled_back(tmp_path, models_ro
                 assert r.status_code == 201, r.text
             review = client.get("/reviews").json()["reviews"][0]
             assert review["fn_rate"] == pytest.approx(1.0) and review["model"] == f"ct-phantom/{BAD}"
-            firing = client.get("/alerts", params={"state": "firing"}).json()["alerts"]
-            assert bool(firing) == (i + 1 >= 5), f"after review {i + 1}: {firing}"
+            raised = client.get("/alerts").json()["alerts"]
+            assert bool(raised) == (i + 1 >= 5), f"after review {i + 1}: {raised}"
 
-        # both SLOs fire at review 5 (0 of 5 tumors found, too); the FN-rate one's fallback policy rolled BAD back
-        assert {(a["name"], a["policy"]) for a in firing} == {("voxel-fn-rate", "fallback"),
+        # both SLOs fire at review 5 (0 of 5 tumors found, too); the FN-rate one's fallback policy rolled BAD back,
+        # and the rollback ended both episodes (BAD is no longer active; promoted again, it would page anew)
+        assert {(a["name"], a["policy"]) for a in raised} == {("voxel-fn-rate", "fallback"),
                                                              ("lesion-sensitivity", "alert")}
-        alert = next(a for a in firing if a["name"] == "voxel-fn-rate")
+        assert all(a["state"] == "resolved" and a["evidence"]["resolved_with"]["closed_by"] == "rollback" for a in raised)
+        assert client.get("/alerts", params={"state": "firing"}).json()["alerts"] == []
+        alert = next(a for a in raised if a["name"] == "voxel-fn-rate")
         assert (alert["kind"], alert["name"], alert["model"], alert["policy"]) == \
             ("slo", "voxel-fn-rate", f"ct-phantom/{BAD}", "fallback")
         assert alert["evidence"]["reviews"] == 5 and alert["evidence"]["long"]["low"] == pytest.approx(1.0)
         assert alert["action"].startswith(f"rolled back ct-phantom/{BAD} -> ct-phantom/{GOOD}; 7 affected")
+        assert all(uid in alert["action"] for uid in bad), "the page lists the affected studies"
+        assert {a["study_uid"] for a in alert["evidence"]["affected_studies"]} == set(bad)
         assert client.get("/models").json()["active"] == GOOD
 
         # affected = exactly the studies BAD segmented; all on the worklist, the reviewed ones closed
@@ -148,9 +153,10 @@ def test_degraded_model_is_caught_by_reviews_and_rolled_back(tmp_path, models_ro
         wait_for(lambda: len(hooks) >= 2 or None, 15, what="both alerts at the webhook")
         hook = next(h for h in hooks if h["name"] == "voxel-fn-rate")
         assert hook["action"].startswith("rolled back") and hook["evidence"]["reviews"] == 5
+        assert {a["study_uid"] for a in hook["evidence"]["affected_studies"]} == set(bad)
         metrics = client.get("/metrics").text
         assert f'medseg_slo_breached{{model="ct-phantom/{BAD}",slo="voxel-fn-rate"}} 1.0' in metrics
-        assert f'medseg_alerts_firing{{kind="slo",model="ct-phantom/{BAD}",name="voxel-fn-rate"}} 1.0' in metrics
+        assert f'medseg_alerts_firing{{kind="slo",model="ct-phantom/{BAD}",name="voxel-fn-rate"}} 1.0' not in metrics
         summary = client.get("/monitoring/summary", params={"model": f"ct-phantom:{BAD}"}).json()
         assert summary["models"][0]["window"]["reviews"] == 6
         assert [s["breached"] for s in summary["models"][0]["slos"] if s["slo"] == "voxel-fn-rate"] == [True]

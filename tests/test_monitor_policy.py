@@ -123,3 +123,40 @@ def test_fallback_page_waits_for_the_action(env, tmp_path, outcome):
         expected = "rolled back (test)" if outcome == "acts" else "fallback failed: RuntimeError"
         assert hooks[0]["action"] == expected
         assert bool(events(tmp_path, "alert.fallback_failed")) == (outcome == "raises")
+
+
+def test_a_rollback_ends_the_alert_episode_and_a_re_promoted_bad_version_pages_and_falls_back_again(env, tmp_path):
+    from medseg.app import operations
+    from medseg.core.exceptions import RegistryError
+
+    registry, engine, monitor = env.registry, env.engine, env.monitor
+    add_reviews(engine, "ct-phantom/1.0.0", fn=0.0)
+    add_reviews(engine, "ct-phantom/1.1.0", fn=0.9)
+    monitor.check_slos("ct-phantom/1.1.0")
+    assert registry.active("ct-phantom") == "1.0.0"
+    first = next(a for a in monitor.store.alerts() if a.name == "voxel-fn-rate")
+    assert first.state == "resolved" and first.evidence["resolved_with"]["closed_by"] == "rollback"
+    assert first.evidence["affected_studies"] == [] and first.action.endswith("worklist: none")
+    assert not [a for a in monitor.store.alerts("firing") if a.model == "ct-phantom/1.1.0"], "no episode left open"
+    closed = [e for e in events(tmp_path, "alert.resolved") if e.get("closed_by") == "rollback"]
+    assert {e["alert"] for e in closed} == {"voxel-fn-rate", "lesion-sensitivity"}
+
+    # its own reviews still breach: promoting it back needs an explicit, audited override
+    with pytest.raises(RegistryError) as refused:
+        operations.promote(registry, env.auditor, "ct-phantom", "1.1.0", actor="cli:test", reason="retry", monitor=monitor)
+    assert refused.value.code == "registry.open_breach" and registry.active("ct-phantom") == "1.0.0"
+    assert events(tmp_path, "model.gate_failed")[-1]["reason_code"] == "registry.open_breach"
+    operations.promote(registry, env.auditor, "ct-phantom", "1.1.0", actor="cli:test", reason="retry", monitor=monitor,
+                       override_breach="vendor says the drift is fixed")
+    override = events(tmp_path, "model.breach_override")
+    assert len(override) == 1 and override[0]["reason"] == "vendor says the drift is fixed"
+    assert {s["slo"] for s in override[0]["slos"]} == {"voxel-fn-rate", "lesion-sensitivity"}
+
+    # the next bad review opens a new episode, which pages and falls back again
+    add_reviews(engine, "ct-phantom/1.1.0", fn=0.9, n=1)
+    monitor.check_slos("ct-phantom/1.1.0")
+    assert registry.active("ct-phantom") == "1.0.0"
+    episodes = [a for a in monitor.store.alerts() if a.name == "voxel-fn-rate" and a.model == "ct-phantom/1.1.0"]
+    assert len(episodes) == 2 and episodes[0].id != episodes[1].id
+    assert all(a.action.startswith("rolled back ct-phantom/1.1.0 -> ct-phantom/1.0.0") for a in episodes)
+    assert len(events(tmp_path, "model.rolled_back")) == 2

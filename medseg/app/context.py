@@ -43,7 +43,7 @@ class AppContext:
         store = MonitoringStore(self.engine)
         alerts = AlertManager(store, self.settings.monitoring, self.auditor)
         monitor = QualityMonitor(store, self.settings.monitoring, alerts)
-        monitor.fallback = slo_fallback(self.registry, self.jobs, self.auditor, monitor.slo_status)
+        monitor.fallback = slo_fallback(self.registry, self.jobs, self.auditor, monitor.slo_status, alerts)
         return monitor
 
     @property

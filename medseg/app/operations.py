@@ -4,6 +4,11 @@ Both run the gate first (:mod:`medseg.models.gate`); a refusal is audited and ra
 switches the active version atomically, moves queued jobs that have not started, lists every
 study the rolled-back version segmented since it became active (and those still running on it),
 puts them on the re-review worklist and, on request, re-queues them on the target version.
+
+Alert lifecycle: a rollback closes the rolled-back version's open SLO alerts (resolved, with
+``closed_by: rollback``), so that if the version is ever active again its next breach opens a new
+alert that pages and acts. Promoting a version whose own reviews breach an SLO is refused
+(``registry.open_breach``) unless the caller overrides it with a reason (``model.breach_override``).
 """
 
 from __future__ import annotations
@@ -44,19 +49,34 @@ def check_gate(registry: Registry, audit, model: str, version: str, actor: str) 
     return result
 
 
-def promote(registry: Registry, audit, model: str, version: str, *, actor: str, reason: str) -> tuple[str, str, dict]:
+def promote(registry: Registry, audit, model: str, version: str, *, actor: str, reason: str, monitor=None,
+            override_breach: str | None = None) -> tuple[str, str, dict]:
+    """``monitor`` (a QualityMonitor): refuse a version whose reviews breach an SLO, unless ``override_breach``."""
+    breached = [s for s in monitor.slo_status(f"{model}/{version}")[1] if s.breached] if monitor is not None else []
+    if breached and not (override_breach or "").strip():
+        why = "; ".join(f"{s.slo}: {s.why}" for s in breached)
+        audit("model.gate_failed", outcome="failure", actor=actor, model=f"{model}:{version}",
+              reason=f"open SLO breach: {why}", code="registry.open_breach")
+        raise RegistryError(f"{model}/{version} breaches SLO(s) on its own reviews ({why}); promote it only with an "
+                            "explicit override and its reason", code="registry.open_breach")
     result = check_gate(registry, audit, model, version, actor)
+    if breached:
+        audit("model.breach_override", actor=actor, model=f"{model}:{version}", reason=override_breach,
+              slos=[s.as_dict() for s in breached])
     previous, new = registry.switch(model, version, action="promote", actor=actor, reason=reason)
     return previous, new, result.as_dict()
 
 
 def rollback(registry: Registry, jobs: JobStore, audit, model: str, *, to: str | None, actor: str, reason: str,
-             reprocess: bool = False) -> RollbackReport:
+             reprocess: bool = False, alerts=None) -> RollbackReport:
+    """``alerts`` (an AlertManager): the rolled-back version's open SLO alerts are closed."""
     bad = registry.active(model)
     target = to or registry.rollback_target(model)
     since = max((h.at for h in registry.history(model) if h.action != "shadow" and h.to_version == bad), default=None)
     result = check_gate(registry, audit, model, target, actor)
     registry.switch(model, target, action="rollback", actor=actor, reason=reason)
+    if alerts is not None:
+        alerts.close_for_rollback(f"{model}/{bad}", to=f"{model}/{target}", actor=actor, reason=reason)
     moved = jobs.repoint_queued(f"{model}/{bad}", f"{model}/{target}", actor=actor, reason=f"rollback: {reason}")
     affected = jobs.segmented_by(f"{model}/{bad}", since)
     reviewed = MonitoringStore(jobs.engine).reviewed_jobs(j.id for j in affected)
@@ -76,7 +96,7 @@ def rollback(registry: Registry, jobs: JobStore, audit, model: str, *, to: str |
     return report
 
 
-def slo_fallback(registry: Registry, jobs: JobStore, audit, slo_status):
+def slo_fallback(registry: Registry, jobs: JobStore, audit, slo_status, alerts=None):
     """The SLO policy ``fallback`` (quality monitoring): roll the breaching version back through
     :func:`rollback` (gate, switch, affected studies onto the worklist), with the evidence as reason.
 
@@ -95,12 +115,16 @@ def slo_fallback(registry: Registry, jobs: JobStore, audit, slo_status):
                 raise RegistryError(f"the rollback target {name}/{target} breaches SLO {status.slo} too",
                                     code="registry.target_breaches")
             reason = f"SLO {status.slo} breached (alert {alert_id}): {status.why}"
-            report = rollback(registry, jobs, audit, name, to=target, actor="monitor", reason=reason)
+            report = rollback(registry, jobs, audit, name, to=target, actor="monitor", reason=reason, alerts=alerts)
         except RegistryError as exc:
             audit("alert.fallback_failed", outcome="failure", actor="monitor", model=model_ref, alert_id=alert_id,
                   reason=exc.message)
             return f"fallback failed: {exc.message}"
+        if alerts is not None:  # the page lists them (UIDs and job ids; accession numbers stay in the API/CLI)
+            alerts.annotate(alert_id, affected_studies=[{k: a[k] for k in ("study_uid", "series_uid", "job_id", "seg_sop_uid")}
+                                                        for a in report.affected])
         return (f"rolled back {name}/{report.rolled_back} -> {name}/{report.active}; {len(report.affected)} "
-                "affected studies put on the re-review worklist")
+                "affected studies put on the re-review worklist: "
+                + (", ".join(a["study_uid"] for a in report.affected) or "none"))
 
     return act

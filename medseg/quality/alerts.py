@@ -61,6 +61,21 @@ class AlertManager:
         log.warning("ALERT %s %s firing for %s: %s", kind, name, model or "all models", evidence.get("why", ""))
         return alert
 
+    def close_for_rollback(self, model: str, *, to: str, actor: str, reason: str) -> list[Alert]:
+        """A rollback ends the episodes of the rolled-back version's SLO alerts (``alert.resolved``,
+        ``closed_by: rollback``): should it become active again, its next breach pages anew."""
+        with self.store.session() as s:
+            names = list(s.scalars(select(Alert.name).where(Alert.kind == "slo", Alert.model == model,
+                                                            Alert.state == AlertState.FIRING)))
+        evidence = {"closed_by": "rollback", "rolled_back_to": to, "actor": actor, "reason": reason}
+        return [a for a in (self.resolve("slo", n, model, evidence) for n in names) if a is not None]
+
+    def annotate(self, alert_id: int, **evidence) -> None:
+        """Add to an alert's evidence (e.g. the studies a fallback affected) before its webhook goes."""
+        with self.store.session() as s, s.begin():
+            alert = s.get(Alert, alert_id)
+            alert.evidence = {**alert.evidence, **evidence}
+
     def record_action(self, alert_id: int, action: str) -> None:
         with self.store.session() as s, s.begin():
             alert = s.get(Alert, alert_id)
@@ -79,7 +94,7 @@ class AlertManager:
             if self.settings.webhook_url and alert.webhook_state in (WebhookState.SENT, WebhookState.NONE):
                 alert.webhook_state, alert.webhook_attempts, alert.webhook_next_at = WebhookState.PENDING, 0, utcnow()
             self.audit("alert.resolved", connection=s.connection(), actor="monitor", alert_id=alert.id, alert=name,
-                       model=model or None, kind=kind)
+                       model=model or None, kind=kind, closed_by=evidence.get("closed_by"), reason=evidence.get("reason"))
         log.info("alert %s %s resolved for %s", kind, name, model or "all models")
         return alert
 

@@ -61,6 +61,8 @@ def show(version: str = typer.Argument(...), name: Optional[str] = NameOpt, conf
 
 @models_app.command()
 def promote(version: str = typer.Argument(...), reason: str = typer.Option(..., help="why (recorded)"),
+            override_breach: Optional[str] = typer.Option(
+                None, "--override-breach", help="promote although the version's own reviews breach an SLO: why (audited)"),
             name: Optional[str] = NameOpt, config: Optional[Path] = ConfigOpt) -> None:
     """Make a version active after it passes the gate; new jobs use it."""
     from medseg.app import operations as model_ops
@@ -68,7 +70,8 @@ def promote(version: str = typer.Argument(...), reason: str = typer.Option(..., 
     ctx = open_context(config)
     registry = ctx.registry
     model = model_name(ctx, name)
-    previous, new, result = model_ops.promote(registry, ctx.auditor, model, version, actor=cli_actor(), reason=reason)
+    previous, new, result = model_ops.promote(registry, ctx.auditor, model, version, actor=cli_actor(), reason=reason,
+                                              monitor=ctx.monitor, override_breach=override_breach)
     print(f"gate passed: {result['reason']} (Dice {result['dice']:.4f})")
     print(f"{model}: {previous or '-'} -> {new} is now active")
 
@@ -86,7 +89,8 @@ def rollback(reason: str = typer.Option(..., help="why (recorded)"),
     ctx = open_context(config)
     registry = ctx.registry
     model = model_name(ctx, name)
-    r = model_ops.rollback(registry, ctx.jobs, ctx.auditor, model, to=to, actor=cli_actor(), reason=reason, reprocess=reprocess)
+    r = model_ops.rollback(registry, ctx.jobs, ctx.auditor, model, to=to, actor=cli_actor(), reason=reason,
+                           reprocess=reprocess, alerts=ctx.monitor.alerts)
     print(f"gate passed: {r.gate['reason']} (Dice {r.gate['dice']:.4f})")
     if r.requeued_not_started:
         print(f"{r.requeued_not_started} queued job(s) that had not started will run on {r.active}")

@@ -29,5 +29,5 @@ def models(service: ServiceDep, caller: Reader) -> dict:
 def rollback_model(name: str, body: RollbackRequest, service: ServiceDep, caller: MlEngineer) -> dict:
     """The CLI's rollback (gate, switch, affected studies, worklist, optional reprocess)."""
     report = operations.rollback(service.registry, service.jobs, service.events, name, to=body.to, actor=caller.actor,
-                                 reason=body.reason, reprocess=body.reprocess)
+                                 reason=body.reason, reprocess=body.reprocess, alerts=service.monitor.alerts)
     return report.as_dict()
