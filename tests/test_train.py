@@ -15,6 +15,7 @@ from medseg.training.calibration import (
     MIN_LESION_ML_CANDIDATES,
     PEAK_PROBABILITY_CANDIDATES,
     REAL_MIN_LESION_ML_CANDIDATES,
+    VOXEL_THRESHOLD_CANDIDATES,
     VALIDATION_PHANTOM_SEED0,
     component_table,
     filtered_dice,
@@ -64,7 +65,7 @@ def test_filter_sweep_scores_exactly_what_postprocess_would(shipped_model):
         phantom = generate_phantom(seed)
         prep = preprocess(phantom.image, spec)
         probabilities = infer(prep.tensor, loaded, spec)
-        table = component_table(phantom, prep, probabilities, spec)
+        table = component_table(phantom.image, phantom.truth, prep, probabilities, spec)
         for size in MIN_LESION_ML_CANDIDATES:
             for peak in (0.0, 0.5, 0.9, 0.99, 0.999):
                 trial = dataclasses.replace(spec, min_lesion_ml=size, min_peak_probability=peak)
@@ -212,10 +213,12 @@ def test_a_real_ct_run_chooses_its_filters_on_real_validation_data_and_says_what
                                     "validation_slices": [215, 275], "measuring_slices": [120, 215]}
     calibration = training["lesion_filter_calibration"]
     assert calibration["validation_cases"] == list(STS_VALIDATION) and "seeds" not in calibration  # not phantoms
-    assert len(calibration["sweep"]) == len(REAL_MIN_LESION_ML_CANDIDATES) * len(PEAK_PROBABILITY_CANDIDATES)
+    assert len(calibration["sweep"]) == len(REAL_MIN_LESION_ML_CANDIDATES) * len(PEAK_PROBABILITY_CANDIDATES) * \
+        len(VOXEL_THRESHOLD_CANDIDATES)
     chosen = calibration["chosen"]
     assert manifest["postprocess"]["min_lesion_ml"] == chosen["min_lesion_ml"]
     assert manifest["postprocess"]["min_peak_probability"] == chosen["min_peak_probability"]
+    assert manifest["postprocess"]["voxel_threshold"] == chosen["voxel_threshold"] in VOXEL_THRESHOLD_CANDIDATES
     metrics = manifest["metrics"]
     assert list(metrics["holdout_real_sts"]["per_case_dice"]) == ["STS_002"]
     assert metrics["full_fov_measure"]["slices"] == [120, 215]

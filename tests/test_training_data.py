@@ -153,7 +153,7 @@ def test_real_ct_calibration_keeps_the_best_validation_dice_within_the_whole_ct_
     assert result["within_budget"] and result["validation_cases"] == ["STS_A", "STS_B"]
     assert min(result["per_case_dice"].values()) > 0.9
     # the sweep shows what the budget cost: the unfiltered pair calls the false positive
-    assert result["sweep"]["min_lesion_ml=0.05 min_peak_probability=0.5"]["whole_ct_false_positives"] == 1
+    assert result["sweep"]["voxel_threshold=0.5 min_lesion_ml=0.05 min_peak_probability=0.5"]["whole_ct_false_positives"] == 1
 
 
 def test_real_ct_calibration_says_when_no_filter_pair_is_quiet_enough():
@@ -165,3 +165,21 @@ def test_real_ct_calibration_says_when_no_filter_pair_is_quiet_enough():
     result = calibrate_on_real_ct(_Bright(), spec, cases, whole_ct)
     assert not result["within_budget"] and result["chosen"]["whole_ct_false_positives"] == 1
     assert result["chosen"]["min_lesion_ml"] == 0.05 and result["chosen"]["min_peak_probability"] == 0.5
+
+
+def test_real_ct_calibration_lowers_the_voxel_threshold_when_the_tumor_rim_is_uncertain():
+    """A tumor whose rim the network calls at p = 0.35: the argmax loses the rim, hysteresis (voxel
+    threshold 0.3 around a core above 0.5) keeps it; equal Dice would keep the plain 0.5."""
+    from medseg.training.calibration import calibrate_on_real_ct
+
+    spec = dataclasses.replace(SPEC, roi_size=(16, 32, 32))
+    rim = _volume([(8, 8, 8, 12, 92, 1)])  # 92 HU: p(tumor) = 0.35
+    core_hu = rim[0].array.copy()
+    core_hu[11:17, 11:17, 11:17] = 280  # the sure core
+    cases = [("STS_A", rim[0].with_array(core_hu), rim[1])]
+    result = calibrate_on_real_ct(_Bright(), spec, cases, _volume([]))
+    assert result["chosen"]["voxel_threshold"] == 0.3 and result["per_case_dice"]["STS_A"] > 0.95
+    plain = result["sweep"]["voxel_threshold=0.5 min_lesion_ml=0.05 min_peak_probability=0.5"]["mean_dice"]
+    assert plain < 0.3  # the core alone: 216 of 1728 voxels
+    even = calibrate_on_real_ct(_Bright(), spec, [("STS_B", *_volume([(8, 8, 8, 8, 280, 1)]))], _volume([]))
+    assert even["chosen"]["voxel_threshold"] == 0.5

@@ -101,6 +101,9 @@ class PostprocessSpec(_Frozen):
     #: foreground only inside the patient's body mask (medseg.core.pipeline.segment.body_mask);
     #: off for the versions made before it, so that their references and metrics stand
     body_mask: bool = False
+    #: a binary model's foreground probability threshold (0.5 = argmax; chosen on validation data
+    #: by medseg.training.calibration for real-CT models)
+    voxel_threshold: float = Field(default=0.5, gt=0, lt=1)
 
 
 class WeightsSpec(_Frozen):
@@ -235,6 +238,7 @@ class ModelManifest(_Frozen):
             min_lesion_ml=self.postprocess.min_lesion_ml,
             min_peak_probability=self.postprocess.min_peak_probability,
             body_mask=self.postprocess.body_mask,
+            voxel_threshold=self.postprocess.voxel_threshold,
         )
 
     @classmethod

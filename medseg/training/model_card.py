@@ -35,8 +35,9 @@ needs review.
 **What it is.** A MONAI `{m.architecture.name}` (channels {m.architecture.args.get('channels')}, batch norm) that labels
 tumor voxels in CT at {m.input.spacing_xyz_mm} mm (x, y, z), HU window {m.input.window_hu}, sliding
 windows of {m.input.roi_size_zyx} (z, y, x) voxels ({_mm(m)} mm), inside a body mask
-(largest component above -500 HU, holes filled), with a bounded flip check and lesion filters
-(at least {m.postprocess.min_lesion_ml} mL, peak probability at least {m.postprocess.min_peak_probability}).
+(largest component above -500 HU, holes filled), with a bounded flip check, foreground above a
+probability of {m.postprocess.voxel_threshold} and lesion filters (at least {m.postprocess.min_lesion_ml} mL, peak probability at
+least {m.postprocess.min_peak_probability}), all three chosen on the validation data below.
 
 **Trained on** ({t.get('iterations_run')} iterations in {t.get('chunks')} resumable chunks, batch {cfg.get('batch_size')}):
 - {len(t.get('real_training_cases', []))} soft-tissue sarcomas of the extremities (TCIA Soft-tissue-Sarcoma, CT crops of

@@ -116,6 +116,9 @@ class TrainConfig(BaseModel):
     min_lesion_ml: float | None = Field(default=None, ge=0)
     #: None: chosen after training on validation phantoms (seeds from VALIDATION_PHANTOM_SEED0)
     min_peak_probability: float | None = Field(default=None, ge=0, le=1)
+    #: foreground probability threshold; None: chosen on real validation data (calibrate_on_real_ct),
+    #: 0.5 (the argmax) for a phantom-calibrated model
+    voxel_threshold: float | None = Field(default=None, gt=0, lt=1)
     #: 16 ranked the two best filter pairs of 2.0.0 only 0.0001 apart; 40 make the choice less noisy
     validation_phantoms: int = Field(default=40, ge=1)
     #: this invocation trains at most this long, then writes ``checkpoint.pt`` and stops; ``--resume``
@@ -367,13 +370,15 @@ def train(cfg: TrainConfig, report: Callable[[str], None] = print, *, resume: bo
                    f"validation slab of the whole CT (slices {VALIDATION_SLICES[0]}-{VALIDATION_SLICES[1] - 1})")
             calibration = calibrate_on_real_ct(
                 network, spec, sts_cases(cfg.sts_dir, holdout=False, validation=cfg.sts_validation, part="validation"),
-                full_fov(cfg.full_fov_dir, "validation"), cfg.min_lesion_ml, cfg.min_peak_probability)
+                full_fov(cfg.full_fov_dir, "validation"), cfg.min_lesion_ml, cfg.min_peak_probability,
+                cfg.voxel_threshold)
         else:
             report(f"choosing the lesion filters on {cfg.validation_phantoms} validation phantoms")
             calibration = calibrate_lesion_filters(network, spec, cfg.validation_phantoms, cfg.min_lesion_ml,
                                                    cfg.min_peak_probability)
         cfg = cfg.model_copy(update={"min_peak_probability": calibration["chosen"]["min_peak_probability"],
-                                     "min_lesion_ml": calibration["chosen"]["min_lesion_ml"]})
+                                     "min_lesion_ml": calibration["chosen"]["min_lesion_ml"],
+                                     "voxel_threshold": calibration["chosen"].get("voxel_threshold", 0.5)})
         spec = _spec(cfg)
     report("evaluating on held-out phantoms and real cases")
     metrics = evaluate(network, spec, cfg)
@@ -471,6 +476,7 @@ def _manifest_stub(cfg: TrainConfig) -> ModelManifest:
         labels=(TUMOR_LABEL,),
         inference={"roi_size_zyx": cfg.inference_roi_zyx, "flip_check": cfg.flip_check, "flip_check_budget": 1.0},
         postprocess={"min_lesion_ml": 0.05 if cfg.min_lesion_ml is None else cfg.min_lesion_ml,
-                     "min_peak_probability": cfg.min_peak_probability or 0.0, "body_mask": True},
+                     "min_peak_probability": cfg.min_peak_probability or 0.0, "body_mask": True,
+                     "voxel_threshold": cfg.voxel_threshold or 0.5},
         weights=WeightsSpec(file="model.pt", sha256="0" * 64),
     )

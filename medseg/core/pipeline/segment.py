@@ -177,7 +177,7 @@ def crop_labels(probabilities: torch.Tensor, prep: Preprocessed, spec: PipelineS
     crop_shape = tuple(s.stop - s.start for s in prep.crop)
     if probabilities.shape[1] == 2:  # binary: only the foreground channel needs resampling
         foreground = resample(probabilities[:, 1:2], crop_shape)[0, 0].numpy()
-        return (foreground > 0.5).astype(np.uint8), foreground
+        return (foreground > spec.voxel_threshold).astype(np.uint8), foreground
     upsampled = resample(probabilities, crop_shape)[0]
     labels = upsampled.argmax(0).numpy().astype(np.uint8)
     return np.where(np.isin(labels, spec.labels), labels, 0).astype(np.uint8), upsampled.max(0).values.numpy()

@@ -28,6 +28,9 @@ class PipelineSpec:
     min_lesion_ml: float = 0.05
     #: a component is kept only if the model is at least this sure of one of its voxels
     min_peak_probability: float = 0.0
+    #: a binary model's voxel is foreground above this probability (0.5: the argmax). Lower, with
+    #: ``min_peak_probability`` >= 0.5, it is hysteresis: components grown down to it around sure cores
+    voxel_threshold: float = 0.5
     crop_body: bool = True
     #: nothing outside the patient is called: foreground only inside the body mask (the largest
     #: connected component above ``body_threshold_hu``, holes filled slice by slice), on the model grid
