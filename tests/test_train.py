@@ -15,8 +15,8 @@ from medseg.training.calibration import (
     MIN_LESION_ML_CANDIDATES,
     PEAK_PROBABILITY_CANDIDATES,
     REAL_MIN_LESION_ML_CANDIDATES,
-    VOXEL_THRESHOLD_CANDIDATES,
     VALIDATION_PHANTOM_SEED0,
+    VOXEL_THRESHOLD_CANDIDATES,
     component_table,
     filtered_dice,
 )
