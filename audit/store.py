@@ -5,6 +5,11 @@ threads, the worker, the API, other processes on PostgreSQL — line up and the 
 forks. ``append(event, connection=...)`` writes inside the caller's transaction: the event
 commits or rolls back with the state change it records. Nothing here updates or deletes
 an event.
+
+With a key (``AuditLog(engine, key)``), each event from the head's ``keyed_from`` on gets its
+seal (``mac``) and the head row its own (audit.chain). A trail made before keys existed is keyed
+from its next event on, the first time it is opened with a key; its older events keep their
+unkeyed chain, and ``verify`` says so.
 """
 
 from __future__ import annotations
@@ -13,10 +18,25 @@ import datetime as dt
 import json
 from typing import Iterable, Iterator
 
-from sqlalchemy import Column, Connection, Engine, Index, Integer, MetaData, String, Table, Text, insert, select, update
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import SQLAlchemyError
 
-from audit.chain import GENESIS, link
+from audit.chain import GENESIS, link, seal
 from audit.exceptions import AuditWriteError
 from audit.schemas import AuditEvent, StoredEvent
 
@@ -42,6 +62,7 @@ events_table = Table(
     Column("details", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    Column("mac", String(64), nullable=True),
     Index("ix_audit_study_seq", "study_uid", "seq"),
     Index("ix_audit_action_seq", "action", "seq"),
     Index("ix_audit_actor_seq", "actor", "seq"),
@@ -54,22 +75,43 @@ head_table = Table(
     Column("id", Integer, primary_key=True),
     Column("seq", Integer, nullable=False),
     Column("hash", String(64), nullable=False),
+    Column("keyed_from", Integer, nullable=True),
+    Column("mac", String(64), nullable=True),
 )
+#: columns added after the first release: (table, column, SQL type), added by ``create`` if missing
+ADDED_COLUMNS = (("audit_events", "mac", "VARCHAR(64)"), ("audit_head", "keyed_from", "INTEGER"),
+                 ("audit_head", "mac", "VARCHAR(64)"))
 
 
 def utc_timestamp() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def head_seal(key: bytes, seq: int, digest: str, keyed_from: int | None) -> str:
+    return seal(key, "head", seq, digest, keyed_from)
+
+
 class AuditLog:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, engine: Engine, key: bytes | None = None) -> None:
+        self.engine, self.key = engine, key
 
     def create(self) -> None:
+        """Tables (and columns added since), the head row, and with a key the start of keying."""
         metadata.create_all(self.engine)
+        present = {t: {c["name"] for c in inspect(self.engine).get_columns(t)} for t in ("audit_events", "audit_head")}
         with self.engine.begin() as conn:
-            if conn.execute(select(head_table.c.id)).first() is None:
-                conn.execute(insert(head_table).values(id=1, seq=0, hash=GENESIS))
+            for table, column, sql_type in ADDED_COLUMNS:
+                if column not in present[table]:
+                    conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
+            head = conn.execute(select(head_table).where(head_table.c.id == 1)).mappings().first()
+            if head is None:
+                keyed_from = 1 if self.key else None
+                conn.execute(insert(head_table).values(
+                    id=1, seq=0, hash=GENESIS, keyed_from=keyed_from,
+                    mac=head_seal(self.key, 0, GENESIS, keyed_from) if self.key else None))
+            elif self.key and head["keyed_from"] is None:  # a trail from before keys: keyed from now on
+                conn.execute(update(head_table).where(head_table.c.id == 1).values(
+                    keyed_from=head["seq"] + 1, mac=head_seal(self.key, head["seq"], head["hash"], head["seq"] + 1)))
 
     # -- writing -------------------------------------------------------------------------------
     def append(self, event: AuditEvent, *, connection: Connection | None = None) -> StoredEvent:
@@ -90,18 +132,22 @@ class AuditLog:
 
     def _append(self, conn: Connection, events: list[AuditEvent]) -> list[StoredEvent]:
         conn.execute(update(head_table).where(head_table.c.id == 1).values(seq=head_table.c.seq + len(events)))
-        last, prev = conn.execute(select(head_table.c.seq, head_table.c.hash).where(head_table.c.id == 1)).one()
+        last, prev, keyed_from = conn.execute(select(head_table.c.seq, head_table.c.hash, head_table.c.keyed_from)
+                                              .where(head_table.c.id == 1)).one()
+        keyed = self.key is not None and keyed_from is not None
         stored, rows = [], []
         for seq, event in enumerate(events, start=last - len(events) + 1):
             ts = utc_timestamp()
             fields = event.model_dump()
             digest = link(prev, seq, ts, fields)
             rows.append({**fields, "details": json.dumps(fields["details"], sort_keys=True, default=str),
-                         "seq": seq, "ts": ts, "prev_hash": prev, "hash": digest})
+                         "seq": seq, "ts": ts, "prev_hash": prev, "hash": digest,
+                         "mac": seal(self.key, "event", seq, digest) if keyed and seq >= keyed_from else None})
             stored.append(StoredEvent(seq=seq, ts=ts, event=event, prev_hash=prev, hash=digest))
             prev = digest
         conn.execute(insert(events_table), rows)
-        conn.execute(update(head_table).where(head_table.c.id == 1).values(hash=prev))
+        conn.execute(update(head_table).where(head_table.c.id == 1).values(
+            hash=prev, mac=head_seal(self.key, last, prev, keyed_from) if keyed else None))
         return stored
 
     # -- reading -------------------------------------------------------------------------------
@@ -109,6 +155,13 @@ class AuditLog:
         with self.engine.connect() as conn:
             row = conn.execute(select(head_table.c.seq, head_table.c.hash).where(head_table.c.id == 1)).first()
             return (row.seq, row.hash) if row else (0, GENESIS)
+
+    def head_row(self) -> dict:
+        """seq, hash, keyed_from and mac of the head (None where a trail from before keys lacks them)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(*_present(conn, head_table)).where(head_table.c.id == 1)).mappings().first()
+        return {"keyed_from": None, "mac": None, **dict(row)} if row else \
+            {"seq": 0, "hash": GENESIS, "keyed_from": None, "mac": None}
 
     def rows(self, statement) -> list[StoredEvent]:
         with self.engine.connect() as conn:
@@ -118,13 +171,20 @@ class AuditLog:
         """Every stored row in sequence order, as raw mappings (for verify)."""
         after = 0
         with self.engine.connect() as conn:
+            columns = _present(conn, events_table)
             while True:
-                rows = conn.execute(select(events_table).where(events_table.c.seq > after)
+                rows = conn.execute(select(*columns).where(events_table.c.seq > after)
                                     .order_by(events_table.c.seq).limit(batch)).mappings().all()
                 if not rows:
                     return
                 yield from rows
                 after = rows[-1]["seq"]
+
+
+def _present(conn: Connection, table: Table) -> list:
+    """The table's columns that exist in this database (a trail from before keys lacks ``mac``...)."""
+    names = {c["name"] for c in inspect(conn).get_columns(table.name)}
+    return [c for c in table.columns if c.name in names]
 
 
 def row_fields(row) -> dict:

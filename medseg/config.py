@@ -98,6 +98,11 @@ class AuditSettings(_Section):
     #: key of the patient-ID hash (32+ random bytes); created with mode 0600 on first start if missing.
     #: empty = <data_dir>/audit.key
     patient_key_file: Path | None = None
+    #: key that seals events, head and anchors (32+ random bytes, mode 0600, created on first start);
+    #: keep it off the database's host or backups. empty = <data_dir>/audit-chain.key
+    chain_key_file: Path | None = None
+    #: also send each anchor to syslog: "host:port" (UDP) or a socket path such as "/dev/log"; empty = none
+    syslog_address: str = ""
 
 
 class OidcSettings(_Section):

@@ -4,14 +4,23 @@ Known keywords become indexed columns (study_uid, series_uid, sop_uid, job_id, m
 sha256, destination, patient, code); everything else goes to the event's details.
 ``connection=`` writes inside the caller's transaction (the job table does this, so a
 state change and its event commit together). A failed write raises: audit fails closed.
-Every ``anchor_every`` events the head (sequence, hash) is appended to the anchors file
-and the log, so that truncating the tail is detectable (``medseg audit verify``).
+Every ``anchor_every`` events, and at each start and stop of the service, the head (sequence,
+hash) is appended to the anchors file, the log and, if configured, a syslog host — each anchor
+sealed with the chain key and chained to the one before (audit.verify), so that truncating the
+tail, or rewriting the anchors, is detectable (``medseg audit verify``).
+
+Two keys, each 32 random bytes in a file (mode 0600) outside the database, created on first use:
+the **chain key** (``[audit] chain_key_file``, default ``<data_dir>/audit-chain.key``) seals
+events, head and anchors; the **patient key** (``patient_key_file``) makes the patient-ID hash.
+Keep both off the database's backups; whoever holds the chain key can rewrite the trail.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
+import logging.handlers
 import os
 import secrets
 import threading
@@ -19,6 +28,7 @@ from pathlib import Path
 
 from audit import AuditEvent, AuditLog
 from audit.schemas import pseudonymize
+from audit.verify import anchor_seal, read_anchors
 from medseg.core.exceptions import MedsegError
 
 log = logging.getLogger("medseg.audit")
@@ -28,12 +38,16 @@ COLUMNS = {"study_uid": "study_uid", "series_uid": "series_uid", "sop_uid": "sop
 
 
 class Auditor:
-    def __init__(self, log_: AuditLog, anchors_file: Path, key_file: Path, anchor_every: int = 1000) -> None:
+    def __init__(self, log_: AuditLog, anchors_file: Path, key_file: Path, anchor_every: int = 1000,
+                 syslog_address: str = "") -> None:
         self.log, self.anchors_file, self.anchor_every = log_, Path(anchors_file), anchor_every
         self.key_file = Path(key_file)
         self._key: bytes | None = None
         self._anchor_lock = threading.Lock()
-        self._anchored_seq = 0
+        last = read_anchors(self.anchors_file)[-1:] if self.anchors_file.exists() else []
+        self._anchored_seq = last[0].seq if last else 0
+        self._anchor_mac = last[0].mac if last else ""
+        self.syslog = _syslog_logger(syslog_address) if syslog_address else None
 
     def __call__(self, action: str, *, outcome: str = "success", actor: str = "system", connection=None, **fields):
         return self.record(action, outcome=outcome, actor=actor, connection=connection, **fields)
@@ -61,35 +75,65 @@ class Auditor:
         return pseudonymize(patient_id, self._key)
 
     def anchor(self) -> tuple[int, str]:
-        """Write the current head outside the database (anchors file, fsynced; and the log)."""
+        """Write the current head outside the database: the anchors file (fsynced), the log and
+        the syslog sink, sealed and chained to the previous anchor when the trail has a key."""
         with self._anchor_lock:
             seq, digest = self.log.head()
+            ts = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            mac = anchor_seal(self.log.key, seq, digest, ts, self._anchor_mac) if self.log.key else ""
+            line = json.dumps({"seq": seq, "hash": digest, "ts": ts, "mac": mac} if mac else {"seq": seq, "hash": digest})
             self.anchors_file.parent.mkdir(parents=True, exist_ok=True)
             with open(self.anchors_file, "a", encoding="ascii") as f:
-                f.write(json.dumps({"seq": seq, "hash": digest}) + "\n")
+                f.write(line + "\n")
                 f.flush()
                 os.fsync(f.fileno())
-            log.info("audit anchor seq=%d hash=%s", seq, digest)
-            self._anchored_seq = seq
+            log.info("audit anchor %s", line)
+            if self.syslog is not None:
+                self.syslog.info("medseg audit anchor %s", line)
+            self._anchored_seq, self._anchor_mac = seq, mac
             return seq, digest
 
+    def start_anchors(self) -> None:
+        """A keyed trail's first anchor, once: when nothing keyed has been written yet (a new trail,
+        or one keyed just now). Missing anchors of a trail with keyed events are never re-created."""
+        head = self.log.head_row()
+        if self.log.key and not self._anchor_mac and head["keyed_from"] is not None and head["keyed_from"] > head["seq"]:
+            self.anchor()
 
-def auditor_for(settings, service_engine) -> Auditor:
+
+def auditor_for(settings, service_engine, *, create_keys: bool = True) -> Auditor:
     """The configured audit trail: its own database if ``[audit] database_url`` is set, else the
-    service's (so job state and its events share transactions); default files under the data dir."""
+    service's (so job state and its events share transactions); default files under the data dir.
+    ``create_keys=False`` (reading and verifying): a missing chain key stays missing."""
     from audit.db import make_engine
 
     data = Path(settings.service.data_dir)
     engine = make_engine(settings.audit.database_url) if settings.audit.database_url else service_engine
-    return Auditor(AuditLog(engine), settings.audit.anchors_file or data / "audit-anchors.jsonl",
-                   settings.audit.patient_key_file or data / "audit.key", settings.audit.anchor_every)
+    chain_key_file = settings.audit.chain_key_file or data / "audit-chain.key"
+    key = _load_key(chain_key_file) if create_keys or chain_key_file.exists() else None
+    return Auditor(AuditLog(engine, key), settings.audit.anchors_file or data / "audit-anchors.jsonl",
+                   settings.audit.patient_key_file or data / "audit.key", settings.audit.anchor_every,
+                   settings.audit.syslog_address)
+
+
+def _syslog_logger(address: str) -> logging.Logger:
+    """Anchors to a syslog host (``host:port``, UDP) or socket (``/dev/log``), where the database cannot reach."""
+    host, _, port = address.rpartition(":")
+    target = address if address.startswith("/") else (host, int(port or 514))
+    logger = logging.getLogger(f"medseg.audit.syslog.{address}")
+    if not logger.handlers:
+        handler = logging.handlers.SysLogHandler(address=target, facility=logging.handlers.SysLogHandler.LOG_AUTHPRIV)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
 
 
 def _load_key(path: Path) -> bytes:
     if path.exists():
         key = path.read_bytes()
         if len(key) < 32:
-            raise MedsegError(f"patient key file {path.name} holds fewer than 32 bytes", code="config.audit_key")
+            raise MedsegError(f"key file {path.name} holds fewer than 32 bytes", code="config.audit_key")
         return key
     path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_bytes(32)

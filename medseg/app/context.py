@@ -62,6 +62,7 @@ class AppContext:
         """Create the missing tables and register the default model's first active version."""
         init_db(self.engine)
         self.auditor.log.create()
+        self.auditor.start_anchors()
         self.registry.bootstrap(self.settings.default_model)
         return self
 
@@ -70,9 +71,9 @@ class AppContext:
         return self.settings.default_model.split("/")[0]
 
 
-def build_context(settings: Settings) -> AppContext:
+def build_context(settings: Settings, *, create_keys: bool = True) -> AppContext:
     engine = make_engine(settings.service.db_url())
-    auditor = auditor_for(settings, engine)
+    auditor = auditor_for(settings, engine, create_keys=create_keys)
     # job state and its events commit together when they share the database
     jobs = JobStore(engine, auditor, shared_transaction=auditor.log.engine is engine)
     registry = Registry(engine, settings.models_root, auditor)

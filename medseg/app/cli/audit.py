@@ -34,7 +34,7 @@ def _open(config: Optional[Path]):
     if url.startswith("sqlite") and not Path(url.split("///", 1)[-1]).exists():
         raise ConfigError(f"no audit database at {url.split('///', 1)[-1]} (check [service] data_dir)",
                           code="audit.not_found")
-    auditor = build_context(settings).auditor
+    auditor = build_context(settings, create_keys=False).auditor
     auditor.log.create()
     return auditor.log, auditor, settings
 
@@ -105,12 +105,18 @@ def verify(config: Optional[Path] = ConfigOpt,
     """Re-walk the hash chain; exit 1 and name the first bad event if it is broken."""
     from audit.verify import read_anchors
     from audit.verify import verify as run
+    from medseg.app.context import build_context
+    from medseg.app.crosscheck import crosscheck
 
     log, auditor, settings = _open(config)
-    result = run(log, read_anchors(anchors or auditor.anchors_file))
+    result = run(log, read_anchors(anchors or auditor.anchors_file), anchor_every=settings.audit.anchor_every)
+    if result.ok:
+        result = crosscheck(build_context(settings, create_keys=False), result)
     if result.ok:
         print(f"audit chain intact: {result.events} events, head #{result.head_seq} {result.head_hash}, "
               f"{result.anchors_checked} anchor(s) matched")
+        for note in result.notes:
+            print(f"  note: {note}")
         return
     print(f"audit chain BROKEN at event {result.at_seq}: {result.problem}", file=sys.stderr)
     raise typer.Exit(1)
