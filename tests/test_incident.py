@@ -165,6 +165,9 @@ def test_degraded_model_is_caught_by_reviews_and_rolled_back(tmp_path, models_ro
         assert "BREACHED" in report.stdout and (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
 
         _assert_the_audit_tells_the_story(service, client, order, good, alert["id"])
+        # the trail vouches for the registry history and the reviews the SLO decided on
+        verified = cli(service, "audit", "verify")
+        assert verified.returncode == 0 and "audit chain intact" in verified.stdout, verified.stderr
 
 
 def _seg_bytes(tmp_path, p, datasets) -> bytes:
