@@ -61,7 +61,8 @@ def atna_message(e: StoredEvent, source_id: str | None = None, application_ae: s
     if ev.job_id is not None:
         _object(msg, str(ev.job_id), "2", "20", "job", "medseg", "Job", "Job")
     if ev.model:
-        details = {"sha256": ev.model_sha256, "reason": reason, "gate": ev.details.get("gate")}
+        details = {"sha256": ev.model_sha256, "manifest_sha256": ev.details.get("manifest_sha256"), "reason": reason,
+                   "gate": ev.details.get("gate")}
         _object(msg, ev.model, "2", "4", "model", "medseg", "Model version (name:version)", "Model",
                 {k: v for k, v in details.items() if v})
     if ev.patient:

@@ -69,7 +69,11 @@ def test_segment_dicom_writes_seg_nifti_and_result(segmented, phantom_case, ship
     out, result = segmented
     report = json.loads((out / "result.json").read_text())
     manifest = json.loads((shipped_model / "manifest.json").read_text())
-    assert report["model"] == {"name": "ct-phantom", "version": manifest["version"], "sha256": manifest["weights"]["sha256"]}
+    from medseg.models.manifest import ModelManifest
+
+    identity = ModelManifest.load(shipped_model).manifest_sha256()
+    assert report["model"] == {"name": "ct-phantom", "version": manifest["version"], "sha256": manifest["weights"]["sha256"],
+                               "manifest_sha256": identity}
     assert report["device"] == "cpu" and report["degraded"] is False
     assert report["lesion_count"] == len(report["lesions"])
     assert set(report["timings_s"]) >= {"load", "preprocess", "inference", "postprocess", "write", "total"}

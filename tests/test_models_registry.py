@@ -260,3 +260,28 @@ def test_rollback_while_a_job_runs(tmp_path, store, study_dir):
                 [j for j in service.jobs.jobs() if j.state == "sent"]), 300)
             assert [j.model_used for j in done] == [f"ct-phantom/{slow}", "ct-phantom/1.1.0"], \
                 "the running job finished on the version it started with; the new job used the rolled-back-to one"
+
+
+def test_the_model_identity_covers_the_manifest_as_well_as_the_weights(tmp_path):
+    """Same weights, another manifest: another identity, in the registry's events too."""
+    from medseg.app.context import build_context
+    from medseg.config import ServiceSettings, Settings
+    from medseg.models.manifest import ModelManifest
+
+    root = tmp_path / "models" / "ct-phantom"
+    for v in ("1.0.0", "1.1.0"):
+        shutil.copytree(SHIPPED / v, root / v)
+    broken = json.loads((root / "1.1.0" / "manifest.json").read_text())
+    broken["postprocess"]["min_peak_probability"] = 1.0
+    twin = root / "1.1.1"
+    shutil.copytree(root / "1.1.0", twin)
+    (twin / "manifest.json").write_text(json.dumps({**broken, "version": "1.1.1"}))
+    a, b = ModelManifest.load(root / "1.1.0"), ModelManifest.load(twin)
+    assert a.weights.sha256 == b.weights.sha256 and a.manifest_sha256() != b.manifest_sha256()
+    assert a.model_copy(update={"metrics": {"x": 1}}).manifest_sha256() == a.manifest_sha256()  # recorded after
+    ctx = build_context(Settings(service=ServiceSettings(data_dir=tmp_path / "data"), models_root=tmp_path / "models",
+                                 default_model="ct-phantom/1.0.0")).prepare()
+    ctx.registry.switch("ct-phantom", "1.1.1", action="promote", actor="test", reason="twin")
+    promoted = events(tmp_path / "data", "model.promoted")
+    assert [(e["model"], e["model_sha256"], e["manifest_sha256"]) for e in promoted][-1] == \
+        ("ct-phantom:1.1.1", b.weights.sha256, b.manifest_sha256())

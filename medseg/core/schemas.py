@@ -16,6 +16,8 @@ class ModelRef(_Out):
     name: str
     version: str
     sha256: str
+    #: ModelManifest.manifest_sha256: the manifest's part of the version's identity
+    manifest_sha256: str = ""
 
 
 class LesionOut(_Out):

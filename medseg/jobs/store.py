@@ -120,14 +120,14 @@ class JobStore(JobQueries):
 
     def finish(self, job_id: int, *, seg_path: str, seg_series_uid: str, seg_sop_uid: str, result: dict,
                destinations: list[str], duration_s: float | None = None, model_sha256: str = "",
-               model_used: str = "") -> Job:
+               model_used: str = "", manifest_sha256: str = "") -> Job:
         """The SEG exists: record it and queue one delivery per destination (none: sent at once)."""
         with self.session() as s, s.begin():
             job = s.get(Job, job_id)
             job.seg_path, job.seg_series_uid, job.seg_sop_uid, job.result = seg_path, seg_series_uid, seg_sop_uid, result
             job.model_used = model_used or job.model
             ids = dict(job_id=job.id, study_uid=job.study_uid, series_uid=job.series_uid, model=job.model_used,
-                       sha256=model_sha256, patient=job.patient)
+                       sha256=model_sha256, manifest_sha256=manifest_sha256 or None, patient=job.patient)
             self._event(s, "seg.created", sop_uid=seg_sop_uid, seg_series_uid=seg_series_uid,
                         lesion_count=result.get("lesion_count"), **ids)
             self._event(s, "job.finished", device=result.get("device"), degraded=result.get("degraded"),

@@ -58,7 +58,8 @@ class Worker:
                 loaded = load_model(self.settings.model_dir(ref), device=resolve_device(self.settings.device))
                 self._models[ref] = loaded
                 m = loaded.manifest
-                self.record("model.loaded", actor="system", model=ref, sha256=m.weights.sha256, device=loaded.device)
+                self.record("model.loaded", actor="system", model=ref, sha256=m.weights.sha256,
+                            manifest_sha256=m.manifest_sha256(), device=loaded.device)
             return self._models[ref]
 
     def _forget(self, ref: str) -> None:
@@ -143,7 +144,8 @@ class Worker:
         self.jobs.finish(job.id, seg_path=str(out_dir / "seg.dcm"), seg_series_uid=result.seg.series_instance_uid,
                          seg_sop_uid=result.seg.sop_instance_uid, result=summary,
                          destinations=self.hooks.route(job.calling_ae), duration_s=round(elapsed, 3),
-                         model_sha256=result.model.sha256, model_used=used)
+                         model_sha256=result.model.sha256, model_used=used,
+                         manifest_sha256=result.model.manifest_sha256)
         self.hooks.delivered()
         self.hooks.observe(job.id, used, result.features)
         if candidate and f"{name}/{candidate}" != used:

@@ -10,6 +10,7 @@ field and the rule.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -218,6 +219,14 @@ class ModelManifest(_Frozen):
     @property
     def ref(self) -> str:
         return f"{self.name}:{self.version}"
+
+    def manifest_sha256(self) -> str:
+        """The version's identity beside its weights' sha256: a hash of everything in the manifest
+        that decides what the version does (architecture, input, labels, task, inference,
+        post-processing, weights, training recipe), less what is recorded about it afterwards
+        (``metrics``, the gate ``reference``). Same weights with another manifest: another hash."""
+        body = self.model_dump(mode="json", exclude={"metrics", "reference"})
+        return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
     def pipeline_spec(self) -> PipelineSpec:
         """medseg's pipeline for this version; an imported bundle has none (it runs its own)."""

@@ -18,8 +18,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from audit.recorder import Recorder
-from medseg.core.exceptions import RegistryError
+from medseg.core.exceptions import MedsegError, RegistryError
 from medseg.db import session, utcnow
+from medseg.models.manifest import ModelManifest
 from medseg.models.orm import ModelState, RegistryHistory
 
 
@@ -36,6 +37,14 @@ class Registry:
 
     def _event(self, s: Session, action: str, **fields) -> None:
         self.audit(action, connection=s.connection(), **fields)
+
+    def _identity(self, name: str, version: str) -> dict:
+        """The version's weights sha256 and manifest hash, for its registry events."""
+        try:
+            manifest = ModelManifest.load(self.models_root / name / version)
+        except MedsegError:  # the switch itself refuses a version that is not in the store
+            return {}
+        return {"sha256": manifest.weights.sha256, "manifest_sha256": manifest.manifest_sha256()}
 
     def versions(self, name: str) -> list[str]:
         """Versions present in the model store (folders with a manifest), oldest first."""
@@ -64,7 +73,8 @@ class Registry:
             s.add(ModelState(name=name, active=version))
             s.add(RegistryHistory(name=name, action="bootstrap", to_version=version, actor=actor,
                                   reason="configured default model"))
-            self._event(s, "model.promoted", actor=actor, model=f"{name}:{version}", reason="bootstrap from configuration")
+            self._event(s, "model.promoted", actor=actor, model=f"{name}:{version}", reason="bootstrap from configuration",
+                        **self._identity(name, version))
             return version
 
     def history(self, name: str) -> list[RegistryHistory]:
@@ -107,7 +117,8 @@ class Registry:
             s.add(RegistryHistory(name=name, action=action, from_version=previous, to_version=version, actor=actor,
                                   reason=reason))
             self._event(s, f"model.{'promoted' if action == 'promote' else 'rolled_back'}", actor=actor,
-                        model=f"{name}:{version}", previous=f"{name}:{previous}" if previous else None, reason=reason)
+                        model=f"{name}:{version}", previous=f"{name}:{previous}" if previous else None, reason=reason,
+                        **self._identity(name, version))
             return previous, version
 
     def shadow(self, name: str) -> str | None:
