@@ -76,18 +76,18 @@ def test_each_role_reaches_its_routes_only_and_is_the_actor(api):
     assert client.get("/audit", headers=auditor).status_code == 200
     assert client.get("/worklist", headers=radiologist).status_code == 200
     assert client.get("/tokens", headers=admin).status_code == 200
-    # a review by a radiologist names the token as who submitted it; a refused one (400) is audited
+    # a review by a radiologist names the token as who submitted it; a refused one (422) is audited
     r = client.post("/reviews", data={"study_uid": "1.2.3", "accepted": "true"}, headers=radiologist)
     assert r.status_code == 404 and r.headers["content-type"] == PROBLEM
     r = client.post("/reviews", data={"study_uid": "not a uid", "accepted": "true"}, headers=radiologist)
-    assert r.status_code == 400
+    assert r.status_code == 422 and r.headers["content-type"] == PROBLEM
     # the ml-engineer may roll back; with no previous version it is refused (409), and audited as such
     r = client.post("/models/ct-phantom/rollback", json={"reason": "suspected drift"}, headers=engineer)
     assert r.status_code == 409 and r.headers["content-type"] == PROBLEM
     refused = events(service.data_dir, "api.refused")
     assert [(e["actor"], e["status"]) for e in refused] == [
         ("token:wall-display", 403), ("token:wall-display", 403), ("token:wall-display", 403),
-        ("token:on-call", 403), ("token:compliance", 403), ("token:dr-lee", 400), ("token:on-call", 409)]
+        ("token:on-call", 403), ("token:compliance", 403), ("token:dr-lee", 422), ("token:on-call", 409)]
     assert refused[-1]["reason_code"] == "registry.no_previous"
     reads = events(service.data_dir, "audit.read")
     assert [r["actor"] for r in reads] == ["token:compliance"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from dicom_node.uids import is_uid
@@ -58,6 +58,13 @@ def require(*roles: Role):
     return caller
 
 
+#: path and form values that are DICOM UIDs, as the OpenAPI document states them (dicom_node.uids)
+UID_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
+StudyUID = Annotated[str, Path(pattern=UID_PATTERN, max_length=64, description="StudyInstanceUID")]
+#: a model version as filters name it: name:version (or name/version)
+MODEL_REF_PATTERN = r"^[a-z0-9][a-z0-9-]{0,47}[:/][0-9]+\.[0-9]+\.[0-9]+([.-][A-Za-z0-9.]+)?$"
+#: a window start: 7d, 24h (relative), or a date-time
+SINCE_PATTERN = r"^[0-9]{1,5}[dh]$"
 ServiceDep = Annotated[Service, Depends(_service)]
 JobsDep = Annotated[JobStore, Depends(_jobs)]
 Reader = Annotated[Principal, Depends(require(*READERS))]

@@ -14,17 +14,21 @@ from fastapi import FastAPI
 from medseg import __version__
 from medseg.app.api import errors
 from medseg.app.api.routes import audit, health, models, quality, studies, tokens
+from medseg.app.api.schemas import COMMON_RESPONSES
 from medseg.app.serve import Service
 
 
-def create_app(service: Service) -> FastAPI:
+def create_app(service: Service, *, lifespan: bool = True) -> FastAPI:
+    """The API of ``service``, which the app starts and stops (``lifespan=False``: a second app
+    on a service already running, e.g. for an in-process API fuzzer)."""
+
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def run(app: FastAPI):
         service.start()
         yield
         service.stop()
 
-    app = FastAPI(title="medseg", version=__version__, lifespan=lifespan)
+    app = FastAPI(title="medseg", version=__version__, lifespan=run if lifespan else None, responses=COMMON_RESPONSES)
     app.state.service = service
     errors.install(app)
     for module in (health, studies, audit, models, quality, tokens):

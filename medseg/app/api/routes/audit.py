@@ -2,32 +2,52 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Literal
+
 from fastapi import APIRouter, Query
 from pydantic import ValidationError
 
 from audit.query import AuditFilter, query, timeline
-from medseg.app.api.deps import AuditorRole, ServiceDep, check_uid
+from medseg.app.api.deps import MODEL_REF_PATTERN, UID_PATTERN, AuditorRole, ServiceDep, StudyUID, check_uid
 from medseg.app.api.errors import Problem, first_error
+from medseg.app.api.schemas import NOT_FOUND, AuditHead, AuditPage, Timeline
 from medseg.app.serve import Service
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 
 
-def _audit_read(service: Service, actor: str, what: str, **filters) -> None:
+def _iso(when: dt.datetime | None) -> str | None:
+    """A query's date-time (naive = UTC) as the filter takes it."""
+    if when is None:
+        return None
+    try:
+        utc = when.astimezone(dt.timezone.utc).replace(tzinfo=None) if when.tzinfo else when
+    except OverflowError:  # e.g. 0001-01-01T00:00+13:00 is before year 1 in UTC
+        raise Problem(400, "Invalid filter", "date-time out of range") from None
+    return utc.isoformat(timespec="microseconds") + "Z"
+
+
+def _audit_read(service: Service, who: str, what: str, filters: dict) -> None:
     """Every read of audit data is itself audited (who, what filter). Fails closed."""
-    service.events("audit.read", actor=actor, what=what, filter={k: v for k, v in filters.items() if v is not None})
+    service.events("audit.read", actor=who, what=what, filter={k: v for k, v in filters.items() if v is not None})
 
 
 @router.get("")
-def audit_events(service: ServiceDep, caller: AuditorRole, study: str | None = None, series: str | None = None,
-                 model: str | None = None, action: str | None = None, actor: str | None = None,
-                 outcome: str | None = None, job_id: int | None = None, since: str | None = None,
-                 until: str | None = None, limit: int = Query(100, ge=1, le=1000),
-                 offset: int = Query(0, ge=0)) -> dict:
+def audit_events(service: ServiceDep, caller: AuditorRole,
+                 study: str | None = Query(None, pattern=UID_PATTERN, max_length=64),
+                 series: str | None = Query(None, pattern=UID_PATTERN, max_length=64),
+                 model: str | None = Query(None, pattern=MODEL_REF_PATTERN, description="name:version"),
+                 action: str | None = Query(None, pattern=r"^[a-z_]+(\.[a-z_]+)*(\.\*)?$", description="exact, or a prefix: job.*"),
+                 actor: str | None = Query(None, max_length=128),
+                 outcome: Literal["success", "failure"] | None = None, job_id: int | None = Query(None, ge=0, le=2**31 - 1), since: dt.datetime | None = None,
+                 until: dt.datetime | None = None, limit: int = Query(100, ge=1, le=1000),
+                 offset: int = Query(0, ge=0, le=2**31 - 1)) -> AuditPage:
     try:
         f = AuditFilter(study_uid=study, series_uid=series, model=model, action=action, actor=actor,
-                        outcome=outcome, job_id=job_id, since=since, until=until, limit=limit, offset=offset)
-        _audit_read(service, caller.actor, "events", **f.describe())
+                        outcome=outcome, job_id=job_id, since=_iso(since), until=_iso(until), limit=limit,
+                        offset=offset)
+        _audit_read(service, caller.actor, "events", f.describe())
         rows = query(service.audit_log, f)
     except (ValidationError, ValueError) as exc:
         raise Problem(400, "Invalid filter", first_error(exc)) from None
@@ -35,10 +55,10 @@ def audit_events(service: ServiceDep, caller: AuditorRole, study: str | None = N
             "next_offset": offset + limit if len(rows) == limit else None}
 
 
-@router.get("/studies/{study_uid}/timeline")
-def audit_timeline(study_uid: str, service: ServiceDep, caller: AuditorRole) -> dict:
+@router.get("/studies/{study_uid}/timeline", responses=NOT_FOUND)
+def audit_timeline(study_uid: StudyUID, service: ServiceDep, caller: AuditorRole) -> Timeline:
     check_uid(study_uid, "study_uid")
-    _audit_read(service, caller.actor, "timeline", study_uid=study_uid)
+    _audit_read(service, caller.actor, "timeline", {"study_uid": study_uid})
     rows = timeline(service.audit_log, study_uid)
     if not rows:
         raise Problem(404, "Study not found", "the audit trail has no event for this study")
@@ -46,7 +66,7 @@ def audit_timeline(study_uid: str, service: ServiceDep, caller: AuditorRole) -> 
 
 
 @router.get("/head")
-def audit_head(service: ServiceDep, caller: AuditorRole) -> dict:
+def audit_head(service: ServiceDep, caller: AuditorRole) -> AuditHead:
     """The chain head: record it elsewhere (an anchor) to make truncation of the tail detectable."""
     seq, digest = service.audit_log.head()
     return {"seq": seq, "hash": digest}

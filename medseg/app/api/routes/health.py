@@ -8,21 +8,23 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from medseg import __version__
 from medseg.app.api.deps import Reader, ServiceDep
+from medseg.app.api.schemas import Health, Readiness
 
 router = APIRouter(tags=["operations"])
 
 
 @router.get("/health")
-def health(caller: Reader) -> dict:
+def health(caller: Reader) -> Health:
     return {"status": "ok", "version": __version__}
 
 
-@router.get("/ready")
+@router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness, "description": "not ready"}})
 def ready(service: ServiceDep, caller: Reader):
     state = service.readiness()
     return JSONResponse(state, status_code=200 if state["ready"] else 503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}})
 def metrics(service: ServiceDep, caller: Reader) -> Response:
     return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)

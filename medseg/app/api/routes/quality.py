@@ -3,12 +3,31 @@ and the re-review ``GET /worklist``."""
 
 from __future__ import annotations
 
-from typing import Optional
+import datetime as dt
+from typing import Annotated, Optional
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
 
-from medseg.app.api.deps import Radiologist, Reader, ServiceDep, check_uid
+from medseg.app.api.deps import (
+    MODEL_REF_PATTERN,
+    SINCE_PATTERN,
+    UID_PATTERN,
+    Radiologist,
+    Reader,
+    ServiceDep,
+    check_uid,
+)
 from medseg.app.api.errors import Problem
+from medseg.app.api.schemas import (
+    CONFLICT,
+    NOT_FOUND,
+    Alerts,
+    MonitoringSummary,
+    ReviewOutcome,
+    Reviews,
+    Worklist,
+    problem_response,
+)
 from medseg.quality.alerts import payload
 from medseg.quality.report import model_ref, parse_since, summary
 
@@ -16,10 +35,12 @@ router = APIRouter(tags=["quality"])
 MAX_MASK_BYTES = 512 * 1024 * 1024
 
 
-@router.post("/reviews", status_code=201)
-def submit_review(service: ServiceDep, caller: Radiologist, study_uid: str = Form(...), accepted: bool = Form(False),
-                  reviewer: str = Form("", max_length=64), series_uid: Optional[str] = Form(None),
-                  mask: Optional[UploadFile] = File(None)) -> dict:
+@router.post("/reviews", status_code=201, responses={**NOT_FOUND, **CONFLICT, 413: problem_response("the mask is too large")})
+def submit_review(service: ServiceDep, caller: Radiologist,
+                  study_uid: str = Form(..., pattern=UID_PATTERN, max_length=64), accepted: bool = Form(False),
+                  reviewer: str = Form("", max_length=64),
+                  series_uid: Optional[str] = Form(None, pattern=UID_PATTERN, max_length=64),
+                  mask: Optional[UploadFile] = File(None)) -> ReviewOutcome:
     """A radiologist's review: the corrected mask (DICOM SEG or NIfTI on the source grid) or
     ``accepted=true`` (no correction). Returns the scores and the SLO states after it."""
     check_uid(study_uid, "study_uid")
@@ -33,28 +54,31 @@ def submit_review(service: ServiceDep, caller: Radiologist, study_uid: str = For
 
 
 @router.get("/reviews")
-def reviews(service: ServiceDep, caller: Reader, model: Optional[str] = None,
-            status: str = Query("scored", pattern="^(scored|unmatched)$"), limit: int = Query(100, ge=1, le=1000)) -> dict:
+def reviews(service: ServiceDep, caller: Reader, model: Optional[str] = Query(None, pattern=MODEL_REF_PATTERN),
+            status: str = Query("scored", pattern="^(scored|unmatched)$"), limit: int = Query(100, ge=1, le=1000)) -> Reviews:
     rows = service.monitor.store.reviews(model=model_ref(model), status=status, limit=limit)
     return {"reviews": [r.as_dict() for r in rows]}
 
 
 @router.get("/monitoring/summary")
-def monitoring_summary(service: ServiceDep, caller: Reader, model: Optional[str] = None, since: Optional[str] = None) -> dict:
+def monitoring_summary(service: ServiceDep, caller: Reader,
+                       model: Optional[str] = Query(None, pattern=MODEL_REF_PATTERN),
+                       since: Annotated[dt.datetime, Query()] | Annotated[str, Query(pattern=SINCE_PATTERN)] | None = Query(
+                           None, description="7d, 24h, or a date-time (UTC)")) -> MonitoringSummary:
     """Windows with confidence intervals, SLO states and burn rates, drift, alerts (as the CLI report)."""
     try:
-        start = parse_since(since)
+        start = parse_since(since if since is None or isinstance(since, str) else since.isoformat())
     except ValueError as exc:
         raise Problem(400, "Invalid filter", str(exc)) from None
     return summary(service.monitor, model_ref(model), start)
 
 
 @router.get("/alerts")
-def alerts(service: ServiceDep, caller: Reader, state: Optional[str] = Query(None, pattern="^(firing|resolved)$")) -> dict:
+def alerts(service: ServiceDep, caller: Reader, state: Optional[str] = Query(None, pattern="^(firing|resolved)$")) -> Alerts:
     return {"alerts": [payload(a) for a in service.monitor.store.alerts(state)]}
 
 
 @router.get("/worklist")
-def worklist(service: ServiceDep, caller: Radiologist) -> dict:
+def worklist(service: ServiceDep, caller: Radiologist) -> Worklist:
     """Studies waiting for re-review (after a rollback)."""
     return {"items": [i.as_dict() for i in service.context.worklist.open_items()]}

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from medseg.app.api.deps import Admin, ServiceDep
+from medseg.app.api.schemas import CONFLICT, NOT_FOUND, NewToken, Token, Tokens
 from medseg.app.auth.roles import Role
 
 router = APIRouter(prefix="/tokens", tags=["tokens"])
@@ -18,16 +19,16 @@ class TokenRequest(BaseModel):
 
 
 @router.get("")
-def list_tokens(service: ServiceDep, caller: Admin) -> dict:
+def list_tokens(service: ServiceDep, caller: Admin) -> Tokens:
     return {"tokens": [t.as_dict() for t in service.tokens.list()]}
 
 
-@router.post("", status_code=201)
-def create_token(body: TokenRequest, service: ServiceDep, caller: Admin) -> dict:
+@router.post("", status_code=201, responses=CONFLICT)
+def create_token(body: TokenRequest, service: ServiceDep, caller: Admin) -> NewToken:
     secret, row = service.tokens.create(body.name, body.roles, actor=caller.actor, expires_days=body.expires_days)
     return {"token": secret, **row.as_dict()}
 
 
-@router.delete("/{name}")
-def revoke_token(name: str, service: ServiceDep, caller: Admin) -> dict:
+@router.delete("/{name}", responses=NOT_FOUND)
+def revoke_token(name: str, service: ServiceDep, caller: Admin) -> Token:
     return service.tokens.revoke(name, actor=caller.actor).as_dict()
