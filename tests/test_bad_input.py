@@ -231,3 +231,21 @@ def test_requesting_an_absent_gpu_is_a_clear_error(study_dir, tmp_path, capsys):
     expected = "GPU(s) present" if torch.cuda.is_available() else "CUDA is not available"
     code, _, err = run_cli(["segment", study_dir, "--out", tmp_path / "o", "--device", "cuda:99"], capsys)
     assert code == 2 and expected in err
+
+
+@pytest.mark.parametrize("args, says", [
+    (["segment"], "Missing argument 'input'"),
+    (["segment", "x", "--bogus"], "No such option: --bogus"),
+    (["models", "promote"], "Missing argument"),
+    (["tokens", "create", "x"], "Missing option '--role'"),
+])
+def test_usage_errors_are_the_users_not_internal_errors(args, says, capsys):
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and says in err and "internal error" not in err
+
+
+def test_version(capsys):
+    from medseg import __version__
+
+    code, out, _ = run_cli(["--version"], capsys)
+    assert code == 0 and out.strip() == f"medseg {__version__}"

@@ -22,6 +22,10 @@ from pydantic import ValidationError
 
 from medseg.core.exceptions import MedsegError
 
+#: click's usage errors, and those of the click typer vendors since 0.23 (``typer._click``): a
+#: missing argument or an unknown option is the user's to fix, never an "internal error"
+CLICK_ERRORS = tuple({click.exceptions.ClickException,
+                      *(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")})
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
 EXIT_ABORTED = 130
@@ -56,7 +60,7 @@ def run(app: typer.Typer) -> None:
         where = ".".join(str(p) for p in first["loc"])
         fail(f"medseg: error: invalid setting {where}: {first['msg']} [config.invalid]")
         sys.exit(EXIT_USER_ERROR)
-    except click.exceptions.ClickException as exc:
+    except CLICK_ERRORS as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - the CLI's error boundary

@@ -22,6 +22,20 @@ from medseg.app.cli.tokens import tokens_app
 from medseg.app.cli.training import evaluate, train
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="CT tumor segmentation: DICOM in, DICOM-SEG out.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from medseg import __version__
+
+        print(f"medseg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    """CT tumor segmentation: DICOM in, DICOM-SEG out."""
 for command in (segment, phantom, train, evaluate, serve):
     app.command()(command)
 app.add_typer(audit_app, name="audit")
