@@ -162,3 +162,25 @@ def test_dcmqi_reads_back_the_same_mask(tmp_path, orientation):
     values = np.zeros(index.shape[1], np.uint8)
     values[inside] = other.array[tuple(theirs[:, inside])]
     assert np.array_equal(values.reshape(phantom.truth.shape), phantom.truth.array)
+
+
+def test_a_doubtful_patient_name_is_never_quoted_in_a_warning(tmp_path):
+    """highdicom warns about a one-component PatientName by quoting it; medseg drops that warning
+    (the name is copied into the SEG unchanged), so no patient data reaches the console or log."""
+    import warnings
+
+    from medseg.core.seg import write_seg
+    from medseg.training.train import TUMOR_LABEL
+    from tests.conftest import small_phantom, write_study
+
+    p = small_phantom(seed=3, shape=(8, 32, 32))
+    datasets = write_study(tmp_path / "study", p)
+    for ds in datasets:
+        ds.PatientName = "LUNG1-001"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        write_seg(tmp_path / "seg.dcm", p.truth.array, datasets, [TUMOR_LABEL], model_name="m", model_version="1")
+    assert not [w for w in caught if "LUNG1-001" in str(w.message)]
+    import pydicom
+
+    assert str(pydicom.dcmread(tmp_path / "seg.dcm").PatientName) == "LUNG1-001"

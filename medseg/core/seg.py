@@ -25,6 +25,7 @@ needs review):
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -109,25 +110,34 @@ def build_seg(
         series_description = template.format(task=task, model=model, finding=finding)[:64]
         content = "AI-generated, needs review: " + (f"No {finding} detected" if empty else f"{task} segmentation")
     pixel_array = mask.astype(bool) if len(labels) == 1 else mask.astype(np.uint8)
-    seg = hd.seg.Segmentation(
-        source_images=list(source),
-        pixel_array=pixel_array,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions,
-        series_instance_uid=series_instance_uid or generate_uid(),
-        series_number=series_number,
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-        manufacturer="medseg",
-        manufacturer_model_name="medseg",
-        software_versions=[__version__] if ground_truth else [__version__, model],
-        device_serial_number="medseg",
-        content_description=content[:64],
-        content_label="REFERENCE" if ground_truth else content_label(task),
-        series_description=series_description,
-        omit_empty_frames=False,
-    )
+    with warnings.catch_warnings():
+        # highdicom quotes the source's PatientName when it doubts its form ('The string "LUNG1-001" is
+        # unlikely to represent the intended person name ...'): that would put patient data on the
+        # console and in the log. The name is copied unchanged either way; the warning is dropped.
+        warnings.filterwarnings("ignore", message=PERSON_NAME_WARNING, category=UserWarning)
+        seg = hd.seg.Segmentation(
+            source_images=list(source),
+            pixel_array=pixel_array,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=descriptions,
+            series_instance_uid=series_instance_uid or generate_uid(),
+            series_number=series_number,
+            sop_instance_uid=generate_uid(),
+            instance_number=1,
+            manufacturer="medseg",
+            manufacturer_model_name="medseg",
+            software_versions=[__version__] if ground_truth else [__version__, model],
+            device_serial_number="medseg",
+            content_description=content[:64],
+            content_label="REFERENCE" if ground_truth else content_label(task),
+            series_description=series_description,
+            omit_empty_frames=False,
+        )
     return seg, SegInfo(str(seg.SOPInstanceUID), str(seg.SeriesInstanceUID), int(seg.NumberOfFrames), empty)
+
+
+#: highdicom.valuerep.check_person_name's warning, which quotes the name
+PERSON_NAME_WARNING = r"The string .* is unlikely to represent the intended person name"
 
 
 def content_label(task: str) -> str:
