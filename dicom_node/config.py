@@ -85,6 +85,9 @@ class NodeSettings(_Section):
     allowed_calling_aets: tuple[str, ...] = ()
     #: peer IP addresses allowed to connect; empty = any
     allowed_addresses: tuple[str, ...] = ()
+    #: refuse an association addressed to another AE title (A-ASSOCIATE-RJ, called AE not recognized):
+    #: a study a modality meant for another node must not land in the AI pipeline unnoticed
+    require_called_aet: bool = True
     tls: TLSSettings = TLSSettings()
     #: C-STORE answers 0xA700 (out of resources) while free space under the spool is below this
     disk_floor_mb: float = Field(default=1024.0, ge=0)

@@ -146,21 +146,32 @@ def _safe(uid) -> str:
         return ""
 
 
+def _called_ae(event) -> str:
+    """The AE title the peer addressed (from its A-ASSOCIATE-RQ), not ours."""
+    primitive = event.assoc.requestor.primitive
+    return str(getattr(primitive, "called_ae_title", "") or "").strip()
+
+
 def handle_accepted(event, record: Recorder, metrics: NodeMetrics) -> None:
     metrics.association("accepted")
     record("dicom.association.accepted", actor=event.assoc.requestor.ae_title, peer=event.assoc.requestor.address,
-           called_ae=event.assoc.acceptor.ae_title)
+           called_ae=_called_ae(event))
 
 
-def handle_rejected(event, record: Recorder, metrics: NodeMetrics, allowed_calling_aets: tuple[str, ...]) -> None:
+def handle_rejected(event, record: Recorder, metrics: NodeMetrics, settings) -> None:
+    """Why, as the ACSE decided it (pynetdicom checks the calling AE, then the called AE; a refusal
+    with both right is the association limit)."""
     metrics.association("rejected")
     requestor = event.assoc.requestor
-    if allowed_calling_aets and requestor.ae_title not in allowed_calling_aets:
+    called = _called_ae(event)
+    if settings.allowed_calling_aets and requestor.ae_title not in settings.allowed_calling_aets:
         reason = "calling AE title not allowed"
+    elif settings.require_called_aet and called != settings.ae_title:
+        reason = f"called AE title {called!r} is not this node's ({settings.ae_title!r})"
     else:
-        reason = "association request rejected (maximum associations reached or called AE title mismatch)"
+        reason = "maximum associations reached"
     record("dicom.association.rejected", outcome="failure", actor=requestor.ae_title, peer=requestor.address,
-           reason=reason)
+           reason=reason, called_ae=called)
 
 
 def handle_ended(event, tally: AssociationTally, record: Recorder) -> None:

@@ -4,6 +4,8 @@ Association policy:
 
 * calling AE titles: ``allowed_calling_aets`` (pynetdicom's ``require_calling_aet``):
   others get A-ASSOCIATE-RJ (permanent, calling AE not recognized) and an audit event;
+* called AE title: ``require_called_aet`` (on by default): an association addressed to another AE
+  title gets A-ASSOCIATE-RJ (permanent, called AE not recognized) and an audit event naming it;
 * peer addresses: a connection from an address not in ``allowed_addresses`` is closed before
   any PDU is read (what a firewall would do) and audited;
 * TLS: the handshake runs in the connection's own thread with ``handshake_timeout_s``.
@@ -128,6 +130,7 @@ def build_ae(settings: NodeSettings) -> AE:
     ae.dimse_timeout = settings.dimse_timeout_s
     ae.network_timeout = settings.network_timeout_s
     ae.require_calling_aet = list(settings.allowed_calling_aets)
+    ae.require_called_aet = settings.require_called_aet
     ae.add_supported_context(Verification)
     for sop_class in STORAGE_CLASSES:
         ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
@@ -152,7 +155,7 @@ class Node:
             (evt.EVT_C_ECHO, handlers.handle_echo),
             (evt.EVT_C_STORE, handlers.handle_store, list(bound)),
             (evt.EVT_ACCEPTED, handlers.handle_accepted, [self.record, self.metrics]),
-            (evt.EVT_REJECTED, handlers.handle_rejected, [self.record, self.metrics, self.settings.allowed_calling_aets]),
+            (evt.EVT_REJECTED, handlers.handle_rejected, [self.record, self.metrics, self.settings]),
             (evt.EVT_RELEASED, handlers.handle_ended, [self.tally, self.record]),
             (evt.EVT_ABORTED, handlers.handle_ended, [self.tally, self.record]),
         ]

@@ -67,6 +67,20 @@ def test_echo_and_calling_ae_policy(tmp_path):
         rejected = wait_for(lambda: events(service.data_dir, "dicom.association.rejected"), 10, what="rejection event")
         assert rejected[0]["actor"] == "INTRUDER" and rejected[0]["outcome"] == "failure"
         assert rejected[0]["reason"] == "calling AE title not allowed"
+        accepted = events(service.data_dir, "dicom.association.accepted")
+        assert accepted[0]["called_ae"] == "MEDSEG"
+
+
+def test_an_association_addressed_to_another_ae_title_is_refused_and_named(tmp_path):
+    """storescu -aec NOTMEDSEG must not land in the spool (issue 17): A-ASSOCIATE-RJ, called AE not
+    recognized, and the audit names the AE title the peer asked for."""
+    with running(tmp_path) as (service, _):
+        wrong = subprocess.run(["echoscu", "-aet", "TESTPACS", "-aec", "NOTMEDSEG", "127.0.0.1", str(service.dicom_port)],
+                               capture_output=True, text=True, env=TCP_NODELAY)
+        assert wrong.returncode != 0 and "Called AE Title Not Recognized" in wrong.stderr, wrong.stderr
+        rejected = wait_for(lambda: events(service.data_dir, "dicom.association.rejected"), 10, what="rejection event")
+        assert rejected[0]["called_ae"] == "NOTMEDSEG" and "'NOTMEDSEG' is not this node's ('MEDSEG')" in rejected[0]["reason"]
+        assert not events(service.data_dir, "dicom.association.accepted")
 
 
 def test_study_in_seg_out_matches_the_core(tmp_path, study_dir, shipped_model, caplog):
