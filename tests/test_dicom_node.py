@@ -266,3 +266,26 @@ def test_dicom_node_imports_no_ml_code():
     code = ("import sys, dicom_node.server, dicom_node.handlers, dicom_node.scu, medseg.jobs.assembly; "
             "bad = [m for m in ('torch', 'monai', 'highdicom') if m in sys.modules]; assert not bad, bad")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_a_seg_the_headers_cannot_make_fails_the_job_as_an_input_error_not_the_model(tmp_path):
+    """A series whose SpecificCharacterSet pydicom cannot decode (issue 17): the segmentation runs,
+    the SEG cannot be written; the job fails with seg.unwritable, no model.failed, no fallback,
+    the model stays loaded and /ready stays 200."""
+    import pydicom
+
+    from tests.conftest import small_phantom, write_study
+
+    folder = tmp_path / "study"
+    write_study(folder, small_phantom(seed=9, shape=(16, 48, 48), n_tumors=1))
+    for path in folder.glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        ds.SpecificCharacterSet = "ISO_IR 999"
+        ds.PatientName = "M\u00fcller^Hans".encode("latin-1")
+        ds.save_as(path)
+    with running(tmp_path) as (service, client):
+        assert storescu(service.dicom_port, sorted(folder.glob("*.dcm"))).returncode == 0
+        job = jobs_in(service, "failed")[0]
+        assert job.error_code == "seg.unwritable", job.error
+        assert not events(service.data_dir, "model.failed") and not events(service.data_dir, "model.fallback_used")
+        assert client.get("/ready").status_code == 200

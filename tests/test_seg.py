@@ -184,3 +184,25 @@ def test_a_doubtful_patient_name_is_never_quoted_in_a_warning(tmp_path):
     import pydicom
 
     assert str(pydicom.dcmread(tmp_path / "seg.dcm").PatientName) == "LUNG1-001"
+
+
+def test_a_series_without_its_type2_patient_and_study_attributes_still_gets_its_seg(tmp_path):
+    """PatientBirthDate, PatientSex, AccessionNumber, StudyID, StudyDate, StudyTime absent (issue 17:
+    highdicom raised AttributeError and the model was blamed): present and empty in the SEG, as
+    PS3.3 allows for Type 2; the received headers themselves are not changed."""
+    import pydicom
+
+    from medseg.core.seg import write_seg
+    from medseg.training.train import TUMOR_LABEL
+    from tests.conftest import small_phantom, write_study
+
+    p = small_phantom(seed=4, shape=(8, 32, 32))
+    datasets = write_study(tmp_path / "study", p)
+    gone = ("PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID", "StudyDate", "StudyTime")
+    for ds in datasets:
+        for keyword in gone:
+            delattr(ds, keyword)
+    write_seg(tmp_path / "seg.dcm", p.truth.array, datasets, [TUMOR_LABEL], model_name="m", model_version="1")
+    seg = pydicom.dcmread(tmp_path / "seg.dcm")
+    assert all(keyword in seg and not seg.data_element(keyword).value for keyword in gone)
+    assert not any(keyword in datasets[0] for keyword in gone)

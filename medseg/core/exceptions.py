@@ -35,6 +35,13 @@ class InputError(MedsegError):
     code = "input.invalid"
 
 
+class SegWriteError(InputError):
+    """The segmentation was computed but no valid DICOM SEG can be made from this series' headers
+    (e.g. a SpecificCharacterSet pydicom cannot decode): the input's fault, never the model's."""
+
+    code = "seg.unwritable"
+
+
 class NoImageSeriesError(InputError):
     """Nothing in the input is an image series we could segment."""
 

@@ -69,6 +69,7 @@ def build_seg(
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
+    source = with_type2(source)
     first = source[0]
     expected = (len(source), int(first.Rows), int(first.Columns))
     if mask.shape != expected:
@@ -144,6 +145,30 @@ def content_label(task: str) -> str:
     """``AI_<TASK>_SEG`` as a DICOM CS (A-Z, 0-9, _; 16 characters at most), else ``AI_SEG``."""
     label = "AI_" + re.sub(r"[^A-Z0-9]+", "_", task.upper()).strip("_") + "_SEG"
     return label if len(label) <= 16 else "AI_SEG"
+
+
+#: Type 2 attributes of the Patient and General Study modules the SEG copies from its source: they
+#: must be present but may be empty (PS3.3), and highdicom raises AttributeError when one is absent
+TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                "ReferringPhysicianName", "StudyID", "AccessionNumber")
+
+
+def with_type2(source: Sequence[Dataset]) -> list[Dataset]:
+    """The source headers, each missing Type 2 attribute present and empty (on a copy; the
+    received instances are not touched): a series that omits them still gets its SEG, as dcmtk
+    and Orthanc would write it, instead of failing in the SEG writer."""
+    out = []
+    for ds in source:
+        missing = [k for k in TYPE2_COPIED if k not in ds]
+        if missing:
+            original, ds = ds, Dataset()
+            ds.update(original)  # a new element dict holding the same elements (Dataset(ds) would share it)
+            if hasattr(original, "file_meta"):
+                ds.file_meta = original.file_meta
+            for keyword in missing:
+                setattr(ds, keyword, "")
+        out.append(ds)
+    return out
 
 
 def write_seg(path: Path, mask: np.ndarray, source: Sequence[Dataset], *args, **kwargs) -> SegInfo:

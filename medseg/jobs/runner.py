@@ -18,6 +18,7 @@ import torch
 
 from medseg import __version__
 from medseg.config import Settings
+from medseg.core.exceptions import MedsegError, SegWriteError
 from medseg.core.features import study_features
 from medseg.core.io import LoadedStudy, load_study, write_nifti
 from medseg.core.pipeline.segment import SegmentationOutput
@@ -117,11 +118,17 @@ def _write_outputs(study: LoadedStudy, output: SegmentationOutput, loaded: Loade
     seg_out = None
     manifest = loaded.manifest
     if study.kind == "dicom":
-        info = write_seg(
-            out_dir / "seg.dcm", output.mask.array, study.volume.source, manifest.labels,
-            model_name=manifest.name, model_version=manifest.version, task=manifest.task.title,
-            finding=manifest.task.finding,
-        )
+        try:
+            info = write_seg(
+                out_dir / "seg.dcm", output.mask.array, study.volume.source, manifest.labels,
+                model_name=manifest.name, model_version=manifest.version, task=manifest.task.title,
+                finding=manifest.task.finding,
+            )
+        except MedsegError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the mask exists; what fails is the series' headers
+            raise SegWriteError(f"no DICOM SEG can be written from this series' headers ({type(exc).__name__}); "
+                                "the segmentation itself succeeded") from None
         outputs["seg"] = "seg.dcm"
         seg_out = SegOut(sop_instance_uid=info.sop_instance_uid, series_instance_uid=info.series_instance_uid,
                          frames=info.frames)
