@@ -108,6 +108,14 @@ def _missing_pixel_data(tmp_path, study_copy):
     return study_copy
 
 
+def _zero_rescale_slope(tmp_path, study_copy):  # issue 17: a blank -1024 HU volume became a normal empty SEG
+    for f in _files(study_copy):
+        ds = pydicom.dcmread(f)
+        ds.RescaleSlope = "0"
+        ds.save_as(f)
+    return study_copy
+
+
 def _unsupported_modality(tmp_path, study_copy):
     for i in range(len(_files(study_copy))):
         _rewrite(study_copy, i, Modality="MR")
@@ -171,6 +179,7 @@ CASES = {
     "missing-slice": (_missing_slice, "missing slice"),
     "truncated-file": (_truncated, "slice"),
     "missing-pixel-data": (_missing_pixel_data, "PixelData missing"),
+    "zero-rescale-slope": (_zero_rescale_slope, "RescaleSlope is 0, so every pixel would be -1024 HU [decode.rescale_slope]"),
     "unsupported-modality": (_unsupported_modality, "modality MR not in ['CT']"),
     "undecodable-transfer-syntax": (_unsupported_syntax, "MPEG2"),
     "nifti-singular-affine": (_nifti_singular, "singular"),

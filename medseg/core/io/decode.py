@@ -81,4 +81,10 @@ def _decode(path: Path, k: int, rows: int, columns: int) -> np.ndarray:
         ) from None
     if pixels.shape != (rows, columns):
         raise DecodeError(f"slice {k}: pixel matrix {pixels.shape} is not {rows}x{columns}", code="decode.shape")
+    slope = ds.get("RescaleSlope")
+    if slope is not None and float(slope) == 0.0:
+        # HU = slope x stored + intercept: a slope of 0 maps every pixel to the intercept, a blank
+        # image that would be "segmented" into a normal-looking empty SEG
+        raise DecodeError(f"slice {k}: RescaleSlope is 0, so every pixel would be {float(ds.get('RescaleIntercept', 0)):g} HU",
+                          code="decode.rescale_slope")
     return apply_modality_lut(pixels, ds)
