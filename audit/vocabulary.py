@@ -30,6 +30,7 @@ ACTIONS: dict[str, tuple[str, str, str]] = {
     "job.finished": ("segmentation done (device, degraded, timings)", "110103", "C"),
     "job.failed": ("job failed (reason code)", "110103", "E"),
     "job.superseded": ("a newer revision replaced the job", "110103", "U"),
+    "job.requeued": ("a running job went back to the queue after an error outside study and model (reason)", "110103", "U"),
     "model.loaded": ("model version loaded (name:version, sha256, device)", "110100", "E"),
     "model.load_failed": ("model version failed to load or verify", "110100", "E"),
     "model.fallback_used": ("the previous good model version processed the study", "110100", "E"),

@@ -12,6 +12,7 @@ A second copy of an instance already on disk is accepted and not written again
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import threading
@@ -74,9 +75,9 @@ class Spool:
         if final.exists():
             return StoredInstance(final, study_uid, series_uid, sop_uid, new=False)
         self.check_space()
-        self._ensure_dir(final.parent)
         temp = final.with_name(f".{final.name}.{threading.get_ident()}.part")
         try:
+            self._ensure_dir(final.parent)
             with open(temp, "wb") as f:
                 write(f)
                 f.flush()
@@ -85,6 +86,8 @@ class Spool:
             _fsync_dir(final.parent)
         except OSError as exc:
             temp.unlink(missing_ok=True)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # the disk filled up between check and write
+                raise OutOfResources(f"the disk under the spool is full ({exc.strerror})") from None
             raise NodeError(f"cannot write to the spool ({exc.strerror})", code="node.spool_write",
                             status=CANNOT_WRITE) from None
         return StoredInstance(final, study_uid, series_uid, sop_uid, new=True)

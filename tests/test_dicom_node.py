@@ -289,3 +289,23 @@ def test_a_seg_the_headers_cannot_make_fails_the_job_as_an_input_error_not_the_m
         assert job.error_code == "seg.unwritable", job.error
         assert not events(service.data_dir, "model.failed") and not events(service.data_dir, "model.fallback_used")
         assert client.get("/ready").status_code == 200
+
+
+def test_results_that_cannot_be_written_send_the_job_back_to_the_queue_not_to_the_fallback(tmp_path, study_dir):
+    """The results folder unusable (a file where the folder goes: what a full or broken disk does to
+    the writer): not the model's failure (no model.failed, no fallback), not the study's (the job
+    is not failed); the job goes back to the queue and, once storage works, runs and is sent."""
+    import shutil
+
+    with storescp(tmp_path / "pacs") as dest_port, running(tmp_path, dest_port) as (service, _):
+        results = service.settings.service.results_dir
+        shutil.rmtree(results, ignore_errors=True)
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text("not a folder")
+        assert storescu(service.dicom_port, sorted(study_dir.glob("*.dcm"))).returncode == 0
+        requeued = wait_for(lambda: events(service.data_dir, "job.requeued"), 120, what="the job back in the queue")
+        assert "StorageError" in requeued[0]["reason"]
+        assert not events(service.data_dir, "model.failed") and not events(service.data_dir, "job.failed")
+        results.unlink()
+        job = jobs_in(service, "sent")[0]
+        assert job.error_code in ("", None) and (results / str(job.id) / "seg.dcm").is_file()

@@ -33,14 +33,25 @@ def test_spool_store_is_durable_and_idempotent(tmp_path):
     assert not list(spool.root.rglob("*.part"))
 
 
-def test_spool_write_failure_leaves_nothing(tmp_path):
+def test_a_full_disk_is_out_of_resources_and_other_write_failures_cannot_write(tmp_path):
+    """ENOSPC while writing is 0xA700 (out of resources: the PACS retries later), as the disk floor
+    is (issue 17: it was 0xC004); the kernel's own ENOSPC, from /dev/full, as a filling disk gives it
+    (a real full file system needs a mount this test may not make). Other I/O errors stay 0xC004."""
     spool = Spool(tmp_path / "spool")
 
-    def broken(f):
+    def full(f):
         f.write(b"half")
-        raise OSError(28, "No space left on device")
+        with open("/dev/full", "wb", buffering=0) as device:
+            device.write(b"x")
+
+    with pytest.raises(OutOfResources) as info:
+        spool.store("1.2", "1.2.3", "1.2.3.5", full)
+    assert info.value.status == 0xA700 and "full" in str(info.value)
+
+    def io_error(f):
+        raise OSError(5, "Input/output error")
     with pytest.raises(Exception) as info:
-        spool.store("1.2", "1.2.3", "1.2.3.5", broken)
+        spool.store("1.2", "1.2.3", "1.2.3.6", io_error)
     assert getattr(info.value, "status", None) == 0xC004
     assert not list(spool.root.rglob("*.dcm*")) and not list(spool.root.rglob(".*"))
 

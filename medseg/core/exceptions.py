@@ -35,6 +35,13 @@ class InputError(MedsegError):
     code = "input.invalid"
 
 
+class StorageError(MedsegError):
+    """Results cannot be written (disk full, path unusable): neither the study's fault nor the
+    model's. The worker puts the job back in the queue and retries once storage works again."""
+
+    code = "storage.write_failed"
+
+
 class SegWriteError(InputError):
     """The segmentation was computed but no valid DICOM SEG can be made from this series' headers
     (e.g. a SpecificCharacterSet pydicom cannot decode): the input's fault, never the model's."""

@@ -18,7 +18,7 @@ import torch
 
 from medseg import __version__
 from medseg.config import Settings
-from medseg.core.exceptions import MedsegError, SegWriteError
+from medseg.core.exceptions import MedsegError, SegWriteError, StorageError
 from medseg.core.features import study_features
 from medseg.core.io import LoadedStudy, load_study, write_nifti
 from medseg.core.pipeline.segment import SegmentationOutput
@@ -103,13 +103,15 @@ def segment_study(
     report("writing results")
     t = time.perf_counter()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    outputs, seg_out = _write_outputs(study, outcome.output, loaded, out_dir, nifti)
-    timings["write"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - started
-
-    result = _result(study, outcome, loaded, outputs, seg_out, timings)
-    (out_dir / "result.json").write_text(result.model_dump_json(indent=2) + "\n")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        outputs, seg_out = _write_outputs(study, outcome.output, loaded, out_dir, nifti)
+        timings["write"] = time.perf_counter() - t
+        timings["total"] = time.perf_counter() - started
+        result = _result(study, outcome, loaded, outputs, seg_out, timings)
+        (out_dir / "result.json").write_text(result.model_dump_json(indent=2) + "\n")
+    except OSError as exc:
+        raise StorageError(f"results cannot be written under {out_dir.parent} ({exc.strerror or type(exc).__name__})") from None
     return result
 
 
@@ -124,7 +126,7 @@ def _write_outputs(study: LoadedStudy, output: SegmentationOutput, loaded: Loade
                 model_name=manifest.name, model_version=manifest.version, task=manifest.task.title,
                 finding=manifest.task.finding,
             )
-        except MedsegError:
+        except (MedsegError, OSError):
             raise
         except Exception as exc:  # noqa: BLE001 - the mask exists; what fails is the series' headers
             raise SegWriteError(f"no DICOM SEG can be written from this series' headers ({type(exc).__name__}); "

@@ -156,6 +156,17 @@ class JobStore(JobQueries):
             self._event(s, "alert.job_failed", outcome="failure", code=code, reason=message, **ids)
             return job
 
+    def requeue(self, job_id: int, reason: str) -> None:
+        """A running job the worker could not finish for a reason outside the study and the model
+        (the database or the disk) goes back to the queue, to run again once that is fixed."""
+        with self.session() as s, s.begin():
+            moved = s.execute(update(Job).where(Job.id == job_id, Job.state == JobState.RUNNING)
+                              .values(state=JobState.QUEUED, updated_at=utcnow())).rowcount
+            if moved:
+                job = s.get(Job, job_id)
+                self._event(s, "job.requeued", outcome="failure", job_id=job.id, study_uid=job.study_uid,
+                            series_uid=job.series_uid, model=job.model, reason=reason)
+
     def recover(self) -> int:
         """After a restart: jobs that were running go back to the queue. Returns how many."""
         with self.session() as s, s.begin():

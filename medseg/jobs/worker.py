@@ -16,7 +16,7 @@ from typing import Callable
 
 from audit.recorder import Recorder
 from medseg.config import Settings
-from medseg.core.exceptions import MedsegError, ModelError
+from medseg.core.exceptions import MedsegError, ModelError, StorageError
 from medseg.jobs.orm import Job
 from medseg.jobs.store import JobStore
 from medseg.models.registry import Registry, split_ref
@@ -51,6 +51,7 @@ class Worker:
         self._models_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._backoff_s = 0.0  # after a job had to go back to the queue (see _give_back)
 
     def model(self, ref: str) -> LoadedModel:
         with self._models_lock:
@@ -91,7 +92,29 @@ class Worker:
             if job is None:
                 self._stop.wait(self.settings.service.poll_interval_s)
                 continue
-            self.run_job(job)
+            try:
+                self.run_job(job)
+                self._backoff_s = 0.0
+            except Exception as exc:  # noqa: BLE001 - the worker thread must outlive any one job
+                self._give_back(job, exc)
+
+    def _give_back(self, job: Job, exc: Exception) -> None:
+        """An error outside study and model (a full disk, an audit write that fails, the database
+        gone): the job is not lost and the thread does not die. The job goes back to the queue —
+        retried with exponential backoff until that works — and the worker waits before it claims
+        again, so a full disk does not spin."""
+        log.error("job %s: %s outside the study and the model; back to the queue", job.id, type(exc).__name__)
+        self.metrics.job_finished("requeued", None)
+        delay = self.settings.service.poll_interval_s
+        while not self._stop.is_set():
+            try:
+                self.jobs.requeue(job.id, reason=f"{type(exc).__name__} outside the study and the model")
+                break
+            except Exception:  # noqa: BLE001 - still failing (e.g. the disk is still full): wait, retry
+                self._stop.wait(delay)
+                delay = min(delay * 2, 60.0)
+        self._backoff_s = min(max(self._backoff_s * 2, self.settings.service.poll_interval_s), 60.0)
+        self._stop.wait(self._backoff_s)
 
     def run_job(self, job: Job) -> None:
         """Segment with the job's model version; if that version fails on this study (load, checksum,
@@ -113,6 +136,8 @@ class Worker:
                     result = segment_study(self.spool_root / job.study_uid / job.series_uid, out_dir, self.settings,
                                            loaded=loaded, series_uid=job.series_uid, nifti=candidate is not None)
                 break
+            except StorageError:
+                raise  # not this version's fault, nor the study's: the job goes back to the queue (_run)
             except MedsegError as exc:
                 if not isinstance(exc, ModelError):
                     self._failed(job, exc.code, exc.message)
