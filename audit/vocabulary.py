@@ -24,6 +24,7 @@ ACTIONS: dict[str, tuple[str, str, str]] = {
     "study.series_selected": ("series will be segmented (the rule it passed)", "110103", "R"),
     "study.series_not_selected": ("series will not be segmented (rule and reason)", "110103", "R"),
     "study.continuity_wait": ("slice gap: waiting the grace period for late slices", "110103", "R"),
+    "study.series_incomplete": ("instances of a series were refused for lack of resources: held, not segmented (counts)", "110103", "R"),
     "study.series_reopened": ("instances arrived after a job existed: a new revision will supersede it", "110103", "U"),
     "job.queued": ("job created and queued", "110103", "C"),
     "job.started": ("worker claimed the job (attempt)", "110103", "R"),

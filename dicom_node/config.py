@@ -95,6 +95,9 @@ class NodeSettings(_Section):
     quiet_period_s: float = Field(default=10.0, gt=0)
     #: a series with a slice gap waits this much longer for the missing slices before it fails visibly
     continuity_grace_s: float = Field(default=10.0, ge=0)
+    #: a series with instances refused for lack of resources (0xA700) is held this long for the
+    #: sender's retry, then fails visibly (study.incomplete), never segmented partial
+    incomplete_hold_s: float = Field(default=3600.0, gt=0)
     destinations: tuple[DestinationSettings, ...] = ()
     #: where SEGs go: destination names, "@sender" = the destination whose AE title sent the study
     send_to: tuple[str, ...] = ("@sender",)

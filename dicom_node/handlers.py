@@ -67,10 +67,11 @@ def handle_store(event, spool: Spool, assembly: SeriesSink, tally: AssociationTa
     """Store one instance durably, or refuse it with a specific status (README "C-STORE statuses")."""
     calling_ae = event.assoc.requestor.ae_title
     sop_class = str(event.request.AffectedSOPClassUID)
+    ids = None
     try:
-        spool.check_space()
         ds = _dataset(event)
-        study, series, sop = check_instance(ds, event.request)
+        ids = study, series, sop = check_instance(ds, event.request)
+        spool.check_space()  # after the UIDs are known: a refused instance leaves its series incomplete
         _check_pixel_data(ds, event.context.transfer_syntax)
         stored = spool.store(study, series, sop, lambda f: f.write(event.encoded_dataset()))  # as received
         patient = pseudonymize(str(ds.get("PatientID", "") or ""))  # only the keyed hash leaves this line
@@ -82,6 +83,8 @@ def handle_store(event, spool: Spool, assembly: SeriesSink, tally: AssociationTa
         if exc.status == 0xA700:
             record("alert.disk_floor", outcome="failure", actor="system", reason=exc.message,
                    free_mb=spool.free_bytes() // 2**20)
+            if ids is not None:
+                assembly.refused(*ids)
         return exc.status
     except Exception as exc:  # noqa: BLE001 - the error boundary: never into the association thread
         log.error("C-STORE handler failed: %s", type(exc).__name__)  # the type only: messages can quote values

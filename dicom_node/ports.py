@@ -21,6 +21,10 @@ class SeriesSink(Protocol):
                 accession: str = "") -> None:
         """A new instance of this series is on disk (``patient``: keyed hash of its patient ID)."""
 
+    def refused(self, study_uid: str, series_uid: str, sop_uid: str) -> None:
+        """An instance of this series was refused for lack of resources (0xA700): the series is
+        incomplete until it arrives."""
+
 
 class NodeMetrics(Protocol):
     """Counters of the node (they fail open: a metrics error never refuses an instance)."""

@@ -11,6 +11,7 @@ import logging
 import subprocess
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -309,3 +310,38 @@ def test_results_that_cannot_be_written_send_the_job_back_to_the_queue_not_to_th
         results.unlink()
         job = jobs_in(service, "sent")[0]
         assert job.error_code in ("", None) and (results / str(job.id) / "seg.dcm").is_file()
+
+
+def test_a_series_with_instances_refused_for_lack_of_space_is_held_until_they_arrive(tmp_path, study_dir):
+    """Issue 17: half a series acknowledged, the rest refused 0xA700 (disk floor): the half must not
+    become a normal SEG. Held (study.series_incomplete), then the sender's retry completes it and
+    exactly one SEG, over every slice, goes out."""
+    import pydicom
+
+    files = sorted(study_dir.glob("*.dcm"))
+    with storescp(tmp_path / "pacs") as dest_port, running(tmp_path, dest_port) as (service, _):
+        assert storescu(service.dicom_port, files[:12]).returncode == 0
+        service.spool.disk_floor_bytes = 10**15  # the disk is "full" now
+        refused = storescu(service.dicom_port, files[12:])
+        assert "A700" in refused.stdout + refused.stderr or refused.returncode != 0
+        held = wait_for(lambda: events(service.data_dir, "study.series_incomplete"), 30, what="the hold")
+        assert held[0]["refused"] == 1 and held[0]["received"] == 12  # storescu halts at the first refusal
+        time.sleep(2.5)  # more than the quiet period: still nothing queued
+        assert service.jobs.jobs() == []
+        service.spool.disk_floor_bytes = 0  # space again; the PACS retries the whole study
+        assert storescu(service.dicom_port, files).returncode == 0
+        job = jobs_in(service, "sent")[0]
+        assert len(service.jobs.jobs()) == 1 and job.instances == len(files)
+        seg = pydicom.dcmread(job.seg_path, stop_before_pixels=True)
+        assert int(seg.NumberOfFrames) == len(files)
+
+
+def test_a_held_series_whose_refused_instances_never_come_fails_visibly(tmp_path, study_dir):
+    files = sorted(study_dir.glob("*.dcm"))
+    with running(tmp_path, incomplete_hold_s=1.0) as (service, _):
+        assert storescu(service.dicom_port, files[:10]).returncode == 0
+        service.spool.disk_floor_bytes = 10**15
+        storescu(service.dicom_port, files[10:])
+        job = jobs_in(service, "failed")[0]
+        assert job.error_code == "study.incomplete" and "never arrived (10 received)" in job.error
+        assert not job.seg_path

@@ -10,6 +10,11 @@ same rules the segmentation core applies (``medseg.core.io``: selection, then ge
 * not a series we segment (a SEG coming back, a localizer, MR...) -> ``ignored`` with the reason;
 * a geometry problem (a gap in the slices, duplicates...) -> wait ``continuity_grace_s`` more
   for late slices, then queue the job as ``failed`` with the rule that broke: visible, not lost;
+* instances of it refused for lack of resources (0xA700: disk floor, full disk) and not yet
+  received since -> held, not segmented: a partial series must never come back as a normal SEG.
+  ``study.series_incomplete`` says so once; the sender's retry completes it (the quiet period
+  runs again); after ``incomplete_hold_s`` without them the job is created ``failed``
+  (``study.incomplete``), visible, with no SEG;
 * otherwise -> a queued job (superseding earlier jobs of the same series).
 """
 
@@ -17,7 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
@@ -49,6 +54,9 @@ class _Pending:
     last_arrival: float
     received: int = 0
     grace_until: float | None = None  # set when a geometry check failed once
+    #: SOP instance UIDs refused (0xA700) and not received since; held_since: when the hold began
+    refused: set = field(default_factory=set)
+    held_since: float | None = None
 
 
 class Assembly(Ticker):
@@ -77,6 +85,39 @@ class Assembly(Ticker):
             entry.last_arrival = self.clock()
             entry.received += 1
             entry.grace_until = None
+
+    def refused(self, study_uid: str, series_uid: str, sop_uid: str) -> None:
+        """The node refused this instance for lack of resources: hold the series until it arrives."""
+        with self._lock:
+            entry = self._pending.get((study_uid, series_uid))
+            if entry is None:  # nothing of the series stored yet: nothing that could be segmented
+                return
+            entry.refused.add(sop_uid)
+            entry.last_arrival = self.clock()
+
+    def _still_missing(self, key: tuple[str, str], entry: _Pending, files: list) -> bool:
+        """True while refused instances have not arrived since (the series is held)."""
+        with self._lock:
+            entry.refused -= {Path(f).stem for f in files}
+            missing = len(entry.refused)
+            first_hold = missing and entry.held_since is None
+            if first_hold:
+                entry.held_since = self.clock()
+            expired = missing and self.clock() - entry.held_since >= self.settings.node.incomplete_hold_s
+        if first_hold:
+            self.record("study.series_incomplete", outcome="failure", study_uid=key[0], series_uid=key[1],
+                        refused=missing, received=len(files), hold_s=self.settings.node.incomplete_hold_s)
+        if expired:
+            with self._lock:
+                if self._pending.get(key) is not entry:
+                    return True
+                del self._pending[key]
+                self.jobs.complete_series(*key, self.model_ref(), len(files), failed=(
+                    "study.incomplete", f"{missing} instance(s) refused for lack of resources never arrived "
+                    f"({len(files)} received): a partial series is not segmented"),
+                    quiet_period_s=self.settings.node.quiet_period_s)
+            return True
+        return bool(missing)
 
     def pending(self) -> int:
         with self._lock:
@@ -132,6 +173,8 @@ class Assembly(Ticker):
     def _complete(self, key: tuple[str, str], entry: _Pending) -> None:
         study_uid, series_uid = key
         files = self.spool.instances(study_uid, series_uid)
+        if entry.refused and self._still_missing(key, entry, files):
+            return
         ignored, failed = "", None
         try:
             scan = scan_folder(self.spool.path_for(study_uid, series_uid))
