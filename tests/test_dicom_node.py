@@ -319,9 +319,11 @@ def test_a_series_with_instances_refused_for_lack_of_space_is_held_until_they_ar
     import pydicom
 
     files = sorted(study_dir.glob("*.dcm"))
-    with storescp(tmp_path / "pacs") as dest_port, running(tmp_path, dest_port) as (service, _):
+    with storescp(tmp_path / "pacs") as dest_port, running(tmp_path, dest_port) as (service, client):
         assert storescu(service.dicom_port, files[:12]).returncode == 0
         service.spool.disk_floor_bytes = 10**15  # the disk is "full" now
+        ready = client.get("/ready")  # a load balancer stops sending here while it refuses everything
+        assert ready.status_code == 503 and ready.json()["checks"]["spool_space"] is False
         refused = storescu(service.dicom_port, files[12:])
         assert "A700" in refused.stdout + refused.stderr or refused.returncode != 0
         held = wait_for(lambda: events(service.data_dir, "study.series_incomplete"), 30, what="the hold")
@@ -329,6 +331,8 @@ def test_a_series_with_instances_refused_for_lack_of_space_is_held_until_they_ar
         time.sleep(2.5)  # more than the quiet period: still nothing queued
         assert service.jobs.jobs() == []
         service.spool.disk_floor_bytes = 0  # space again; the PACS retries the whole study
+        assert client.get("/ready").json()["checks"] == {"scp_listening": True, "database": True, "model_loaded": True,
+                                                          "workers_running": True, "spool_space": True}
         assert storescu(service.dicom_port, files).returncode == 0
         job = jobs_in(service, "sent")[0]
         assert len(service.jobs.jobs()) == 1 and job.instances == len(files)

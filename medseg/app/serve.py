@@ -90,8 +90,18 @@ class Service:
 
     def readiness(self) -> dict:
         checks = {"scp_listening": self.node.listening, "database": _db_ok(self.jobs),
-                  "model_loaded": self.worker.has_model(self.active_model())}
+                  "model_loaded": self.worker.has_model(self.active_model()), "workers_running": self.worker.alive(),
+                  "spool_space": _space_ok(self.spool)}
         return {"ready": all(checks.values()), "checks": checks, "model_error": self.model_error}
+
+
+def _space_ok(spool: Spool) -> bool:
+    """Free space under the spool above the floor: below it every C-STORE is refused (0xA700)."""
+    try:
+        spool.check_space()
+        return True
+    except Exception:  # noqa: BLE001 - readiness reports, it does not raise
+        return False
 
 
 def _db_ok(jobs: JobStore) -> bool:

@@ -77,6 +77,10 @@ class Worker:
             thread.start()
             self._threads.append(thread)
 
+    def alive(self) -> bool:
+        """Every worker thread runs (readiness)."""
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+
     def stop(self) -> None:
         self._stop.set()
         for thread in self._threads:
