@@ -42,6 +42,7 @@ ACTIONS: dict[str, tuple[str, str, str]] = {
     "model.promoted": ("a model version became active (actor, reason, gate result)", "110100", "U"),
     "model.rolled_back": ("the active version was rolled back (actor, reason)", "110100", "U"),
     "model.gate_failed": ("a promotion or rollback was refused by the gate (reason)", "110100", "E"),
+    "model.reference_recorded": ("a version's gate reference was recorded (who, mask sha256, agreement with the phantom's truth)", "110100", "U"),
     "model.breach_override": ("a version breaching an SLO on its own reviews was promoted on an explicit override (reason)", "110100", "U"),
     "alert.model_fallback": ("alert: a study needed the previous model version", "110113", "E"),
     "seg.created": ("SEG written (SOP/series UID, lesion count)", "110103", "C"),

@@ -36,9 +36,11 @@ from tests.test_dicom_node import running
 from tests.test_drift_alerts import webhook
 
 pytestmark = pytest.mark.model
-#: the shipped default (good) and the same weights with the window shifted (bad)
+#: the shipped default (good) and the same weights with the HU window shifted by 50 (bad): it still
+#: finds the reference phantom's tumors (Dice 0.35), so its gate reference agrees with the truth and
+#: it is promoted, but it misses the tumors of these studies (606, reviewed last, it finds)
 GOOD, BAD = PHANTOM_MODEL.rsplit("/", 1)[1], "9.0.0"
-GOOD_SEEDS, BAD_SEEDS, AFTER_SEED = (604, 610), (600, 601, 605, 606, 607, 608, 609), 611
+GOOD_SEEDS, BAD_SEEDS, AFTER_SEED = (604, 610), (600, 601, 605, 607, 608, 609, 606), 611
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +51,7 @@ def models_root(tmp_path_factory) -> Path:
     shutil.copytree(SHIPPED_MODEL, bad)
     manifest = json.loads((bad / "manifest.json").read_text())
     manifest["version"] = BAD
-    manifest["input"]["window_hu"] = [w + 300 for w in manifest["input"]["window_hu"]]
+    manifest["input"]["window_hu"] = [w + 50 for w in manifest["input"]["window_hu"]]
     (bad / "manifest.json").write_text(json.dumps(manifest, indent=2))
     gate.make_reference(bad)
     return root.parent

@@ -285,3 +285,39 @@ def test_the_model_identity_covers_the_manifest_as_well_as_the_weights(tmp_path)
     promoted = events(tmp_path / "data", "model.promoted")
     assert [(e["model"], e["model_sha256"], e["manifest_sha256"]) for e in promoted][-1] == \
         ("ct-phantom:1.1.1", b.weights.sha256, b.manifest_sha256())
+
+
+def test_the_gate_cannot_be_talked_round_with_an_empty_reference(tmp_path, store):
+    """Issue 16: a version that finds none of the reference phantom's tumors cannot record a
+    reference (refused and audited, CLI and API); only the ml-engineer may record one; a version
+    that agrees with the truth is recorded with how well, and promoted by the same role."""
+    from fastapi.testclient import TestClient
+
+    blind = _derive(store / "ct-phantom", "1.2.0", manifest=lambda d: d["input"].update(
+        window_hu=[w + 300 for w in d["input"]["window_hu"]]))
+    refused = _cli(tmp_path, store, "reference", blind)
+    assert refused.returncode == 2 and "[registry.reference_disagrees]" in refused.stderr
+    assert "0 of 3 tumors found" in refused.stderr
+    # nothing written: the version keeps the reference it was copied with (1.1.0's)
+    assert ModelManifest.load(store / "ct-phantom" / blind).reference == ModelManifest.load(store / "ct-phantom" / "1.1.0").reference
+    failed = events(tmp_path / "data", "model.gate_failed")
+    assert failed[-1]["reason_code"] == "registry.reference_disagrees" and failed[-1]["actor"].startswith("cli:")
+
+    good = _derive(store / "ct-phantom", "1.2.1")
+    service, app = _service(tmp_path, store, free_port())
+    with TestClient(app) as client:
+        viewer = {"Authorization": f"Bearer {service.tokens.create('wall', ['viewer'], actor='t')[0]}"}
+        engineer = {"Authorization": f"Bearer {service.tokens.create('on-call', ['ml-engineer'], actor='t')[0]}"}
+        assert client.post(f"/models/ct-phantom/{good}/reference", headers=viewer).status_code == 403
+        r = client.post(f"/models/ct-phantom/{blind}/reference", headers=engineer)
+        assert r.status_code == 409 and "reference_disagrees" in r.json()["detail"]
+        r = client.post(f"/models/ct-phantom/{good}/reference", headers=engineer)
+        assert r.status_code == 200, r.text
+        assert r.json()["truth_dice"] > 0.3 and r.json()["truth_lesions_found"].split("/")[1] == "3"
+        recorded = events(service.data_dir, "model.reference_recorded")
+        assert recorded[-1]["actor"] == "token:on-call" and recorded[-1]["truth_dice"] == r.json()["truth_dice"]
+        r = client.post(f"/models/ct-phantom/{good}/promote", json={"reason": "validated"}, headers=engineer)
+        assert r.status_code == 200 and r.json()["active"] == good and r.json()["previous"] == "1.1.0"
+        assert service.registry.history("ct-phantom")[-1].actor == "token:on-call"
+        assert client.post(f"/models/ct-phantom/{good}/promote", json={"reason": "again"},
+                           headers=engineer).status_code == 409  # already active

@@ -49,6 +49,21 @@ def check_gate(registry: Registry, audit, model: str, version: str, actor: str) 
     return result
 
 
+def record_reference(registry: Registry, audit, model: str, version: str, *, actor: str):
+    """``medseg models reference`` and ``POST /models/{name}/{version}/reference``: audited either way."""
+    if version not in registry.versions(model):
+        raise RegistryError(f"{model}/{version} is not in the model store", code="registry.unknown_version")
+    try:
+        ref = gate.make_reference(Path(registry.models_root) / model / version)
+    except RegistryError as exc:
+        audit("model.gate_failed", outcome="failure", actor=actor, model=f"{model}:{version}", reason=exc.message,
+              code=exc.code)
+        raise
+    audit("model.reference_recorded", actor=actor, model=f"{model}:{version}", mask_sha256=ref.mask_sha256,
+          truth_dice=ref.truth_dice, truth_lesions_found=ref.truth_lesions_found)
+    return ref
+
+
 def promote(registry: Registry, audit, model: str, version: str, *, actor: str, reason: str, monitor=None,
             override_breach: str | None = None) -> tuple[str, str, dict]:
     """``monitor`` (a QualityMonitor): refuse a version whose reviews breach an SLO, unless ``override_breach``."""

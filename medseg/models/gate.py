@@ -2,7 +2,10 @@
 and reproduces its own reference result on a fixed phantom (Dice >= the manifest's min_dice).
 
 ``make_reference`` records that reference once per version (``medseg models reference V``):
-the fixed phantom is regenerated from its seed, so only the mask is stored.
+the fixed phantom is regenerated from its seed, so only the mask is stored. A lesion model's
+reference must agree with the phantom's truth — find at least one of its tumors — or it is
+refused (``registry.reference_disagrees``): a version that finds nothing would otherwise record
+an empty reference and "reproduce" it at every promotion.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.core.exceptions import MedsegError
+from medseg.core.exceptions import MedsegError, RegistryError
 from medseg.models.manifest import ModelManifest, ReferenceSpec
 
 REFERENCE_SEED = 4242
@@ -48,17 +51,30 @@ def _segment(model_dir: Path, ref: ReferenceSpec | None = None) -> np.ndarray:
 
 
 def make_reference(model_dir: Path) -> ReferenceSpec:
-    """Run the version on the fixed phantom and record the mask as its reference result."""
+    """Run the version on the fixed phantom and record the mask as its reference result
+    (refused, nothing written, when a lesion model's mask finds none of the phantom's tumors)."""
     from medseg.core.io.nifti import write_nifti
+    from medseg.core.scoring import evaluate_case
 
     model_dir = Path(model_dir)
+    manifest = ModelManifest.load(model_dir)
     phantom = _phantom()
     mask = _segment(model_dir)
+    truth_dice = found = None
+    if manifest.task.finding == "lesion":
+        case = evaluate_case(mask, phantom.truth.array, phantom.image.voxel_volume_ml)
+        hits = sum(hit for _, hit in case.reference_lesions)
+        truth_dice, found = round(case.dice, 4), f"{hits}/{len(case.reference_lesions)}"
+        if case.reference_lesions and hits == 0:
+            raise RegistryError(
+                f"{manifest.name}/{manifest.version}: its result on the reference phantom disagrees with the phantom's "
+                f"truth (0 of {len(case.reference_lesions)} tumors found, {int((mask > 0).sum())} voxels called, "
+                f"Dice {case.dice:.4f}); not recorded as a reference", code="registry.reference_disagrees")
     write_nifti(phantom.truth.with_array(mask.astype(np.uint8)), model_dir / REFERENCE_FILE, dtype=np.uint8)
     ref = ReferenceSpec(phantom_seed=REFERENCE_SEED, shape_krc=REFERENCE_SHAPE, spacing_krc_mm=REFERENCE_SPACING,
                         n_tumors=REFERENCE_TUMORS, mask_file=REFERENCE_FILE,
-                        mask_sha256=hashlib.sha256((model_dir / REFERENCE_FILE).read_bytes()).hexdigest())
-    manifest = ModelManifest.load(model_dir)
+                        mask_sha256=hashlib.sha256((model_dir / REFERENCE_FILE).read_bytes()).hexdigest(),
+                        truth_dice=truth_dice, truth_lesions_found=found)
     manifest.model_copy(update={"reference": ref}).dump(model_dir)
     return ref
 

@@ -137,6 +137,10 @@ class ReferenceSpec(_Frozen):
     mask_file: str  # uint8 NIfTI in the model folder
     mask_sha256: str
     min_dice: float = Field(default=0.99, gt=0, le=1)
+    #: how the reference agrees with the phantom's truth when it was recorded (lesion models:
+    #: Dice and tumors found; None for a structure model, whose truth the phantom does not hold)
+    truth_dice: float | None = None
+    truth_lesions_found: str | None = None
 
     @field_validator("mask_file")
     @classmethod

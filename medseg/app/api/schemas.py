@@ -87,6 +87,20 @@ class RollbackReport(_Out):
     reprocessed: list[Row]
 
 
+class Reference(_Out):
+    phantom_seed: int
+    mask_sha256: str
+    truth_dice: float | None
+    truth_lesions_found: str | None
+
+
+class Promotion(_Out):
+    name: str
+    previous: str
+    active: str
+    gate: Row
+
+
 class ReviewOutcome(_Out):
     review: Row
     slos: list[Row]

@@ -108,14 +108,16 @@ def rollback(reason: str = typer.Option(..., help="why (recorded)"),
 @models_app.command()
 def reference(version: str = typer.Argument(...), name: Optional[str] = NameOpt,
               config: Optional[Path] = ConfigOpt) -> None:
-    """Record a version's result on the fixed phantom as the reference its promotions must reproduce."""
-    from medseg.models import gate
+    """Record a version's result on the fixed phantom as the reference its promotions must reproduce
+    (refused when a lesion model finds none of the phantom's tumors; audited either way)."""
+    from medseg.app import operations as model_ops
 
     ctx = open_context(config)
-    settings = ctx.settings
     model = model_name(ctx, name)
-    ref = gate.make_reference(settings.models_root / model / version)
-    print(f"{model}/{version}: reference recorded ({ref.mask_file}, sha256 {ref.mask_sha256[:12]}...)")
+    ref = model_ops.record_reference(ctx.registry, ctx.auditor, model, version, actor=cli_actor())
+    truth = f"; against the phantom's truth: Dice {ref.truth_dice:.4f}, tumors found {ref.truth_lesions_found}" \
+        if ref.truth_dice is not None else ""
+    print(f"{model}/{version}: reference recorded ({ref.mask_file}, sha256 {ref.mask_sha256[:12]}...){truth}")
 
 
 @models_app.command("import-bundle")
