@@ -44,6 +44,7 @@ class AppContext:
         alerts = AlertManager(store, self.settings.monitoring, self.auditor)
         monitor = QualityMonitor(store, self.settings.monitoring, alerts)
         monitor.fallback = slo_fallback(self.registry, self.jobs, self.auditor, monitor.slo_status, alerts)
+        monitor.is_active = lambda ref: self.registry.active(ref.split("/")[0]) == ref.split("/")[-1]
         return monitor
 
     @property

@@ -23,8 +23,12 @@ Fallback = Callable[[str, slo.SLOStatus, int], str]
 
 class QualityMonitor:
     def __init__(self, store: MonitoringStore, settings: MonitoringSettings, alerts: AlertManager,
-                 fallback: Fallback | None = None) -> None:
+                 fallback: Fallback | None = None, is_active: Callable[[str], bool] | None = None) -> None:
         self.store, self.settings, self.alerts, self.fallback = store, settings, alerts, fallback
+        #: (name/version) -> whether it serves now; a version that does not (rolled back, never
+        #: promoted) opens no SLO alert: its breach is in the SLO status and metrics, but it pages
+        #: nobody until it serves again (then its next breach opens a new episode)
+        self.is_active = is_active or (lambda model: True)
 
     def slo_status(self, model: str, now: dt.datetime | None = None) -> tuple[list, list[slo.SLOStatus]]:
         """(long window, status per SLO) of one model version (name/version)."""
@@ -35,6 +39,8 @@ class QualityMonitor:
     def check_slos(self, model: str) -> list[slo.SLOStatus]:
         long, statuses = self.slo_status(model)
         for status in statuses:
+            if status.breached and not self.is_active(model):
+                continue
             if status.breached:
                 evidence = {**status.as_dict(), "review_ids": [r.id for r in long]}
                 acts = status.policy == "fallback" and self.fallback is not None
