@@ -242,3 +242,26 @@ def test_a_real_ct_run_without_its_validation_cases_is_refused(tmp_path, capsys)
          "--sts-validation", "--full-fov-dir", _stand_in(tmp_path / "fov"), "--full-fov-fraction", "0.4",
          "--iterations", "2"], capsys)
     assert code == 2 and "[train.no_validation_cases]" in err and ", ".join(STS_VALIDATION) in err
+
+
+def test_restored_second_moments_keep_their_tiny_values_and_never_fall_below_the_squared_mean(tmp_path):
+    """float16 flushed second moments under 6e-8 to 0, and every resume then took a step of m/1e-8
+    on those weights; bfloat16 keeps them, and v >= m**2 repairs a checkpoint written before."""
+    from medseg.training.checkpoint import read_checkpoint, restore, save_checkpoint
+
+    net = torch.nn.Linear(4, 1)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    net(torch.rand(2, 4)).sum().backward()
+    optimizer.step()
+    weight = optimizer.state[net.weight]
+    weight["exp_avg"].copy_(torch.tensor([[1e-4, 2e-4, -1e-4, 0.0]]))
+    weight["exp_avg_sq"].copy_(torch.tensor([[1e-9, 5e-8, 0.0, 0.0]]))  # the third: as float16 left it
+    save_checkpoint(tmp_path, net, optimizer, iteration=1, train_seconds=1.0, rng=np.random.default_rng(0),
+                    config={}, losses=[])
+    copy = torch.nn.Linear(4, 1)
+    other = torch.optim.AdamW(copy.parameters(), lr=1e-3)
+    restore(read_checkpoint(tmp_path), copy, other, np.random.default_rng(0))
+    v = other.state_dict()["state"][0]["exp_avg_sq"][0]
+    assert v[0] == pytest.approx(1e-8, rel=0.01)  # max(1e-9, (1e-4)**2): the bound
+    assert v[1] == pytest.approx(max(5e-8, 4e-8), rel=0.01)  # kept (float16 would have made it 0)
+    assert v[2] == pytest.approx(1e-8, rel=0.01) and v[3] == 0.0
