@@ -20,7 +20,6 @@ from medseg.app.metrics import MonitoringCollector, ServiceMetrics
 from medseg.config import Settings
 from medseg.jobs.assembly import Assembly
 from medseg.jobs.delivery import DeliveryLoop
-from medseg.jobs.store import JobStore
 from medseg.jobs.worker import Worker, WorkerHooks
 from medseg.quality.alerts import WebhookLoop
 from medseg.quality.intake import ReviewIntake
@@ -89,24 +88,17 @@ class Service:
         self.engine.dispose()
 
     def readiness(self) -> dict:
-        checks = {"scp_listening": self.node.listening, "database": _db_ok(self.jobs),
+        # the database answers; free space under the spool is above the floor (below it every
+        # C-STORE is refused with 0xA700)
+        checks = {"scp_listening": self.node.listening, "database": _passes(self.jobs.queue_depth),
                   "model_loaded": self.worker.has_model(self.active_model()), "workers_running": self.worker.alive(),
-                  "spool_space": _space_ok(self.spool)}
+                  "spool_space": _passes(self.spool.check_space)}
         return {"ready": all(checks.values()), "checks": checks, "model_error": self.model_error}
 
 
-def _space_ok(spool: Spool) -> bool:
-    """Free space under the spool above the floor: below it every C-STORE is refused (0xA700)."""
+def _passes(check) -> bool:
     try:
-        spool.check_space()
-        return True
-    except Exception:  # noqa: BLE001 - readiness reports, it does not raise
-        return False
-
-
-def _db_ok(jobs: JobStore) -> bool:
-    try:
-        jobs.queue_depth()
+        check()
         return True
     except Exception:  # noqa: BLE001 - readiness reports, it does not raise
         return False
