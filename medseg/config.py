@@ -15,15 +15,16 @@ import tomllib
 from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
+from typing import get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from dicom_node.config import DestinationSettings, NodeSettings, TLSSettings
 from medseg.core.exceptions import ConfigError
 from medseg.core.io import GeometryTolerances, SelectionRules
 
-__all__ = ["DestinationSettings", "MonitoringSettings", "NodeSettings", "Settings", "SLOSettings", "TLSSettings",
+__all__ = ["DestinationSettings", "LoggingSettings", "MonitoringSettings", "NodeSettings", "Settings", "SLOSettings", "TLSSettings",
            "get_settings", "load_settings"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -40,11 +41,18 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def default_data_dir() -> Path:
+    """Where state lives when nothing says otherwise: the XDG data folder of the user running medseg
+    (a hospital install sets [service] data_dir, e.g. /var/lib/medseg)."""
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "medseg"
+
+
 class ServiceSettings(_Section):
     """`medseg serve`: where state lives and the HTTP API."""
 
-    #: data directory: spool/, results/ and (by default) the SQLite database
-    data_dir: Path = Path("medseg-data")
+    #: data directory: spool/, results/, keys and (by default) the SQLite database. Default: the
+    #: user's data folder ($XDG_DATA_HOME/medseg, else ~/.local/share/medseg), never the current one
+    data_dir: Path = Field(default_factory=lambda: default_data_dir())
     #: SQLAlchemy URL; empty = SQLite (WAL) at <data_dir>/medseg.db
     database_url: str = ""
     #: the HTTP API binds to loopback by default; beyond it only with [auth] enabled
@@ -103,6 +111,24 @@ class AuditSettings(_Section):
     chain_key_file: Path | None = None
     #: also send each anchor to syslog: "host:port" (UDP) or a socket path such as "/dev/log"; empty = none
     syslog_address: str = ""
+
+
+class LoggingSettings(_Section):
+    """The operator's log (medseg.app.logs): one line per audited event, plus warnings and errors.
+    Never patient data: event lines carry whitelisted, non-identifying fields only."""
+
+    #: DEBUG, INFO, WARNING or ERROR. `medseg serve` logs at this level; the other commands log
+    #: warnings and errors only (their results go to stdout)
+    level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    #: text (one human-readable line per record) or json (one JSON object per line, for a collector)
+    format: str = Field(default="text", pattern=r"^(text|json)$")
+    #: log file (reopened when logrotate moves it); empty = standard error
+    file: Path | None = None
+
+    @field_validator("file", mode="before")
+    @classmethod
+    def _empty_is_stderr(cls, v):
+        return None if v == "" else v
 
 
 class OidcSettings(_Section):
@@ -226,10 +252,11 @@ class Settings(BaseSettings):
     #: torch CPU threads; 0 = all cores
     cpu_threads: int = Field(default=0, ge=0)
     node: NodeSettings = NodeSettings()
-    service: ServiceSettings = ServiceSettings()
+    service: ServiceSettings = Field(default_factory=ServiceSettings)  # (data_dir: read at load, not import)
     audit: AuditSettings = AuditSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     auth: AuthSettings = AuthSettings()
+    logging: LoggingSettings = LoggingSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -240,7 +267,7 @@ class Settings(BaseSettings):
         path = _config_file.get() or os.environ.get(CONFIG_ENV)
         sources = [init_settings, env_settings]
         if path:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(path)))
+            sources.append(InitSettingsSource(settings_cls, init_kwargs=read_toml(Path(path), settings_cls)))
         return tuple(sources)
 
     @field_validator("default_model")
@@ -266,6 +293,36 @@ class Settings(BaseSettings):
         if candidate.is_dir():
             return candidate
         return self.models_root / ref
+
+
+def read_toml(path: Path, model: type[BaseModel]) -> dict:
+    """A configuration file's values, its relative paths made relative to **the file's folder**
+    (as nginx's includes and docker compose do), so that a command means the same data dir,
+    keys and certificates from whatever directory it runs. Paths from the environment and the
+    command line keep the usual meaning (relative to the current directory)."""
+    with open(path, "rb") as f:
+        data = tomllib.load(f)
+    return _rebase(data, model, path.resolve().parent)
+
+
+def _rebase(data: dict, model: type[BaseModel], base: Path) -> dict:
+    out = dict(data)
+    for key, value in data.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            continue  # extra="forbid" names it
+        kinds = [a for a in (get_args(field.annotation) or (field.annotation,)) if a is not type(None)]
+        inner = next((k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)), None)
+        if inner is None:  # tuple[Model, ...] (destinations, SLOs)
+            inner = next((a for k in kinds for a in get_args(k) if isinstance(a, type) and issubclass(a, BaseModel)),
+                         None)
+        if Path in kinds and isinstance(value, str) and value and not Path(value).is_absolute():
+            out[key] = os.path.normpath(base / value)
+        elif inner is not None and isinstance(value, dict):
+            out[key] = _rebase(value, inner, base)
+        elif inner is not None and isinstance(value, list):
+            out[key] = [_rebase(v, inner, base) if isinstance(v, dict) else v for v in value]
+    return out
 
 
 @lru_cache

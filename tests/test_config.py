@@ -1,5 +1,7 @@
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -95,3 +97,40 @@ def test_serve_with_a_bad_config_is_one_line_and_exit_2(tmp_path, text, expected
     config.write_text(text)
     r = subprocess.run([sys.executable, "-m", "medseg", "serve", "--config", str(config)], capture_output=True, text=True)
     assert r.returncode == 2 and expected in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_relative_paths_in_a_file_are_relative_to_the_file_not_the_cwd(tmp_path, monkeypatch):
+    from medseg.config import load_settings
+
+    (tmp_path / "etc").mkdir()
+    config = tmp_path / "etc" / "medseg.toml"
+    config.write_text('models_root = "../models"\n[service]\ndata_dir = "../var/medseg"\n'
+                      '[logging]\nfile = "/var/log/medseg.log"\n'
+                      '[audit]\nchain_key_file = "keys/chain.key"\n'
+                      '[[node.destinations]]\nname = "pacs"\nae_title = "PACS"\nhost = "127.0.0.1"\nport = 104\n')
+    for cwd in (tmp_path, tmp_path / "etc", REPO_ROOT):
+        monkeypatch.chdir(cwd)
+        s = load_settings(config)
+        assert s.service.data_dir == tmp_path / "var" / "medseg" and s.models_root == tmp_path / "models"
+        assert s.audit.chain_key_file == tmp_path / "etc" / "keys" / "chain.key"
+        assert s.logging.file == Path("/var/log/medseg.log") and s.node.destinations[0].port == 104
+    monkeypatch.setenv("MEDSEG_SERVICE__DATA_DIR", "here")  # the environment's paths: the cwd's, as usual
+    assert load_settings(config).service.data_dir == Path("here")
+
+
+def test_default_data_dir_is_the_users_data_folder_not_the_cwd(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert Settings().service.data_dir == tmp_path / "xdg" / "medseg"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    assert Settings().service.data_dir == Path.home() / ".local" / "share" / "medseg"
+
+
+@pytest.mark.parametrize("command", [["monitor", "report"], ["models", "list"], ["review", "worklist"],
+                                     ["audit", "verify"], ["tokens", "list"]])
+def test_reading_commands_refuse_a_missing_data_dir_and_create_nothing(tmp_path, command):
+    missing = tmp_path / "nowhere"
+    r = subprocess.run([sys.executable, "-m", "medseg", *command], capture_output=True, text=True, cwd=tmp_path,
+                       env={**os.environ, "MEDSEG_SERVICE__DATA_DIR": str(missing)})
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert f"no medseg data at {missing}/medseg.db" in r.stderr and "[config.no_data]" in r.stderr
+    assert list(tmp_path.iterdir()) == []

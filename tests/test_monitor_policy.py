@@ -92,6 +92,11 @@ def test_report_cli_table_json_png_and_bad_since(env, tmp_path):
     assert [m["model"] for m in data["models"]] == ["ct-phantom/1.0.0"]
     assert data["models"][0]["last_reviews"]["reviews"] == data["models"][0]["last_days"]["reviews"] == 2
     assert data["models"][0]["period"]["reviews"] == 2 and data["models"][0]["window"]["fn_rate_mean"]["value"] == 0.3
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    quiet = subprocess.run([sys.executable, "-m", "medseg", "monitor", "report", "--format", "json"], cwd=elsewhere,
+                           capture_output=True, text=True, env={**os.environ, "MEDSEG_SERVICE__DATA_DIR": str(tmp_path)})
+    assert quiet.returncode == 0 and list(elsewhere.iterdir()) == []  # no --png: no file, in the cwd or anywhere
     bad = run("--since", "last tuesday")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "monitor.invalid_since" in bad.stderr
 

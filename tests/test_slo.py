@@ -36,6 +36,21 @@ def test_mean_interval_is_students_t():
     assert (e.low, e.high, e.n) == (pytest.approx(lo), pytest.approx(hi), 5)
 
 
+def test_mean_interval_is_clipped_to_the_metric_range():
+    # the case: n = 2 Dice reviews gave [-5.3, 6.4]; n = 2 FN rates a lower bound of -0.67
+    dice = slo.mean_ci([0.2, 0.9], 0.95)
+    lo, hi = stats.t.interval(0.95, 1, loc=0.55, scale=stats.sem([0.2, 0.9]))
+    assert lo < 0 and hi > 1  # what the raw t interval says
+    assert (dice.low, dice.high) == (0.0, 1.0) and dice.value == pytest.approx(0.55)
+    fn = slo.mean_ci([0.0, 0.3], 0.95)
+    assert fn.low == 0.0 and 0.3 < fn.high <= 1.0
+    for reviews in ([review(fn=0.05, dice=0.2), review(fn=0.3, dice=0.9)], [review(dice=0.95)] * 3):
+        summary = slo.window_summary(reviews, 0.95)
+        for key in ("dice_mean", "fn_rate_mean", "lesion_sensitivity"):
+            e = summary[key]
+            assert e["low"] is None or 0.0 <= e["low"] <= e["value"] <= e["high"] <= 1.0, (key, e)
+
+
 def test_proportion_interval_is_wilson():
     e = slo.proportion_ci(18, 20, 0.95)
     # Wilson score interval by its formula

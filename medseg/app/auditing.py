@@ -7,7 +7,8 @@ state change and its event commit together). A failed write raises: audit fails 
 Every ``anchor_every`` events, and at each start and stop of the service, the head (sequence,
 hash) is appended to the anchors file, the log and, if configured, a syslog host — each anchor
 sealed with the chain key and chained to the one before (audit.verify), so that truncating the
-tail, or rewriting the anchors, is detectable (``medseg audit verify``).
+tail, or rewriting the anchors, is detectable (``medseg audit verify``). Every event is also one
+log line (``medseg.app.logs.event_line``: whitelisted fields, no patient or study identifiers).
 
 Two keys, each 32 random bytes in a file (mode 0600) outside the database, created on first use:
 the **chain key** (``[audit] chain_key_file``, default ``<data_dir>/audit-chain.key``) seals
@@ -29,6 +30,7 @@ from pathlib import Path
 from audit import AuditEvent, AuditLog
 from audit.schemas import pseudonymize
 from audit.verify import anchor_seal, read_anchors
+from medseg.app.logs import event_line
 from medseg.core.exceptions import MedsegError
 
 log = logging.getLogger("medseg.audit")
@@ -65,6 +67,7 @@ class Auditor:
                 details[key] = value
         event = AuditEvent(action=action, outcome=outcome, actor=actor or "unknown", details=details, **columns)
         stored = self.log.append(event, connection=connection)
+        log.log(*event_line(stored))  # (inside a caller's transaction: logged before it commits)
         if connection is None and stored.seq - self._anchored_seq >= self.anchor_every:
             self.anchor()  # (events inside a caller's transaction are anchored by the next one after it)
         return stored

@@ -40,6 +40,12 @@ class AlertManager:
             return s.scalar(select(Alert).where(Alert.kind == kind, Alert.name == name, Alert.model == model,
                                                 Alert.state == AlertState.FIRING))
 
+    def latest(self, kind: str, name: str, model: str) -> Alert | None:
+        """The newest alert of (kind, name, model), firing or not (a fallback closes its own alert)."""
+        with self.store.session() as s:
+            return s.scalar(select(Alert).where(Alert.kind == kind, Alert.name == name, Alert.model == model)
+                            .order_by(Alert.id.desc()).limit(1))
+
     def fire(self, kind: str, name: str, model: str, evidence: dict, policy: str = "alert",
              hold_webhook: bool = False) -> Alert | None:
         """Open an alert; None if one is already firing for (kind, name, model) (then ``evidence`` is kept

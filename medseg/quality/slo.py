@@ -5,7 +5,11 @@ Windows per model version: the **long window** is the last ``window_reviews`` re
 
 Intervals (``confidence``, default 95 %):
 
-* means of per-review numbers (Dice, voxel FN rate): Student's t interval, ``mean +- t * s / sqrt(n)``;
+* means of per-review numbers (Dice, voxel FN rate): Student's t interval, ``mean +- t * s / sqrt(n)``,
+  clipped to the metric's range [0, 1] (for n = 2 the raw t interval of Dice 0.2 and 0.9 is
+  [-4.0, 5.1]; a Dice below 0 or above 1 means nothing). Clipping moves no SLO decision: a floor
+  objective in (0, 1) is breached when the *upper* end is below it, a ceiling when the *lower* end is
+  above it, and neither end crosses the objective by being clipped to 0 or 1;
 * lesion sensitivity: lesions pooled over the window's reviews, Wilson score interval
   (``scipy.stats.binomtest(...).proportion_ci``). Lesions of one study are not independent, so this
   interval is somewhat optimistic; the minimum-review rule below guards against small windows.
@@ -49,14 +53,16 @@ class Estimate:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
-def mean_ci(values: list[float], confidence: float) -> Estimate:
+def mean_ci(values: list[float], confidence: float, bounds: tuple[float, float] = (0.0, 1.0)) -> Estimate:
+    """Mean and Student's t interval, clipped to ``bounds`` (the metric's range)."""
     if not values:
         return Estimate(None, None, None, 0)
     mean = statistics.fmean(values)
     if len(values) < 2:
         return Estimate(mean, None, None, 1)
     half = stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-    return Estimate(mean, mean - half, mean + half, len(values))
+    lo, hi = bounds
+    return Estimate(mean, max(lo, mean - half), min(hi, mean + half), len(values))
 
 
 def proportion_ci(successes: int, trials: int, confidence: float) -> Estimate:

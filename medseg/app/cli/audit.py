@@ -25,15 +25,10 @@ COLUMNS = ("seq", "ts", "action", "outcome", "actor", "study_uid", "job_id", "mo
 
 def _open(config: Optional[Path]):
     """The audit trail of an existing service: refuses to create an empty one where none is."""
+    from medseg.app.cli.common import command_settings
     from medseg.app.context import build_context
-    from medseg.config import load_settings
-    from medseg.core.exceptions import ConfigError
 
-    settings = load_settings(config)
-    url = settings.audit.database_url or settings.service.db_url()
-    if url.startswith("sqlite") and not Path(url.split("///", 1)[-1]).exists():
-        raise ConfigError(f"no audit database at {url.split('///', 1)[-1]} (check [service] data_dir)",
-                          code="audit.not_found")
+    settings = command_settings(config, reading=True)
     auditor = build_context(settings, create_keys=False).auditor
     auditor.log.create()
     return auditor.log, auditor, settings

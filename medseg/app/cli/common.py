@@ -27,12 +27,28 @@ def cli_actor() -> str:
         return "cli:unknown"
 
 
-def open_context(config: Optional[Path]) -> AppContext:
-    """Settings from ``--config`` (else MEDSEG_CONFIG and the environment), then the shared wiring."""
-    from medseg.app.context import build_context
+def command_settings(config: Optional[Path], *, reading: bool = False):
+    """Settings from ``--config`` (else MEDSEG_CONFIG and the environment), with the log configured.
+    ``reading``: the command only reads a service's state, so a missing SQLite database is an error
+    naming where it looked (never an empty ``medseg-data`` made in the current directory)."""
+    from medseg.app import logs
     from medseg.config import load_settings
+    from medseg.core.exceptions import ConfigError
 
-    return build_context(load_settings(config)).prepare()
+    settings = load_settings(config)
+    logs.configure(settings.logging)
+    url = settings.service.db_url()
+    if reading and url.startswith("sqlite") and not Path(url.split("///", 1)[-1]).exists():
+        raise ConfigError(f"no medseg data at {url.split('///', 1)[-1]}: give --config (or MEDSEG_CONFIG) or set "
+                          "[service] data_dir (MEDSEG_SERVICE__DATA_DIR)", code="config.no_data")
+    return settings
+
+
+def open_context(config: Optional[Path], *, reading: bool = False) -> AppContext:
+    """:func:`command_settings`, then the shared wiring."""
+    from medseg.app.context import build_context
+
+    return build_context(command_settings(config, reading=reading)).prepare()
 
 
 def model_name(ctx: AppContext, name: Optional[str]) -> str:

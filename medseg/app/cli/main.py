@@ -46,6 +46,9 @@ app.add_typer(tokens_app, name="tokens")
 
 
 def main() -> None:
+    from medseg.app.logs import route_warnings
+
+    route_warnings()  # library warnings never reach the user's console (medseg.app.logs)
     run(app)
 
 

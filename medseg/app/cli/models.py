@@ -22,7 +22,7 @@ def list_cmd(name: Optional[str] = NameOpt, config: Optional[Path] = ConfigOpt) 
     """Versions in the model store, which one is active, and their gate reference."""
     from medseg.models.manifest import ModelManifest
 
-    ctx = open_context(config)
+    ctx = open_context(config, reading=True)
     settings, registry = ctx.settings, ctx.registry
     model = model_name(ctx, name)
     active = registry.active(model)
@@ -40,7 +40,7 @@ def show(version: str = typer.Argument(...), name: Optional[str] = NameOpt, conf
     """One version's manifest summary and the registry history."""
     from medseg.models.manifest import ModelManifest
 
-    ctx = open_context(config)
+    ctx = open_context(config, reading=True)
     settings, registry = ctx.settings, ctx.registry
     model = model_name(ctx, name)
     m = ModelManifest.load(settings.models_root / model / version)
@@ -176,6 +176,6 @@ def compare(candidate: str = typer.Argument(..., help="candidate version"), name
             config: Optional[Path] = ConfigOpt) -> None:
     """Agreement of a shadowed candidate with the active version over the studies it ran on."""
 
-    ctx = open_context(config)
+    ctx = open_context(config, reading=True)
     model = model_name(ctx, name)
     print(json.dumps(ctx.shadow.compare(f"{model}/{candidate}"), indent=2))

@@ -25,10 +25,13 @@ def _ci(e: dict) -> str:
 @monitor_app.command()
 def report(model: Optional[str] = typer.Option(None, help="NAME:VERSION (default: every version with data)"),
            since: Optional[str] = typer.Option(None, help="period of the plot and 'period' numbers: 7d, 24h, 2026-11-01"),
-           png: Path = typer.Option(Path("monitoring-report.png"), "--png", help="where to write the plot"),
+           png: Optional[Path] = typer.Option(None, "--png", help="also write the plot (PNG) to this file"),
            fmt: str = typer.Option("table", "--format", help="table | json"),
            config: Optional[Path] = ConfigOpt) -> None:
-    """SLO windows with confidence intervals, burn rates, drift and alerts; writes a PNG plot."""
+    """SLO windows with confidence intervals, burn rates, drift and alerts; with --png, a plot.
+
+    Nothing is written unless asked: the plot goes only where --png says (it used to land in the
+    current directory even with --format json)."""
     from medseg.core.exceptions import MedsegError
     from medseg.quality.report import model_ref, parse_since, plot, summary
 
@@ -36,9 +39,10 @@ def report(model: Optional[str] = typer.Option(None, help="NAME:VERSION (default
         start = parse_since(since)
     except ValueError as exc:
         raise MedsegError(str(exc), code="monitor.invalid_since") from None
-    monitor = open_context(config).monitor
+    monitor = open_context(config, reading=True).monitor
     data = summary(monitor, model_ref(model), start)
-    plot(data, png)
+    if png is not None:
+        plot(data, png)
     if fmt == "json":
         print(json.dumps(data, indent=1))
         return
@@ -66,4 +70,5 @@ def report(model: Optional[str] = typer.Option(None, help="NAME:VERSION (default
         f"\n  #{a['id']} {a['kind']} {a['name']} {a['model']}: {a['action'] or a['evidence'].get('why', '')}"
         for a in data["alerts_firing"]))
     wide.print(f"unmatched corrected SEGs: {data['unmatched_reviews']}")
-    wide.print(f"plot: {png}")
+    if png is not None:
+        wide.print(f"plot: {png}")

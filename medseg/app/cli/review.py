@@ -43,6 +43,9 @@ def submit(
         print(f"  missed lesion: {lesion['diameter_mm']} mm, {lesion['volume_ml']} mL at LPS {lesion['centroid_lps_mm']}")
     for s in outcome.slos:
         print(f"  SLO {s.slo}: {'BREACHED' if s.breached else 'ok'} ({s.why})")
+        alert = monitor.alerts.latest("slo", s.slo, r.model) if s.breached else None
+        if alert is not None and alert.action:  # e.g. the fallback policy's rollback and its target
+            print(f"    alert {alert.id} ({alert.policy}): {alert.action}")
 
 
 @review_app.command("list")
@@ -53,7 +56,7 @@ def list_reviews(model: Optional[str] = typer.Option(None, help="NAME:VERSION"),
     from medseg.quality.report import model_ref
     from medseg.quality.states import ReviewStatus
 
-    monitor = open_context(config).monitor
+    monitor = open_context(config, reading=True).monitor
     rows = monitor.store.reviews(model=model_ref(model), status=ReviewStatus.UNMATCHED if unmatched else ReviewStatus.SCORED, limit=200)
     for r in rows:
         print(f"{r.created_at:%Y-%m-%d %H:%M}  #{r.id}  {r.model or '-'}  study {r.study_uid}  {r.door}:{r.submitted_by}"
@@ -66,7 +69,7 @@ def worklist(config: Optional[Path] = ConfigOpt,
              fmt: str = typer.Option("table", "--format", help="table | json")) -> None:
     """Studies waiting for re-review (e.g. after a model rollback)."""
 
-    ctx = open_context(config)
+    ctx = open_context(config, reading=True)
     items = [i.as_dict() for i in ctx.worklist.open_items()]
     if fmt == "json":
         print(json.dumps(items, indent=1))

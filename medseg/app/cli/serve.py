@@ -19,9 +19,11 @@ def serve(
     """Run the DICOM node, worker and HTTP API in one process (Ctrl-C stops it)."""
     import uvicorn
 
+    from medseg.app import logs
     from medseg.config import load_settings
 
     settings = load_settings(config)
+    logs.configure(settings.logging, serve=True)
     check_exposure(settings)
     from medseg.app.api.main import create_app
     from medseg.app.serve import Service
@@ -46,7 +48,7 @@ def serve(
     print(f"medseg serve: DICOM {settings.node.ae_title}@{settings.node.host}:{settings.node.port}, "
           f"HTTP {scheme}://{web.http_host}:{web.http_port} (authentication {'on' if settings.auth.enabled else 'OFF'}), "
           f"data {web.data_dir}", flush=True)
-    uvicorn.run(app_, host=web.http_host, port=web.http_port, log_level="warning",
+    uvicorn.run(app_, host=web.http_host, port=web.http_port, log_level="warning", log_config=None,  # our handler
                 ssl_certfile=str(web.tls_certfile) if web.tls_certfile else None,
                 ssl_keyfile=str(web.tls_keyfile) if web.tls_keyfile else None)
 

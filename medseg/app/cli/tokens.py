@@ -33,7 +33,7 @@ def list_tokens(config: Optional[Path] = ConfigOpt) -> None:
     from rich.table import Table
 
     table = Table("name", "roles", "created", "by", "last used", "expires", "revoked")
-    for t in open_context(config).tokens.list():
+    for t in open_context(config, reading=True).tokens.list():
         d = t.as_dict()
         table.add_row(d["name"], ",".join(d["roles"]), d["created_at"], d["created_by"], d["last_used_at"] or "-",
                       d["expires_at"] or "never", d["revoked_at"] or "-")
