@@ -98,6 +98,10 @@ class NodeSettings(_Section):
     #: a series with instances refused for lack of resources (0xA700) is held this long for the
     #: sender's retry, then fails visibly (study.incomplete), never segmented partial
     incomplete_hold_s: float = Field(default=3600.0, gt=0)
+    #: a series whose association ended in an abort (the sender crashed, the link dropped, A-ABORT)
+    #: is held the same way until an association that delivers it is released normally. false: for
+    #: senders that end every association with A-ABORT (then the quiet period alone decides)
+    hold_aborted: bool = True
     destinations: tuple[DestinationSettings, ...] = ()
     #: where SEGs go: destination names, "@sender" = the destination whose AE title sent the study
     send_to: tuple[str, ...] = ("@sender",)

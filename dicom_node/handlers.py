@@ -49,13 +49,15 @@ class AssociationTally:
             t.received += 1
             t.duplicates += 0 if new else 1
 
-    def flush(self, assoc, record: Recorder) -> None:
+    def flush(self, assoc, record: Recorder, ended: str = "released") -> list[tuple[str, str]]:
+        """Record what the association delivered (``ended``: released or aborted); returns its series."""
         with self._lock:
             series = self._by_assoc.pop(id(assoc), {})
         for (study, series_uid), t in series.items():
             record("dicom.instances.received", actor=assoc.requestor.ae_title, study_uid=study, series_uid=series_uid,
                    patient=t.patient, peer=assoc.requestor.address, count=t.received, duplicates=t.duplicates, sop_classes=sorted(t.sop_classes),
-                   transfer_syntaxes=sorted(t.transfer_syntaxes))
+                   transfer_syntaxes=sorted(t.transfer_syntaxes), ended=ended)
+        return list(series)
 
 
 def handle_echo(event) -> int:
@@ -177,5 +179,9 @@ def handle_rejected(event, record: Recorder, metrics: NodeMetrics, settings) -> 
            reason=reason, called_ae=called)
 
 
-def handle_ended(event, tally: AssociationTally, record: Recorder) -> None:
-    tally.flush(event.assoc, record)
+def handle_ended(event, tally: AssociationTally, record: Recorder, assembly: SeriesSink, hold_aborted: bool) -> None:
+    """EVT_RELEASED / EVT_ABORTED (pynetdicom fires the latter for an A-ABORT either way and for a
+    transport closed without release: a sender killed mid-series)."""
+    aborted = event.event.name == "EVT_ABORTED"
+    for study, series in tally.flush(event.assoc, record, "aborted" if aborted else "released"):
+        assembly.association_ended(study, series, aborted=aborted and hold_aborted)

@@ -25,6 +25,10 @@ class SeriesSink(Protocol):
         """An instance of this series was refused for lack of resources (0xA700): the series is
         incomplete until it arrives."""
 
+    def association_ended(self, study_uid: str, series_uid: str, aborted: bool) -> None:
+        """An association that delivered instances of this series ended: released normally, or
+        aborted (the series may be cut off: incomplete until a later association is released)."""
+
 
 class NodeMetrics(Protocol):
     """Counters of the node (they fail open: a metrics error never refuses an instance)."""

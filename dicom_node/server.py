@@ -156,8 +156,8 @@ class Node:
             (evt.EVT_C_STORE, handlers.handle_store, list(bound)),
             (evt.EVT_ACCEPTED, handlers.handle_accepted, [self.record, self.metrics]),
             (evt.EVT_REJECTED, handlers.handle_rejected, [self.record, self.metrics, self.settings]),
-            (evt.EVT_RELEASED, handlers.handle_ended, [self.tally, self.record]),
-            (evt.EVT_ABORTED, handlers.handle_ended, [self.tally, self.record]),
+            (evt.EVT_RELEASED, handlers.handle_ended, [self.tally, self.record, self.assembly, self.settings.hold_aborted]),
+            (evt.EVT_ABORTED, handlers.handle_ended, [self.tally, self.record, self.assembly, self.settings.hold_aborted]),
         ]
         self.server = self.ae.make_server(
             (self.settings.host, self.settings.port), evt_handlers=evt_handlers, server_class=NodeServer,

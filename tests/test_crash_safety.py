@@ -24,7 +24,7 @@ pytestmark = pytest.mark.model
 
 
 class Server:
-    def __init__(self, tmp_path: Path, dest_port: int) -> None:
+    def __init__(self, tmp_path: Path, dest_port: int, node_extra: str = "") -> None:
         self.dicom_port, self.http_port = free_port(), free_port()
         self.data = tmp_path / "data"
         self.config = tmp_path / "medseg.toml"
@@ -40,6 +40,7 @@ port = {self.dicom_port}
 allowed_calling_aets = ["TESTPACS"]
 quiet_period_s = 1
 disk_floor_mb = 0
+{node_extra}
 [[node.destinations]]
 name = "pacs"
 ae_title = "TESTPACS"
@@ -78,11 +79,8 @@ def server(tmp_path):
             s.kill()
 
 
-def test_kill_during_arrival_then_during_the_job(tmp_path, server):
-    study = tmp_path / "study"
-    datasets = write_study(study, small_phantom(seed=21, shape=(40, 64, 64), n_tumors=1))
-    study_uid = str(datasets[0].StudyInstanceUID)
-    files = sorted(study.glob("*.dcm"))
+def kill_mid_arrival(server: Server, files: list[Path]) -> list[str]:
+    """Push the files on one association and kill -9 the server after 15 are acknowledged."""
     acknowledged: list[str] = []
 
     def push() -> None:
@@ -103,6 +101,15 @@ def test_kill_during_arrival_then_during_the_job(tmp_path, server):
     server.kill()
     pusher.join()
     assert 15 <= len(acknowledged) < len(files)
+    return acknowledged
+
+
+def test_kill_during_arrival_then_during_the_job(tmp_path, server):
+    study = tmp_path / "study"
+    datasets = write_study(study, small_phantom(seed=21, shape=(40, 64, 64), n_tumors=1))
+    study_uid = str(datasets[0].StudyInstanceUID)
+    files = sorted(study.glob("*.dcm"))
+    acknowledged = kill_mid_arrival(server, files)
     spool = server.data / "spool" / study_uid
     on_disk = {p.stem for p in spool.rglob("*.dcm")}
     assert set(acknowledged) <= on_disk, "an acknowledged instance was lost"
@@ -121,3 +128,27 @@ def test_kill_during_arrival_then_during_the_job(tmp_path, server):
     assert len(list((tmp_path / "pacs").glob("SG*"))) == 1, "exactly one SEG delivered"
     assert [e["attempt"] for e in events(server.data, "job.started")] == [1, 2], "the killed job was resumed"
     assert any(e.get("jobs_requeued") == 1 for e in events(server.data, "service.recovered"))
+
+
+def test_a_series_cut_off_by_a_crash_and_never_resent_fails_visibly_with_no_seg(tmp_path):
+    """Issue 17: the node killed mid-series and the sender never resends: after the restart the
+    instances on disk outnumber those of released associations, so the series is held
+    (study.series_incomplete), then fails visibly (study.incomplete); no partial SEG goes out."""
+    study = tmp_path / "study"
+    datasets = write_study(study, small_phantom(seed=22, shape=(40, 64, 64), n_tumors=1))
+    files = sorted(study.glob("*.dcm"))
+    with storescp(tmp_path / "pacs") as dest_port:
+        server = Server(tmp_path, dest_port, node_extra="incomplete_hold_s = 3")
+        server.start()
+        try:
+            acknowledged = kill_mid_arrival(server, files)
+            server.start()  # no resend
+            failed = wait_for(lambda: [j for j in server.jobs(str(datasets[0].StudyInstanceUID))
+                                       if j["state"] == "failed"], 60, what="the job to fail visibly")
+        finally:
+            if server.proc.poll() is None:
+                server.kill()
+    held = events(server.data, "study.series_incomplete")
+    assert len(held) == 1 and held[0]["aborted"] is True and held[0]["received"] >= len(acknowledged)
+    assert failed[0]["error_code"] == "study.incomplete" and "aborted" in failed[0]["error"]
+    assert not events(server.data, "seg.sent") and not list((tmp_path / "pacs").iterdir())

@@ -349,3 +349,63 @@ def test_a_held_series_whose_refused_instances_never_come_fails_visibly(tmp_path
         job = jobs_in(service, "failed")[0]
         assert job.error_code == "study.incomplete" and "never arrived (10 received)" in job.error
         assert not job.seg_path
+
+
+#: a sender that dies mid-series: stores the first N files of a folder, then exits without releasing
+#: (the kernel closes its socket: what a crashed modality or a pulled cable looks like to the node)
+CRASHING_SENDER = """
+import os, sys
+import pydicom
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage
+from pydicom.uid import ExplicitVRLittleEndian
+port, n, files = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+ae = AE(ae_title="TESTPACS")
+ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+assoc = ae.associate("127.0.0.1", port, ae_title="MEDSEG")
+assert all(assoc.send_c_store(pydicom.dcmread(f)).Status == 0 for f in files[:n])
+print("stored", n, flush=True)
+os._exit(0)
+"""
+
+
+def test_a_series_cut_off_by_a_crashed_sender_is_held_until_a_complete_resend(tmp_path, study_dir):
+    """Issue 17: nothing refused, the sender gone after 10 of 24 instances: not segmented (held,
+    study.series_incomplete aborted=True); the PACS's resend, released normally, gives one SEG of
+    every slice."""
+    import pydicom
+
+    files = sorted(study_dir.glob("*.dcm"))
+    with storescp(tmp_path / "pacs") as dest_port, running(tmp_path, dest_port) as (service, _):
+        crashed = subprocess.run([sys.executable, "-c", CRASHING_SENDER, str(service.dicom_port), "10",
+                                  *map(str, files)], capture_output=True, text=True, timeout=120)
+        assert crashed.stdout.strip() == "stored 10", crashed.stderr
+        held = wait_for(lambda: events(service.data_dir, "study.series_incomplete"), 30, what="the hold")
+        assert held[0]["aborted"] is True and held[0]["refused"] == 0 and held[0]["received"] == 10
+        received = events(service.data_dir, "dicom.instances.received")
+        assert [e["ended"] for e in received] == ["aborted"] and received[0]["count"] == 10
+        time.sleep(2.5)  # more than the quiet period: still nothing queued
+        assert service.jobs.jobs() == []
+        assert storescu(service.dicom_port, files).returncode == 0  # the resend, released
+        job = jobs_in(service, "sent")[0]
+        assert len(service.jobs.jobs()) == 1 and job.instances == len(files)
+        assert int(pydicom.dcmread(job.seg_path, stop_before_pixels=True).NumberOfFrames) == len(files)
+
+
+@pytest.mark.parametrize("hold_aborted", [True, False])
+def test_an_aborted_series_without_a_resend_fails_visibly_unless_aborts_are_trusted(tmp_path, study_dir, hold_aborted):
+    files = sorted(study_dir.glob("*.dcm"))
+    with storescp(tmp_path / "pacs") as dest_port, \
+            running(tmp_path, dest_port, incomplete_hold_s=1.0, hold_aborted=hold_aborted) as (service, _):
+        ae = AE(ae_title="TESTPACS")
+        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        assoc = ae.associate("127.0.0.1", service.dicom_port, ae_title="MEDSEG")
+        assert all(assoc.send_c_store(pydicom.dcmread(f)).Status == 0 for f in files[:8])
+        assoc.abort()  # a real A-ABORT
+        if hold_aborted:
+            job = jobs_in(service, "failed")[0]
+            assert job.error_code == "study.incomplete" and "aborted" in job.error and "(8 received)" in job.error
+            assert not job.seg_path
+        else:  # a sender that always aborts: the quiet period alone completes the series
+            job = jobs_in(service, "sent")[0]
+            assert job.instances == 8 and not events(service.data_dir, "study.series_incomplete")

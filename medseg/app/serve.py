@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 
+from audit.query import AuditFilter, query
 from dicom_node.scu import send_file
 from dicom_node.server import Node
 from dicom_node.spool import Spool
@@ -43,13 +44,21 @@ class Service:
         self.reviews = ReviewIntake(self.jobs, self.spool.root, settings.service.reviews_dir, self.events, self.monitor)
         self.webhooks = WebhookLoop(self.monitor.alerts)
         self.assembly = Assembly(self.spool, self.jobs, settings, self.active_model, self.events,
-                                 on_segmentations=self.reviews.receive_segs)
+                                 on_segmentations=self.reviews.receive_segs, released_instances=self.released_instances)
         self.node = Node(settings.node, self.spool, self.assembly, self.events, self.metrics, self.events.pseudonymize)
         self.delivery = DeliveryLoop(self.jobs, settings.node, self.metrics, send=send_file)
         hooks = WorkerHooks(route=self.delivery.route, delivered=self.delivery.wake, observe=self.monitor.observe_study)
         self.worker = Worker(self.jobs, settings, self.events, self.metrics, self.registry, ctx.shadow, hooks)
         self.dicom_port: int | None = None
         self.model_error: str | None = None
+
+    def released_instances(self, study_uid: str, series_uid: str) -> int:
+        """Instances of a series delivered by associations that were released normally (from the
+        audit trail; events written before the abort rule recorded no ``ended`` and count as released)."""
+        rows = query(self.audit_log, AuditFilter(study_uid=study_uid, series_uid=series_uid,
+                                                 action="dicom.instances.received", limit=100_000))
+        return sum(int(r.event.details.get("count", 0)) for r in rows
+                   if r.event.details.get("ended", "released") == "released")
 
     def active_model(self) -> str:
         """name/version new jobs are queued on (the registry's active version of the default model)."""

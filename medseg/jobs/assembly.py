@@ -11,10 +11,14 @@ same rules the segmentation core applies (``medseg.core.io``: selection, then ge
 * a geometry problem (a gap in the slices, duplicates...) -> wait ``continuity_grace_s`` more
   for late slices, then queue the job as ``failed`` with the rule that broke: visible, not lost;
 * instances of it refused for lack of resources (0xA700: disk floor, full disk) and not yet
-  received since -> held, not segmented: a partial series must never come back as a normal SEG.
-  ``study.series_incomplete`` says so once; the sender's retry completes it (the quiet period
-  runs again); after ``incomplete_hold_s`` without them the job is created ``failed``
-  (``study.incomplete``), visible, with no SEG;
+  received since, or the association delivering it **aborted** (the sender crashed, the link
+  dropped: nothing was refused, but nothing says the series was finished) and no association
+  delivering it released normally since (after a crash of the node: more instances on disk than
+  released associations delivered) -> held, not segmented: a partial series must never come
+  back as a normal SEG. ``study.series_incomplete`` says so once; the sender's retry completes it
+  (the quiet period runs again); after ``incomplete_hold_s`` without it the job is created
+  ``failed`` (``study.incomplete``), visible, with no SEG (``[node] hold_aborted = false`` for
+  senders that end every association with an abort);
 * otherwise -> a queued job (superseding earlier jobs of the same series).
 """
 
@@ -57,6 +61,8 @@ class _Pending:
     #: SOP instance UIDs refused (0xA700) and not received since; held_since: when the hold began
     refused: set = field(default_factory=set)
     held_since: float | None = None
+    #: the last association that delivered instances of it aborted
+    interrupted: bool = False
 
 
 class Assembly(Ticker):
@@ -64,8 +70,12 @@ class Assembly(Ticker):
 
     def __init__(self, spool: SpoolView, jobs: JobStore, settings: Settings, model_ref: Callable[[], str],
                  record: Recorder, clock: Callable[[], float] = time.monotonic,
-                 on_segmentations: Callable[[list, str], object] | None = None) -> None:
+                 on_segmentations: Callable[[list, str], object] | None = None,
+                 released_instances: Callable[[str, str], int] | None = None) -> None:
         self.spool, self.jobs, self.settings, self.model_ref, self.record = spool, jobs, settings, model_ref, record
+        #: instances of a series that associations ended by a normal release delivered (the audit
+        #: trail's dicom.instances.received events): what :meth:`recover` checks the spool against
+        self.released_instances = released_instances
         #: a complete SEG series (e.g. a radiologist's correction): (files, calling AE) -> review intake
         self.on_segmentations = on_segmentations
         self.clock = clock
@@ -95,29 +105,42 @@ class Assembly(Ticker):
             entry.refused.add(sop_uid)
             entry.last_arrival = self.clock()
 
+    def association_ended(self, study_uid: str, series_uid: str, aborted: bool) -> None:
+        """An association that delivered this series ended: an abort holds it, a release lifts that."""
+        with self._lock:
+            entry = self._pending.get((study_uid, series_uid))
+            if entry is not None:
+                entry.interrupted = aborted
+                if not aborted and not entry.refused:
+                    entry.held_since = None
+
     def _still_missing(self, key: tuple[str, str], entry: _Pending, files: list) -> bool:
-        """True while refused instances have not arrived since (the series is held)."""
+        """True while refused instances have not arrived since, or while the last association that
+        delivered the series was aborted (the series is held)."""
         with self._lock:
             entry.refused -= {Path(f).stem for f in files}
-            missing = len(entry.refused)
-            first_hold = missing and entry.held_since is None
+            missing, interrupted = len(entry.refused), entry.interrupted
+            held = bool(missing) or interrupted
+            first_hold = held and entry.held_since is None
             if first_hold:
                 entry.held_since = self.clock()
-            expired = missing and self.clock() - entry.held_since >= self.settings.node.incomplete_hold_s
+            expired = held and self.clock() - entry.held_since >= self.settings.node.incomplete_hold_s
+        why = (f"{missing} instance(s) refused for lack of resources never arrived" if missing else
+               "the association delivering it was aborted and no complete resend arrived")
         if first_hold:
             self.record("study.series_incomplete", outcome="failure", study_uid=key[0], series_uid=key[1],
-                        refused=missing, received=len(files), hold_s=self.settings.node.incomplete_hold_s)
+                        refused=missing, aborted=interrupted, received=len(files),
+                        hold_s=self.settings.node.incomplete_hold_s, reason=why)
         if expired:
             with self._lock:
                 if self._pending.get(key) is not entry:
                     return True
                 del self._pending[key]
                 self.jobs.complete_series(*key, self.model_ref(), len(files), failed=(
-                    "study.incomplete", f"{missing} instance(s) refused for lack of resources never arrived "
-                    f"({len(files)} received): a partial series is not segmented"),
+                    "study.incomplete", f"{why} ({len(files)} received): a partial series is not segmented"),
                     quiet_period_s=self.settings.node.quiet_period_s)
             return True
-        return bool(missing)
+        return held
 
     def pending(self) -> int:
         with self._lock:
@@ -135,8 +158,17 @@ class Assembly(Ticker):
         now = self.clock()
         with self._lock:
             for row in self.jobs.receiving_series():
-                self._pending.setdefault((row.study_uid, row.series_uid), _Pending(row.calling_ae, now))
+                entry = self._pending.setdefault((row.study_uid, row.series_uid), _Pending(row.calling_ae, now))
+                entry.interrupted = self._cut_off(row.study_uid, row.series_uid)
             return len(self._pending)
+
+    def _cut_off(self, study_uid: str, series_uid: str) -> bool:
+        """After a crash: more instances on disk than released associations delivered means an
+        association was still delivering when the node died; the series waits for a resend, as
+        after an abort (a crash just after a release leaves nothing to wait for)."""
+        if self.released_instances is None or not self.settings.node.hold_aborted:
+            return False
+        return self.released_instances(study_uid, series_uid) < len(self.spool.instances(study_uid, series_uid))
 
     def start(self) -> None:
         """Start the loop. The quiet period of every series recovered after a restart runs from now,
@@ -173,7 +205,7 @@ class Assembly(Ticker):
     def _complete(self, key: tuple[str, str], entry: _Pending) -> None:
         study_uid, series_uid = key
         files = self.spool.instances(study_uid, series_uid)
-        if entry.refused and self._still_missing(key, entry, files):
+        if (entry.refused or entry.interrupted) and self._still_missing(key, entry, files):
             return
         ignored, failed = "", None
         try:
