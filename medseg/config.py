@@ -249,7 +249,8 @@ class Settings(BaseSettings):
     amp: bool = True
     selection: SelectionRules = SelectionRules()
     geometry: GeometryTolerances = GeometryTolerances()
-    #: torch CPU threads; 0 = all cores
+    #: torch intra-op CPU threads; 0 = the cores available divided among [service] workers
+    #: (medseg.jobs.runner.intra_op_threads: never oversubscribed)
     cpu_threads: int = Field(default=0, ge=0)
     node: NodeSettings = NodeSettings()
     service: ServiceSettings = Field(default_factory=ServiceSettings)  # (data_dir: read at load, not import)

@@ -101,3 +101,27 @@ def test_truncation_is_caught_by_the_anchors(tmp_path, study_dir):
     db.close()
     broken = _cli(service, "verify")  # the head was rewritten to match the cut: its seal no longer does
     assert broken.returncode == 1 and "head row rewritten" in broken.stderr
+
+
+def test_keys_are_created_once_whole_and_race_free(tmp_path):
+    """Issue 17: concurrent first uses of a missing key file (first C-STOREs of a fresh node) all get
+    the same complete key; the file is 32 bytes, mode 0600, and no temporary file is left."""
+    import os
+    import threading
+
+    from medseg.app.auditing import _load_key
+
+    path = tmp_path / "keys" / "audit.key"
+    barrier, keys = threading.Barrier(16), []
+
+    def first_use() -> None:
+        barrier.wait()
+        keys.append(_load_key(path))
+
+    threads = [threading.Thread(target=first_use) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(keys) == 16 and len(set(keys)) == 1 and path.read_bytes() == keys[0] and len(keys[0]) == 32
+    assert os.stat(path).st_mode & 0o777 == 0o600 and sorted(p.name for p in path.parent.iterdir()) == ["audit.key"]

@@ -134,3 +134,16 @@ def test_reading_commands_refuse_a_missing_data_dir_and_create_nothing(tmp_path,
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert f"no medseg data at {missing}/medseg.db" in r.stderr and "[config.no_data]" in r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_torch_threads_are_the_cores_shared_among_the_workers():
+    import os
+
+    from medseg.config import ServiceSettings
+    from medseg.jobs.runner import intra_op_threads
+
+    cores = len(os.sched_getaffinity(0))
+    assert intra_op_threads(Settings()) == cores
+    assert intra_op_threads(Settings(service=ServiceSettings(workers=2))) == max(1, cores // 2)
+    assert intra_op_threads(Settings(service=ServiceSettings(workers=64))) == 1
+    assert intra_op_threads(Settings(cpu_threads=3, service=ServiceSettings(workers=2))) == 3

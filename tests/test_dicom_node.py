@@ -409,3 +409,36 @@ def test_an_aborted_series_without_a_resend_fails_visibly_unless_aborts_are_trus
         else:  # a sender that always aborts: the quiet period alone completes the series
             job = jobs_in(service, "sent")[0]
             assert job.instances == 8 and not events(service.data_dir, "study.series_incomplete")
+
+
+def _push_concurrently(port: int, files: list[Path], n: int) -> list[int]:
+    """C-STORE ``files`` on ``n`` associations opened at the same moment; every status, in any order."""
+    statuses: list[int] = []
+    barrier = threading.Barrier(n)
+
+    def push(part: list[Path]) -> None:
+        ae = AE(ae_title="TESTPACS")
+        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        barrier.wait()
+        assoc = ae.associate("127.0.0.1", port, ae_title="MEDSEG")
+        statuses.extend(int(assoc.send_c_store(pydicom.dcmread(f)).Status) for f in part)
+        assoc.release()
+
+    threads = [threading.Thread(target=push, args=(files[i::n],)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return statuses
+
+
+def test_a_fresh_node_stores_every_instance_of_eight_concurrent_associations(tmp_path, study_dir):
+    """Issue 17: first C-STOREs of a freshly started node, 8 associations at once, three fresh
+    nodes in a row: every instance answered 0x0000 and on disk (the patient key is created before
+    the node listens, not raced for by the first handlers)."""
+    files = sorted(study_dir.glob("*.dcm"))
+    for run in range(3):
+        with running(tmp_path / f"run-{run}") as (service, _):
+            statuses = _push_concurrently(service.dicom_port, files, 8)
+            assert statuses == [0] * len(files), f"run {run}: {statuses}"
+            assert len(list(service.spool.root.rglob("*.dcm"))) == len(files)

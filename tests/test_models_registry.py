@@ -319,5 +319,13 @@ def test_the_gate_cannot_be_talked_round_with_an_empty_reference(tmp_path, store
         r = client.post(f"/models/ct-phantom/{good}/promote", json={"reason": "validated"}, headers=engineer)
         assert r.status_code == 200 and r.json()["active"] == good and r.json()["previous"] == "1.1.0"
         assert service.registry.history("ct-phantom")[-1].actor == "token:on-call"
+        # issue 17: the new version is loaded before the promotion answers: ready between studies
+        assert client.get("/ready").json()["checks"]["model_loaded"] is True
+        # a switch made elsewhere (the CLI's process, an SLO fallback) is loaded by the idle worker
+        assert not service.worker.has_model(f"ct-phantom/{blind}")
+        service.registry.switch("ct-phantom", blind, action="promote", actor="test", reason="elsewhere")
+        wait_for(lambda: service.worker.has_model(f"ct-phantom/{blind}") or None, 30, what="the idle worker's load")
+        assert client.get("/ready").status_code == 200
+        service.registry.switch("ct-phantom", good, action="promote", actor="test", reason="back")
         assert client.post(f"/models/ct-phantom/{good}/promote", json={"reason": "again"},
                            headers=engineer).status_code == 409  # already active

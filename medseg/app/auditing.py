@@ -45,7 +45,7 @@ class Auditor:
         self.log, self.anchors_file, self.anchor_every = log_, Path(anchors_file), anchor_every
         self.key_file = Path(key_file)
         self._key: bytes | None = None
-        self._anchor_lock = threading.Lock()
+        self._anchor_lock, self._key_lock = threading.Lock(), threading.Lock()
         last = read_anchors(self.anchors_file)[-1:] if self.anchors_file.exists() else []
         self._anchored_seq = last[0].seq if last else 0
         self._anchor_mac = last[0].mac if last else ""
@@ -74,8 +74,15 @@ class Auditor:
 
     def pseudonymize(self, patient_id: str) -> str:
         if self._key is None:
-            self._key = _load_key(self.key_file)
+            self.load_keys()
         return pseudonymize(patient_id, self._key)
+
+    def load_keys(self) -> None:
+        """Read (or create) the patient key now: the service does this before the node accepts its
+        first association, so concurrent first C-STOREs never race to create it."""
+        with self._key_lock:
+            if self._key is None:
+                self._key = _load_key(self.key_file)
 
     def anchor(self) -> tuple[int, str]:
         """Write the current head outside the database: the anchors file (fsynced), the log and
@@ -138,9 +145,21 @@ def _load_key(path: Path) -> bytes:
         if len(key) < 32:
             raise MedsegError(f"key file {path.name} holds fewer than 32 bytes", code="config.audit_key")
         return key
+    # created whole or not at all, and race-free: written to a private temporary file, then linked
+    # into place (link fails if another process or thread got there first: its key is read instead,
+    # complete, since it too was linked only once written)
     path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_bytes(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(key)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)
+    except FileExistsError:
+        return _load_key(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return key

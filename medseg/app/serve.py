@@ -66,18 +66,14 @@ class Service:
 
     def start(self) -> None:
         self.context.prepare()
+        self.events.load_keys()  # before the first association (no race between first C-STOREs)
         config_hash = hashlib.sha256(self.settings.model_dump_json().encode()).hexdigest()
         self.events("config.loaded", sha256=config_hash, ae_title=self.settings.node.ae_title)
         self.jobs.recover()  # records service.recovered with the jobs it re-queued
         pending = self.assembly.recover()
         if pending:
             self.events("service.recovered", series_pending=pending)
-        active = self.active_model()
-        try:
-            self.worker.model(active)
-        except Exception as exc:  # noqa: BLE001 - jobs fall back per study; /ready says why
-            self.model_error = getattr(exc, "message", type(exc).__name__)
-            self.events("model.load_failed", outcome="failure", model=active, reason=self.model_error)
+        self.load_active()
         self.dicom_port = self.node.start()
         self.assembly.start()
         self.delivery.start()
@@ -85,6 +81,18 @@ class Service:
         self.worker.start()
         self.events("service.started", dicom_port=self.dicom_port, ae_title=self.settings.node.ae_title)
         self.events.anchor()
+
+    def load_active(self) -> None:
+        """Load the active version now (start-up, and an API promotion or rollback before it answers),
+        so /ready does not report 503 until the next study; the idle worker does the same for
+        switches made elsewhere (the CLI, an SLO fallback)."""
+        active = self.active_model()
+        try:
+            self.worker.model(active)
+            self.model_error = None
+        except Exception as exc:  # noqa: BLE001 - jobs fall back per study; /ready says why
+            self.model_error = getattr(exc, "message", type(exc).__name__)
+            self.events("model.load_failed", outcome="failure", model=active, reason=self.model_error)
 
     def stop(self) -> None:
         self.node.stop()

@@ -52,6 +52,7 @@ class Worker:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._backoff_s = 0.0  # after a job had to go back to the queue (see _give_back)
+        self._preload_failed: set[str] = set()  # active versions that would not load ahead of their jobs
 
     def model(self, ref: str) -> LoadedModel:
         with self._models_lock:
@@ -66,6 +67,19 @@ class Worker:
     def _forget(self, ref: str) -> None:
         with self._models_lock:
             self._models.pop(ref, None)
+
+    def preload_active(self) -> None:
+        """Idle: load the registry's active version if it is not loaded yet (a promotion, rollback or
+        fallback made it active, perhaps from another process), so readiness stays green between
+        studies. A version that fails to load is tried once per activation; its jobs fall back."""
+        ref = self.registry.active_ref(self.settings.default_model)
+        if self.has_model(ref) or ref in self._preload_failed:
+            return
+        try:
+            self.model(ref)
+        except Exception as exc:  # noqa: BLE001 - the jobs of a version that will not load fall back per study
+            self._preload_failed.add(ref)
+            log.warning("active model %s could not be loaded ahead of its jobs (%s)", ref, type(exc).__name__)
 
     def has_model(self, ref: str) -> bool:
         with self._models_lock:
@@ -94,6 +108,7 @@ class Worker:
                 log.exception("claiming a job failed")
                 job = None
             if job is None:
+                self.preload_active()
                 self._stop.wait(self.settings.service.poll_interval_s)
                 continue
             try:

@@ -54,6 +54,7 @@ def promote_model(name: Name, version: Version, body: PromoteRequest, service: S
     previous, new, gate = operations.promote(service.registry, service.events, name, version, actor=caller.actor,
                                              reason=body.reason, monitor=service.monitor,
                                              override_breach=body.override_breach)
+    service.load_active()  # ready for the next study before answering
     return {"name": name, "previous": previous, "active": new, "gate": gate}
 
 
@@ -62,4 +63,5 @@ def rollback_model(name: Name, body: RollbackRequest, service: ServiceDep, calle
     """The CLI's rollback (gate, switch, affected studies, worklist, optional reprocess)."""
     report = operations.rollback(service.registry, service.jobs, service.events, name, to=body.to, actor=caller.actor,
                                  reason=body.reason, reprocess=body.reprocess, alerts=service.monitor.alerts)
+    service.load_active()
     return report.as_dict()
