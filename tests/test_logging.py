@@ -71,9 +71,13 @@ def test_configure_levels_formats_and_one_handler(tmp_path):
         assert logging.getLogger("audit").level == logging.WARNING
         logging.getLogger("medseg.test").info("not shown")
         logging.getLogger("medseg.test").warning("shown")
+        # of the events, a command shows model changes and alerts; its own failure is its error line
+        logs.log_event(stored(action="review.rejected", outcome="failure", reason_code="review.geometry"))
+        logs.log_event(stored(action="model.rolled_back", model="ct-tumor:3.0.0"))
         lines = [json.loads(x) for x in (tmp_path / "log" / "medseg.log").read_text().splitlines()]
         assert [(x["levelname"], x["name"], x["message"]) for x in lines] == [
-            ("INFO", "medseg.test", "hello operator"), ("WARNING", "medseg.test", "shown")]
+            ("INFO", "medseg.test", "hello operator"), ("WARNING", "medseg.test", "shown"),
+            ("WARNING", "medseg.audit.notable", "model.rolled_back success actor=system seq=7 model=ct-tumor:3.0.0")]
         with pytest.raises(ValueError):
             LoggingSettings(level="TRACE")
     finally:

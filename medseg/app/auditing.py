@@ -30,7 +30,7 @@ from pathlib import Path
 from audit import AuditEvent, AuditLog
 from audit.schemas import pseudonymize
 from audit.verify import anchor_seal, read_anchors
-from medseg.app.logs import event_line
+from medseg.app.logs import log_event
 from medseg.core.exceptions import MedsegError
 
 log = logging.getLogger("medseg.audit")
@@ -67,7 +67,7 @@ class Auditor:
                 details[key] = value
         event = AuditEvent(action=action, outcome=outcome, actor=actor or "unknown", details=details, **columns)
         stored = self.log.append(event, connection=connection)
-        log.log(*event_line(stored))  # (inside a caller's transaction: logged before it commits)
+        log_event(stored)  # (inside a caller's transaction: logged before it commits)
         if connection is None and stored.seq - self._anchored_seq >= self.anchor_every:
             self.anchor()  # (events inside a caller's transaction are anchored by the next one after it)
         return stored

@@ -24,7 +24,7 @@ import warnings
 
 from pythonjsonlogger.json import JsonFormatter
 
-__all__ = ["EVENT_FIELDS", "configure", "event_line", "route_warnings"]
+__all__ = ["EVENT_FIELDS", "configure", "event_line", "log_event", "route_warnings"]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 JSON_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -37,6 +37,11 @@ EVENT_FIELDS = ("job_id", "model", "destination", "reason_code", "status", "peer
 OURS = ("medseg", "dicom_node", "audit")
 #: actions an operator must see even at WARNING: the model changed under the service, or an alert
 NOTABLE = ("model.rolled_back", "model.fallback_used", "model.failed", "alert.")
+
+
+EVENTS = logging.getLogger("medseg.audit")
+#: model changes and alerts: the only events the other commands show on their console
+NOTABLE_EVENTS = logging.getLogger("medseg.audit.notable")
 
 
 def configure(settings, *, serve: bool = False) -> logging.Handler:
@@ -58,6 +63,9 @@ def configure(settings, *, serve: bool = False) -> logging.Handler:
     root.setLevel(logging.WARNING)
     for name in OURS:
         logging.getLogger(name).setLevel(level if serve else max(logging.WARNING, level))
+    # a command's own failure is its one-line error; of the events only model changes and alerts show
+    EVENTS.setLevel(level if serve else logging.ERROR)
+    NOTABLE_EVENTS.setLevel(level if serve else max(logging.WARNING, level))
     logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     route_warnings()
@@ -73,6 +81,12 @@ def route_warnings() -> None:
                      filename, lineno)
 
     warnings.showwarning = show
+
+
+def log_event(stored) -> None:
+    """One stored audit event, as one line of ``medseg.audit`` (``.notable`` for model changes and alerts)."""
+    level, line = event_line(stored)
+    (NOTABLE_EVENTS if stored.event.action.startswith(NOTABLE) else EVENTS).log(level, line)
 
 
 def event_line(stored) -> tuple[int, str]:
