@@ -239,8 +239,10 @@ class MonitoringSettings(_Section):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEDSEG_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
-    #: the model store: one folder per model version, models/<name>/<version>/
-    models_root: Path = REPO_ROOT / "models"
+    #: the site's model store (writable: imported bundles, recorded references), one folder per
+    #: version, <models_root>/<name>/<version>/; empty = <data_dir>/models. The shipped models are
+    #: read from the installation (medseg.models.catalog) and never written
+    models_root: Path | None = None
     #: model used by `medseg segment` unless --model is given (name/version under models_root)
     default_model: str = DEFAULT_MODEL
     #: auto (CUDA when available, else CPU), cpu, cuda, cuda:N
@@ -287,13 +289,20 @@ class Settings(BaseSettings):
             raise ValueError("must be auto, cpu, cuda or cuda:N")
         return v
 
+    def model_catalog(self):
+        """The site's store (``models_root``), then the shipped models (medseg.models.catalog)."""
+        from medseg.models.catalog import ModelCatalog, shipped_root
+
+        return ModelCatalog(self.models_root or self.service.data_dir / "models", shipped_root())
+
     def model_dir(self, ref: str | None = None) -> Path:
-        """Resolve a model argument: a folder path, or <name>/<version> under models_root."""
+        """Resolve a model argument: a folder path, or <name>/<version> in the model catalog."""
         ref = ref or self.default_model
         candidate = Path(ref)
         if candidate.is_dir():
             return candidate
-        return self.models_root / ref
+        name, _, version = ref.replace(":", "/").partition("/")
+        return self.model_catalog().path(name, version)
 
 
 def read_toml(path: Path, model: type[BaseModel]) -> dict:

@@ -77,6 +77,6 @@ def build_context(settings: Settings, *, create_keys: bool = True) -> AppContext
     auditor = auditor_for(settings, engine, create_keys=create_keys)
     # job state and its events commit together when they share the database
     jobs = JobStore(engine, auditor, shared_transaction=auditor.log.engine is engine)
-    registry = Registry(engine, settings.models_root, auditor)
+    registry = Registry(engine, settings.model_catalog(), auditor)
     return AppContext(settings, engine, auditor, jobs, registry)
 

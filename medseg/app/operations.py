@@ -14,7 +14,6 @@ alert that pages and acts. Promoting a version whose own reviews breach an SLO i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from medseg.core.exceptions import RegistryError
 from medseg.jobs.states import JobState
@@ -42,7 +41,7 @@ class RollbackReport:
 def check_gate(registry: Registry, audit, model: str, version: str, actor: str) -> gate.GateResult:
     if version not in registry.versions(model):
         raise RegistryError(f"{model}/{version} is not in the model store", code="registry.unknown_version")
-    result = gate.check(Path(registry.models_root) / model / version)
+    result = gate.check(registry.path(model, version))
     if not result.ok:
         audit("model.gate_failed", outcome="failure", actor=actor, model=f"{model}:{version}", reason=result.reason)
         raise RegistryError(f"{model}/{version} refused by the promotion gate: {result.reason}", code="registry.gate_failed")
@@ -54,7 +53,8 @@ def record_reference(registry: Registry, audit, model: str, version: str, *, act
     if version not in registry.versions(model):
         raise RegistryError(f"{model}/{version} is not in the model store", code="registry.unknown_version")
     try:
-        ref = gate.make_reference(Path(registry.models_root) / model / version)
+        # into the site's store: a shipped version is copied there first, its installed files untouched
+        ref = gate.make_reference(registry.catalog.writable(model, version))
     except RegistryError as exc:
         audit("model.gate_failed", outcome="failure", actor=actor, model=f"{model}:{version}", reason=exc.message,
               code=exc.code)

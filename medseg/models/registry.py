@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from audit.recorder import Recorder
 from medseg.core.exceptions import MedsegError, RegistryError
 from medseg.db import session, utcnow
+from medseg.models.catalog import ModelCatalog
 from medseg.models.manifest import ModelManifest
 from medseg.models.orm import ModelState, RegistryHistory
 
@@ -32,8 +33,12 @@ def split_ref(ref: str) -> tuple[str, str]:
 
 
 class Registry:
-    def __init__(self, engine: Engine, models_root: Path, audit: Recorder) -> None:
-        self.engine, self.models_root, self.audit = engine, Path(models_root), audit
+    def __init__(self, engine: Engine, catalog: ModelCatalog, audit: Recorder) -> None:
+        self.engine, self.catalog, self.audit = engine, catalog, audit
+
+    def path(self, name: str, version: str) -> Path:
+        """The folder of a version (the site's store, else the shipped models)."""
+        return self.catalog.path(name, version)
 
     def _event(self, s: Session, action: str, **fields) -> None:
         self.audit(action, connection=s.connection(), **fields)
@@ -41,16 +46,14 @@ class Registry:
     def _identity(self, name: str, version: str) -> dict:
         """The version's weights sha256 and manifest hash, for its registry events."""
         try:
-            manifest = ModelManifest.load(self.models_root / name / version)
+            manifest = ModelManifest.load(self.path(name, version))
         except MedsegError:  # the switch itself refuses a version that is not in the store
             return {}
         return {"sha256": manifest.weights.sha256, "manifest_sha256": manifest.manifest_sha256()}
 
     def versions(self, name: str) -> list[str]:
-        """Versions present in the model store (folders with a manifest), oldest first."""
-        folder = self.models_root / name
-        found = [p.name for p in folder.iterdir() if (p / "manifest.json").is_file()] if folder.is_dir() else []
-        return sorted(found, key=lambda v: [int(x) if x.isdigit() else x for x in v.replace("-", ".").split(".")])
+        """Versions in the model catalog (the site's store and the shipped models), oldest first."""
+        return self.catalog.versions(name)
 
     def active(self, name: str) -> str | None:
         with session(self.engine) as s:

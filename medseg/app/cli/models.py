@@ -23,12 +23,12 @@ def list_cmd(name: Optional[str] = NameOpt, config: Optional[Path] = ConfigOpt) 
     from medseg.models.manifest import ModelManifest
 
     ctx = open_context(config, reading=True)
-    settings, registry = ctx.settings, ctx.registry
+    registry = ctx.registry
     model = model_name(ctx, name)
     active = registry.active(model)
     table = Table("version", "active", "sha256", "reference", "held-out mean Dice", "description")
     for v in registry.versions(model):
-        m = ModelManifest.load(settings.models_root / model / v)
+        m = ModelManifest.load(registry.path(model, v))
         dice = m.metrics.get("holdout_phantoms", {}).get("mean_dice", "")
         table.add_row(v, "*" if v == active else "", m.weights.sha256[:12], "yes" if m.reference else "no",
                       str(dice), m.description[:50])
@@ -41,9 +41,9 @@ def show(version: str = typer.Argument(...), name: Optional[str] = NameOpt, conf
     from medseg.models.manifest import ModelManifest
 
     ctx = open_context(config, reading=True)
-    settings, registry = ctx.settings, ctx.registry
+    registry = ctx.registry
     model = model_name(ctx, name)
-    m = ModelManifest.load(settings.models_root / model / version)
+    m = ModelManifest.load(registry.path(model, version))
     print(json.dumps({"model": m.ref, "active": registry.active(model) == version, "sha256": m.weights.sha256,
                       "task": m.task.model_dump(), "architecture": m.architecture.model_dump(),
                       "input": m.input.model_dump(mode="json"),
@@ -137,7 +137,7 @@ def import_bundle_cmd(path: Path = typer.Argument(..., help="MONAI bundle folder
 
     ctx = open_context(config)
     overrides = dict(parse_override(item) for item in override)
-    m = import_bundle(path, ctx.settings.models_root, name=name, version=version, trust=trust, overrides=overrides,
+    m = import_bundle(path, ctx.registry.catalog.site, name=name, version=version, trust=trust, overrides=overrides,
                       task_title=task)
     uncoded = list(m.provenance.uncoded_labels) if m.provenance else []
     ctx.auditor("model.imported", actor=cli_actor(), model=m.ref, sha256=m.weights.sha256, trusted=trust,
