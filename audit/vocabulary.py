@@ -55,6 +55,7 @@ ACTIONS: dict[str, tuple[str, str, str]] = {
     "review.unmatched": ("a corrected SEG matched none of our results (kept in the spool, reported)", "110103", "E"),
     "review.rejected": ("a review was refused (geometry mismatch, unreadable mask; reason)", "110103", "E"),
     "review.worklist_closed": ("a re-review worklist item was closed by a review", "110103", "U"),
+    "alert.slo_unattainable": ("a version became active whose own validation misses an SLO's objective (both numbers)", "110113", "E"),
     "alert.slo_breached": ("alert: a quality SLO is breached for a model version (evidence, policy)", "110113", "E"),
     "alert.drift_detected": ("alert: input or output drift against the baseline (statistic, threshold)", "110113", "E"),
     "alert.resolved": ("an alert stopped firing (SLO met again or drift gone)", "110113", "E"),

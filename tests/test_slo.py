@@ -121,3 +121,19 @@ def test_settings_refuse_unknown_metric_and_bad_windows():
         MonitoringSettings(min_reviews=60, window_reviews=50)
     with pytest.raises(ValueError, match="greater than or equal to 3"):
         MonitoringSettings(min_reviews=2)
+
+
+def test_an_objective_the_version_misses_by_its_own_validation_is_named():
+    """Issue 18: the default lesion-sensitivity SLO (0.90) paged on the shipped model's genuine
+    reviews; its model card says 0.53."""
+    slos = (SLOSettings(name="sens", metric="lesion_sensitivity", objective=0.90),
+            SLOSettings(name="sens-large", metric="lesion_sensitivity_ge10", objective=0.80),
+            SLOSettings(name="dice", metric="dice", objective=0.5), FN_SLO)
+    metrics = {"holdout_phantoms": {"lesion_sensitivity_all": 0.5263, "lesion_sensitivity_ge_10mm": 0.8636,
+                                    "mean_dice": 0.4965}}
+    missed = slo.unattainable(slos, metrics)
+    assert [(m["slo"], m["validated"], m["validated_on"]) for m in missed] == [
+        ("sens", 0.5263, "holdout_phantoms.lesion_sensitivity_all"), ("dice", 0.4965, "holdout_phantoms.mean_dice")]
+    real = {**metrics, "holdout_real_sts": {"mean_dice": 0.71}}  # a real-CT model: Dice from its real cases
+    assert [m["slo"] for m in slo.unattainable(slos, real)] == ["sens"]
+    assert slo.unattainable(slos, {}) == []

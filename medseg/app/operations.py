@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from medseg.core.exceptions import RegistryError
+from medseg.core.exceptions import MedsegError, RegistryError
 from medseg.jobs.states import JobState
 from medseg.jobs.store import JobStore
 from medseg.models import gate
@@ -79,7 +79,28 @@ def promote(registry: Registry, audit, model: str, version: str, *, actor: str, 
         audit("model.breach_override", actor=actor, model=f"{model}:{version}", reason=override_breach,
               slos=[s.as_dict() for s in breached])
     previous, new = registry.switch(model, version, action="promote", actor=actor, reason=reason)
+    if monitor is not None:
+        warn_unattainable(registry, audit, monitor.settings.slos, model, version)
     return previous, new, result.as_dict()
+
+
+def warn_unattainable(registry: Registry, audit, slos, model: str, version: str) -> list[dict]:
+    """When a version becomes active: SLOs its own validation already misses are audited and logged
+    (``alert.slo_unattainable``): they would page on its genuine reviews. A warning, not a
+    refusal — the objective is the site's clinical decision; the README says how to choose it."""
+    from medseg.models.manifest import ModelManifest
+    from medseg.quality.slo import unattainable
+
+    try:
+        metrics = ModelManifest.load(registry.path(model, version)).metrics
+    except MedsegError:
+        return []
+    missed = unattainable(slos, metrics)
+    for m in missed:
+        audit("alert.slo_unattainable", outcome="failure", actor="monitor", model=f"{model}:{version}",
+              reason=f"SLO {m['slo']}: objective {m['objective']} above the version's validated {m['metric']} "
+                     f"{m['validated']} ({m['validated_on']}): its genuine reviews will page", **m)
+    return missed
 
 
 def rollback(registry: Registry, jobs: JobStore, audit, model: str, *, to: str | None, actor: str, reason: str,

@@ -18,10 +18,12 @@ from dicom_node.spool import Spool
 from medseg.app.auth.authenticator import Authenticator
 from medseg.app.context import build_context
 from medseg.app.metrics import MonitoringCollector, ServiceMetrics
+from medseg.app.operations import warn_unattainable
 from medseg.config import Settings
 from medseg.jobs.assembly import Assembly
 from medseg.jobs.delivery import DeliveryLoop
 from medseg.jobs.worker import Worker, WorkerHooks
+from medseg.models.registry import split_ref
 from medseg.quality.alerts import WebhookLoop
 from medseg.quality.intake import ReviewIntake
 
@@ -74,6 +76,7 @@ class Service:
         if pending:
             self.events("service.recovered", series_pending=pending)
         self.load_active()
+        warn_unattainable(self.registry, self.events, self.settings.monitoring.slos, *split_ref(self.active_model()))
         self.dicom_port = self.node.start()
         self.assembly.start()
         self.delivery.start()
