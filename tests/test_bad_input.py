@@ -116,6 +116,24 @@ def _zero_rescale_slope(tmp_path, study_copy):  # issue 17: a blank -1024 HU vol
     return study_copy
 
 
+def _pixels(study_copy, make):
+    """Replace every slice's stored values (``make(shape, slice index)``), keeping the rescale."""
+    for k, f in enumerate(_files(study_copy)):
+        ds = pydicom.dcmread(f)
+        ds.PixelData = make(ds.pixel_array.shape, k).astype(ds.pixel_array.dtype).tobytes()
+        ds.save_as(f)
+    return study_copy
+
+
+def _constant_volume(tmp_path, study_copy):  # issue 17: a constant or non-physical image is refused
+    return _pixels(study_copy, lambda shape, k: np.full(shape, 1024))
+
+
+def _only_air(tmp_path, study_copy):
+    rng = np.random.default_rng(0)
+    return _pixels(study_copy, lambda shape, k: rng.integers(0, 60, shape))  # -1024..-965 HU: air and noise
+
+
 def _unsupported_modality(tmp_path, study_copy):
     for i in range(len(_files(study_copy))):
         _rewrite(study_copy, i, Modality="MR")
@@ -180,6 +198,8 @@ CASES = {
     "truncated-file": (_truncated, "slice"),
     "missing-pixel-data": (_missing_pixel_data, "PixelData missing"),
     "zero-rescale-slope": (_zero_rescale_slope, "RescaleSlope is 0, so every pixel would be -1024 HU [decode.rescale_slope]"),
+    "constant-volume": (_constant_volume, "a blank (constant) image, nothing to segment [decode.constant_volume]"),
+    "only-air": (_only_air, "below -900 HU (air): no tissue in the image [decode.no_tissue]"),
     "unsupported-modality": (_unsupported_modality, "modality MR not in ['CT']"),
     "undecodable-transfer-syntax": (_unsupported_syntax, "MPEG2"),
     "nifti-singular-affine": (_nifti_singular, "singular"),

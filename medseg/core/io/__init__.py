@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medseg.core.io.decode import read_hu_slices
+from medseg.core.io.decode import check_plausible_hu, read_hu_slices
 from medseg.core.io.geometry import GeometryTolerances, sort_and_check
 from medseg.core.io.nifti import is_nifti, read_nifti, write_nifti
 from medseg.core.io.scan import scan_folder
@@ -47,5 +47,6 @@ def load_study(
     headers = [series.headers[i] for i in order]
     paths = [series.paths[i] for i in order]
     hu = read_hu_slices(paths, headers, int(headers[0].Rows), int(headers[0].Columns))
+    check_plausible_hu(hu)
     syntaxes = sorted({str(h.file_meta.TransferSyntaxUID.name) for h in headers if "TransferSyntaxUID" in h.file_meta})
     return LoadedStudy(Volume(hu, affine, tuple(headers)), "dicom", decisions, scan.summary(), syntaxes)

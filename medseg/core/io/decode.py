@@ -63,6 +63,24 @@ def read_hu_slices(
     return out
 
 
+def check_plausible_hu(hu: np.ndarray) -> None:
+    """Refuse a volume no CT of a patient can be, before any model sees it (issue 17: a blank volume
+    came back as a normal "no lesion" SEG): every voxel the same value; nothing denser than air
+    (99.5 % of voxels below -900 HU); nothing as light as soft tissue (99.5 % above 2000 HU: raw
+    stored values without their rescale, or the wrong image). Judged on a regular subsample."""
+    sample = np.asarray(hu[:: max(1, hu.shape[0] // 64), ::4, ::4], dtype=np.float32)
+    low, high = float(sample.min()), float(sample.max())
+    if high - low < 1.0:
+        raise DecodeError(f"every voxel is {low:g} HU: a blank (constant) image, nothing to segment",
+                          code="decode.constant_volume")
+    p_low, p_high = np.percentile(sample, [0.5, 99.5])
+    if p_high < -900:
+        raise DecodeError("99.5 % of voxels are below -900 HU (air): no tissue in the image", code="decode.no_tissue")
+    if p_low > 2000:
+        raise DecodeError("99.5 % of voxels are above 2000 HU: not CT values (pixels without their rescale?)",
+                          code="decode.non_physical_hu")
+
+
 def _decode(path: Path, k: int, rows: int, columns: int) -> np.ndarray:
     try:
         ds = pydicom.dcmread(path)
