@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import and_, select, true
 
@@ -19,7 +22,7 @@ class AuditFilter(BaseModel):
     actor: str | None = None
     outcome: str | None = None
     job_id: int | None = None
-    since: str | None = None  # ISO 8601 UTC, inclusive
+    since: str | None = None  # inclusive, any :func:`parse_time` form; stored normalized
     until: str | None = None  # exclusive
     limit: int = Field(default=100, ge=1, le=100_000)
     offset: int = Field(default=0, ge=0)
@@ -53,17 +56,33 @@ def _conditions(f: AuditFilter) -> list:
     return c
 
 
-def normalize_time(value: str) -> str:
-    """Any ISO 8601 date/time (naive = UTC) in the stored form, so string comparison orders correctly."""
-    import datetime as dt
+#: a time relative to now: 30m, 24h, 7d, 2w
+_AGO = re.compile(r"^(\d+)([mhdw])$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+TIME_SYNTAX = "30m, 24h, 7d, 2w, today, yesterday or an ISO 8601 date/time (2026-11-01, 2026-11-01T08:00Z)"
 
+
+def parse_time(text: str, now: dt.datetime | None = None) -> dt.datetime:
+    """The one time syntax of every command, API filter and report (naive UTC): a span before now
+    (``7d``), the start of ``today`` / ``yesterday`` (UTC), or ISO 8601 (naive = UTC)."""
+    now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    value = text.strip()
+    ago = _AGO.match(value)
+    if ago:
+        return now - dt.timedelta(**{_UNITS[ago.group(2)]: int(ago.group(1))})
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if value.lower() in ("today", "yesterday"):
+        return midnight - dt.timedelta(days=value.lower() == "yesterday")
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"not an ISO 8601 date/time: {value[:40]!r}") from None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return parsed.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        raise ValueError(f"not a time: {value[:40]!r} (use {TIME_SYNTAX})") from None
+    return parsed.astimezone(dt.timezone.utc).replace(tzinfo=None) if parsed.tzinfo else parsed
+
+
+def normalize_time(value: str) -> str:
+    """:func:`parse_time` in the stored form, so string comparison orders correctly."""
+    return parse_time(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def query(log: AuditLog, f: AuditFilter):

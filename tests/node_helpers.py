@@ -117,3 +117,16 @@ def authorize(service, client, name: str = "test-suite", roles=None) -> str:
     secret, _ = service.tokens.create(name, list(roles or Role), actor="test")
     client.headers["Authorization"] = f"Bearer {secret}"
     return secret
+
+
+def settled(client, response, timeout=30):
+    """POST /reviews answers 202 at once with the review's Location; the service's scoring loop
+    scores (or rejects) it moments later."""
+    assert response.status_code == 202, response.text
+    assert response.json()["review"]["status"] == "received"
+    location = response.headers["Location"]
+
+    def done():
+        body = client.get(location).json()
+        return body if body["review"]["status"] in ("scored", "rejected") else None
+    return wait_for(done, timeout, what="review scored")

@@ -183,6 +183,17 @@ def _nifti_no_geometry(tmp_path, study_copy):
     return _nifti(np.eye(4), tmp_path, "nogeom.nii.gz", zero_codes=True)
 
 
+def _nifti_label_mask(tmp_path, study_copy):  # issue 18: a real expert mask was segmented as if it were CT
+    return Path(__file__).parent / "data" / "sts-ct" / "STS_006" / "CT_mask.nii.gz"
+
+
+def _nifti_raw_values(tmp_path, study_copy):  # a real CT's stored values without their rescale (+32768)
+    ct = nib.load(str(Path(__file__).parent / "data" / "sts-ct" / "STS_006" / "CT_image.nii.gz"))
+    path = tmp_path / "raw.nii.gz"
+    nib.save(nib.Nifti1Image(np.asanyarray(ct.dataobj).astype(np.int32) + 32768, ct.affine), str(path))
+    return path
+
+
 def _not_there(tmp_path, study_copy):
     return tmp_path / "does-not-exist"
 
@@ -205,6 +216,8 @@ CASES = {
     "nifti-singular-affine": (_nifti_singular, "singular"),
     "nifti-nan-affine": (_nifti_nan, "NaN"),
     "nifti-no-geometry": (_nifti_no_geometry, "qform_code are both 0"),
+    "nifti-label-mask": (_nifti_label_mask, "a label mask, not a CT image in HU [decode.label_mask]"),
+    "nifti-raw-values": (_nifti_raw_values, "not CT values (pixels without their rescale?) [decode.non_physical_hu]"),
     "input-missing": (_not_there, "does not exist"),
 }
 
@@ -241,7 +254,7 @@ def test_real_console_script_reports_errors_the_same_way(tmp_path):
 
 def test_usage_errors_and_bad_settings_are_one_line(tmp_path, capsys, monkeypatch):
     code, _, err = run_cli(["phantom", "--out", tmp_path / "p", "--transfer-syntax", "bogus"], capsys)
-    assert code == 2 and "--transfer-syntax must be one of" in err
+    assert code == 2 and "Invalid value for --transfer-syntax: 'bogus' is not one of 'explicit'" in err
     from medseg.config import get_settings
 
     get_settings.cache_clear()
@@ -278,3 +291,58 @@ def test_version(capsys):
 
     code, out, _ = run_cli(["--version"], capsys)
     assert code == 0 and out.strip() == f"medseg {__version__}"
+
+
+def _listening(tmp_path):
+    """A config whose DICOM port another process (this test) is listening on."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    config = tmp_path / "busy.toml"
+    config.write_text(f'[service]\ndata_dir = "data"\nhttp_port = 0\n[node]\nport = {sock.getsockname()[1]}\n')
+    return sock, config
+
+
+@pytest.mark.parametrize("args, says", [  # issue 18: each of these was an internal error or a traceback
+    (["phantom", "--out", "{tmp}/p", "--orientation", "upside"],
+     "Invalid value for --orientation: 'upside' is not one of 'supine', 'prone'"),
+    (["phantom", "--out", "{tmp}/a-file"], "medseg: error: --out {tmp}/a-file: exists and is not a folder [cli.out_not_folder]"),
+    (["segment", "{tmp}", "--out", "{tmp}/a-file"], "exists and is not a folder [cli.out_not_folder]"),
+    (["audit", "query", "--since", "last tuesday", "-c", "{tmp}/busy.toml"],
+     "medseg: error: --since: not a time: 'last tuesday' (use 30m, 24h, 7d, 2w, today, yesterday or an ISO 8601"),
+    (["monitor", "report", "--png", "{tmp}", "-c", "{tmp}/busy.toml"], "--png {tmp}: is a folder, give a file name [cli.out_is_folder]"),
+    (["audit", "export", "--out", "{tmp}/no/such/x.jsonl"], "folder {tmp}/no/such does not exist [cli.out_no_folder]"),
+    (["serve", "-c", "{tmp}/busy.toml"], "medseg: error: DICOM [node] port 127.0.0.1:{port} is in use by another process "
+                                          "[serve.port_unavailable]"),
+])
+def test_operator_mistakes_are_one_line_with_a_code(args, says, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("x")
+    sock, _ = _listening(tmp_path)
+    with sock:
+        port = sock.getsockname()[1]
+        fill = {"tmp": tmp_path, "port": port}
+        if "audit" in args or "monitor" in args:  # an existing service's data: the read commands need one
+            run_cli(["tokens", "create", "probe", "--role", "viewer", "-c", tmp_path / "busy.toml"], capsys)
+        code, out, err = run_cli([a.format(**fill) for a in args], capsys)
+    assert code == 2, err
+    assert says.format(**fill) in err
+    assert "Traceback" not in err + out and "internal error" not in err
+    assert "listening" not in out  # serve: no banner before the failure
+
+
+def test_time_windows_mean_the_same_in_every_command():
+    import datetime as dt
+
+    from audit.query import parse_time
+    from medseg.quality.report import parse_since
+
+    now = dt.datetime(2026, 12, 1, 15, 30)
+    assert parse_time("yesterday", now) == dt.datetime(2026, 11, 30) == parse_since("yesterday", now)
+    assert parse_time("today", now) == dt.datetime(2026, 12, 1)
+    assert parse_time("7d", now) == parse_since("7d", now) == dt.datetime(2026, 11, 24, 15, 30)
+    assert parse_time("30m", now) == dt.datetime(2026, 12, 1, 15, 0)
+    assert parse_time("2026-11-01T08:00+01:00", now) == dt.datetime(2026, 11, 1, 7, 0)
+    with pytest.raises(ValueError, match="not a time"):
+        parse_time("last tuesday", now)

@@ -24,6 +24,7 @@ from medseg.jobs.store import JobStore
 from medseg.models.registry import Registry
 from medseg.models.shadow import ShadowStore
 from medseg.quality.alerts import AlertManager
+from medseg.quality.intake import ReviewIntake
 from medseg.quality.monitor import QualityMonitor
 from medseg.quality.store import MonitoringStore
 from medseg.quality.worklist import Worklist
@@ -46,6 +47,12 @@ class AppContext:
         monitor.fallback = slo_fallback(self.registry, self.jobs, self.auditor, monitor.slo_status, alerts)
         monitor.is_active = lambda ref: self.registry.active(ref.split("/")[0]) == ref.split("/")[-1]
         return monitor
+
+    @cached_property
+    def reviews(self) -> ReviewIntake:
+        """The review doors and the scorer (:mod:`medseg.quality.intake`)."""
+        service = self.settings.service
+        return ReviewIntake(self.jobs, service.spool_dir, service.reviews_dir, self.auditor, self.monitor)
 
     @property
     def tokens(self) -> TokenStore:

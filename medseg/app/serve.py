@@ -25,7 +25,7 @@ from medseg.jobs.delivery import DeliveryLoop
 from medseg.jobs.worker import Worker, WorkerHooks
 from medseg.models.registry import split_ref
 from medseg.quality.alerts import WebhookLoop
-from medseg.quality.intake import ReviewIntake
+from medseg.quality.intake import ScoringLoop
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,9 @@ class Service:
         self.spool = Spool(settings.service.spool_dir, settings.node.disk_floor_mb)
         self.monitor = ctx.monitor
         self.metrics.registry.register(MonitoringCollector(self.monitor))
-        self.reviews = ReviewIntake(self.jobs, self.spool.root, settings.service.reviews_dir, self.events, self.monitor)
+        self.reviews = ctx.reviews
+        self.scoring = ScoringLoop(self.reviews)
+        self.reviews.notify = self.scoring.wake  # each door wakes it: scored within moments, never in the request
         self.webhooks = WebhookLoop(self.monitor.alerts)
         self.assembly = Assembly(self.spool, self.jobs, settings, self.active_model, self.events,
                                  on_segmentations=self.reviews.receive_segs, released_instances=self.released_instances)
@@ -72,6 +74,7 @@ class Service:
         config_hash = hashlib.sha256(self.settings.model_dump_json().encode()).hexdigest()
         self.events("config.loaded", sha256=config_hash, ae_title=self.settings.node.ae_title)
         self.jobs.recover()  # records service.recovered with the jobs it re-queued
+        self.reviews.recover()
         pending = self.assembly.recover()
         if pending:
             self.events("service.recovered", series_pending=pending)
@@ -81,6 +84,7 @@ class Service:
         self.assembly.start()
         self.delivery.start()
         self.webhooks.start()
+        self.scoring.start()
         self.worker.start()
         self.events("service.started", dicom_port=self.dicom_port, ae_title=self.settings.node.ae_title)
         self.events.anchor()
@@ -103,6 +107,7 @@ class Service:
         self.worker.stop()
         self.delivery.stop()
         self.webhooks.stop()
+        self.scoring.stop()
         self.events("service.stopped")
         self.events.anchor()
         self.engine.dispose()

@@ -99,6 +99,10 @@ class JobQueries:
                 q = q.where(Job.series_uid == series_uid)
             return list(s.scalars(q))
 
+    def by_id(self, job_id: int) -> Job | None:
+        with self.session() as s:
+            return s.get(Job, job_id)
+
     def by_seg_sop(self, sop_uid: str) -> Job | None:
         """The job whose SEG has this SOP Instance UID (our own SEG coming back)."""
         with self.session() as s:

@@ -24,8 +24,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import stats
-from scipy.spatial.distance import jensenshannon
+
+# scipy.stats and scipy.spatial are imported where a drift test runs: they take over a second to
+# import, and every CLI command that opens the monitor (e.g. `review submit`) would pay for it
 
 MIN_CURRENT = 10
 KS_P, KS_D, PSI, JS, RATE_P, RATE_DELTA = 0.01, 0.30, 0.25, 0.10, 0.01, 0.10
@@ -84,9 +85,13 @@ def compare(monitor: str, baseline: list[dict], current: list[dict]) -> DriftRes
         r.note = f"not enough studies with this value (baseline {len(base)}, current {len(cur)}; {MIN_CURRENT} needed)"
         return r
     if kind == "histogram":
+        from scipy.spatial.distance import jensenshannon
+
         r.value = float(jensenshannon(np.mean(base, 0), np.mean(cur, 0), base=2))
         r.drifted = r.value > JS
     elif kind == "numeric":
+        from scipy import stats
+
         test = stats.ks_2samp(base, cur)
         r.value, r.p_value = float(test.statistic), float(test.pvalue)
         r.drifted = r.p_value < KS_P and r.value >= KS_D
@@ -96,6 +101,8 @@ def compare(monitor: str, baseline: list[dict], current: list[dict]) -> DriftRes
     else:
         kb, kc = sum(map(bool, base)), sum(map(bool, cur))
         r.value = kc / len(cur) - kb / len(base)
+        from scipy import stats
+
         r.p_value = float(stats.fisher_exact([[kb, len(base) - kb], [kc, len(cur) - kc]]).pvalue)
         r.drifted = r.p_value < RATE_P and abs(r.value) >= RATE_DELTA
     return r

@@ -1,7 +1,19 @@
 """Review intake: a radiologist's corrected mask (or "accepted as is") becomes a scored review.
 
-Three doors, one path (:meth:`ReviewIntake.submit`): the DICOM node (a corrected SEG sent back by
-C-STORE, :meth:`ReviewIntake.receive_segs`), ``medseg review submit`` and ``POST /reviews``.
+Three doors, one path: the DICOM node (a corrected SEG sent back by C-STORE,
+:meth:`ReviewIntake.receive_segs`), ``medseg review submit`` and ``POST /reviews``
+(:meth:`ReviewIntake.submit`).
+
+**Reviews never block** (issue 18: a review through the CLI took 7-10 s, 18-36 s when it
+triggered a fallback, because scoring, the SLOs, the rollback and the gate ran inside it). A door
+only finds the job the review is of, keeps the mask (``reviews_dir``) and stores the review as
+``received`` (audited ``review.received``), then answers. Scoring, SLO evaluation and any fallback
+run afterwards in :meth:`ReviewIntake.score_pending`: ``medseg serve``'s scoring loop
+(:class:`ScoringLoop`, woken at once by each door), or ``medseg review score``. A review is claimed
+by one scorer (``received -> scoring``, an atomic update), so the service and a CLI scorer never
+score it twice; one left ``scoring`` by a dead process is received again at start. A review that
+cannot be scored (off-grid, unreadable, source images gone) ends ``rejected`` with the reason and
+a ``review.rejected`` event; its mask is kept.
 
 * The review is of one job's SEG: the latest job of the study (and series) that produced one.
 * The corrected mask must lie on the source series' grid. A SEG must reference that series and only
@@ -22,17 +34,19 @@ from __future__ import annotations
 import io
 import logging
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pydicom
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from audit.recorder import Recorder
 from medseg.core.exceptions import MedsegError, ReviewError
 from medseg.core.io.geometry import sort_and_check
 from medseg.core.io.scan import scan_folder
+from medseg.core.loops import Ticker
 from medseg.core.volume import Volume, canonical_reorientation
 from medseg.db import session
 from medseg.jobs.orm import Job
@@ -54,9 +68,10 @@ class ReviewOutcome:
 
 class ReviewIntake:
     def __init__(self, jobs: JobStore, spool_root: Path, reviews_dir: Path, audit: Recorder,
-                 monitor: QualityMonitor) -> None:
+                 monitor: QualityMonitor, notify: Callable[[], None] | None = None) -> None:
         self.jobs, self.engine, self.audit, self.monitor = jobs, jobs.engine, audit, monitor
         self.spool_root, self.reviews_dir = Path(spool_root), Path(reviews_dir)
+        self.notify = notify or (lambda: None)  # the service wakes its scoring loop
 
     # -- doors ---------------------------------------------------------------------------------
     def submit(self, study_uid: str, *, mask: bytes | None, accepted: bool, door: str, submitted_by: str,
@@ -66,7 +81,7 @@ class ReviewIntake:
             raise ReviewError("give either a corrected mask or 'accepted as is', not both or neither",
                               code="review.invalid")
         job = self._job_for_study(study_uid, series_uid)
-        return self._score(job, mask, accepted=accepted, door=door, submitted_by=submitted_by, reviewer=reviewer)
+        return self._receive(job, mask, accepted=accepted, door=door, submitted_by=submitted_by, reviewer=reviewer)
 
     def receive_segs(self, files: list[Path], calling_ae: str) -> list[ReviewOutcome | None]:
         """DICOM door: SEG instances a peer sent us. Never raises: a failure is audited and kept."""
@@ -82,9 +97,9 @@ class ReviewIntake:
                 if job is None:
                     out.append(self._unmatched(ds, path, calling_ae))
                     continue
-                out.append(self._score(job, Path(path).read_bytes(), accepted=False, door="dicom",
-                                       submitted_by=calling_ae, reviewer=str(getattr(ds, "ContentCreatorName", ""))[:64],
-                                       stored=Path(path)))
+                out.append(self._receive(job, None, accepted=False, door="dicom", submitted_by=calling_ae,
+                                         reviewer=str(getattr(ds, "ContentCreatorName", ""))[:64], stored=Path(path),
+                                         correction_uid=str(ds.SOPInstanceUID)))
             except ReviewError:
                 out.append(None)  # audited as review.rejected by _score
             except Exception as exc:  # noqa: BLE001 - the SEG stays in the spool; record why it was not scored
@@ -136,52 +151,108 @@ class ReviewIntake:
         log.warning("a corrected SEG from %s matched none of our results (review %d, kept)", calling_ae, row.id)
         return ReviewOutcome(row)
 
-    # -- scoring -------------------------------------------------------------------------------
-    def _score(self, job: Job, mask: bytes | None, *, accepted: bool, door: str, submitted_by: str, reviewer: str,
-               stored: Path | None = None) -> ReviewOutcome:
-        ids = dict(job_id=job.id, study_uid=job.study_uid, series_uid=job.series_uid, model=job.model_used,
-                   patient=job.patient)
-        self.audit("review.received", actor=submitted_by, door=door, reviewer=reviewer or None,
-                   accepted=accepted, **ids)
-        try:
-            headers, affine = self._source(job)
-            uids = [str(h.SOPInstanceUID) for h in headers]
-            predicted = Volume(_read_our_seg(job, uids), affine)
-            if accepted:
-                reference = predicted
-            elif _is_dicom(mask):
-                reference = Volume(seg_mask(mask, job.series_uid, uids, predicted.shape), affine)
-            else:
-                reference = Volume(nifti_mask(mask, predicted), affine)
-        except ReviewError as exc:
-            self.audit("review.rejected", outcome="failure", actor=submitted_by, code=exc.code, reason=exc.message,
-                       door=door, **ids)
-            raise
-        scores = score_review(predicted, reference)
-        correction_uid = "" if mask is None or not _is_dicom(mask) else str(
-            pydicom.dcmread(io.BytesIO(mask), stop_before_pixels=True).get("SOPInstanceUID", ""))
-        header = headers[0]
-        scanner = " / ".join(str(header.get(k, "") or "?") for k in ("Manufacturer", "ManufacturerModelName"))
+    # -- storing -------------------------------------------------------------------------------
+    def _receive(self, job: Job, mask: bytes | None, *, accepted: bool, door: str, submitted_by: str,
+                 reviewer: str, stored: Path | None = None, correction_uid: str = "") -> ReviewOutcome:
+        """Keep the mask and store the review as ``received``; the scoring loop does the rest."""
+        if mask is not None and _is_dicom(mask) and not correction_uid:
+            try:
+                correction_uid = str(pydicom.dcmread(io.BytesIO(mask), stop_before_pixels=True).get("SOPInstanceUID", ""))
+            except Exception:  # noqa: BLE001 - damaged: scoring rejects it with the reason
+                correction_uid = ""
         with session(self.engine) as s, s.begin():
-            row = Review(status=ReviewStatus.SCORED, job_id=job.id, study_uid=job.study_uid, series_uid=job.series_uid,
+            row = Review(status=ReviewStatus.RECEIVED, job_id=job.id, study_uid=job.study_uid, series_uid=job.series_uid,
                          model=job.model_used, door=door, submitted_by=submitted_by, reviewer=reviewer,
-                         accepted=accepted, correction_sop_uid=correction_uid, site=job.calling_ae, scanner=scanner, dice=scores.dice,
-                         fn_rate=scores.fn_rate, reference_lesions=scores.reference_lesions,
-                         detected_lesions=scores.detected_lesions, reference_lesions_ge10=scores.reference_lesions_ge10,
-                         detected_lesions_ge10=scores.detected_lesions_ge10,
-                         false_positive_lesions=scores.false_positive_lesions, hd95_mm=scores.hd95_mm,
-                         msd_mm=scores.msd_mm, fp_volume_ml=scores.fp_volume_ml, volume_diff_ml=scores.volume_diff_ml,
-                         scores=scores.as_dict())
+                         accepted=accepted, correction_sop_uid=correction_uid, site=job.calling_ae)
             s.add(row)
             s.flush()
             row.stored_path = str(stored) if stored else self._keep(row.id, mask)
-            self.audit("review.scored", connection=s.connection(), actor=submitted_by, review_id=row.id,
-                       accepted=accepted, dice=round(scores.dice, 4),
+            self.audit("review.received", connection=s.connection(), actor=submitted_by, door=door,
+                       reviewer=reviewer or None, accepted=accepted, review_id=row.id, **_ids(job))
+        self.notify()
+        return ReviewOutcome(row)
+
+    # -- scoring -------------------------------------------------------------------------------
+    def recover(self) -> int:
+        """At start: reviews a dead scorer had claimed are received again (scored from the start)."""
+        with session(self.engine) as s, s.begin():
+            return s.execute(update(Review).where(Review.status == ReviewStatus.SCORING)
+                             .values(status=ReviewStatus.RECEIVED)).rowcount
+
+    def score_pending(self, ids: list[int] | None = None) -> list[ReviewOutcome]:
+        """Score every received review (or those of ``ids``), oldest first, then evaluate the SLOs
+        of each model they scored (the fallback policy included)."""
+        outcomes = []
+        while (row := self._claim(ids)) is not None:
+            outcomes.append(self._score(row))
+        for model in dict.fromkeys(o.review.model for o in outcomes if o.review.status == ReviewStatus.SCORED):
+            slos = self.monitor.check_slos(model)
+            for o in outcomes:
+                if o.review.model == model and o.review.status == ReviewStatus.SCORED:
+                    o.slos = slos
+        return outcomes
+
+    def _claim(self, ids: list[int] | None) -> Review | None:
+        with session(self.engine) as s, s.begin():
+            q = select(Review.id).where(Review.status == ReviewStatus.RECEIVED).order_by(Review.id)
+            for review_id in s.scalars(q.where(Review.id.in_(ids)) if ids is not None else q):
+                claimed = s.execute(update(Review).where(Review.id == review_id, Review.status == ReviewStatus.RECEIVED)
+                                    .values(status=ReviewStatus.SCORING)).rowcount
+                if claimed:
+                    return s.get(Review, review_id)
+        return None
+
+    def _score(self, row: Review) -> ReviewOutcome:
+        job = self.jobs.by_id(row.job_id) if row.job_id is not None else None
+        ids = _ids(job) if job is not None else dict(review_id=row.id, study_uid=row.study_uid)
+        try:
+            if job is None:
+                raise ReviewError("the job this review refers to no longer exists", code="review.no_result")
+            mask = Path(row.stored_path).read_bytes() if row.stored_path else None
+            headers, affine = self._source(job)
+            uids = [str(h.SOPInstanceUID) for h in headers]
+            predicted = Volume(_read_our_seg(job, uids), affine)
+            if row.accepted:
+                reference = predicted
+            elif mask is not None and _is_dicom(mask):
+                reference = Volume(seg_mask(mask, job.series_uid, uids, predicted.shape), affine)
+            elif mask is not None:
+                reference = Volume(nifti_mask(mask, predicted), affine)
+            else:
+                raise ReviewError("the kept mask of this review is missing", code="review.unreadable")
+            scores = score_review(predicted, reference)
+        except Exception as exc:  # noqa: BLE001 - every review ends visibly: scored or rejected with the reason
+            code, message = ((exc.code, exc.message) if isinstance(exc, ReviewError)
+                             else ("review.unscorable", f"the review could not be scored ({type(exc).__name__})"))
+            return ReviewOutcome(self._reject(row, code, message, ids))
+        header = headers[0]
+        scanner = " / ".join(str(header.get(k, "") or "?") for k in ("Manufacturer", "ManufacturerModelName"))
+        with session(self.engine) as s, s.begin():
+            row = s.get(Review, row.id)
+            for name, value in dict(status=ReviewStatus.SCORED, scanner=scanner, dice=scores.dice,
+                                    fn_rate=scores.fn_rate, reference_lesions=scores.reference_lesions,
+                                    detected_lesions=scores.detected_lesions,
+                                    reference_lesions_ge10=scores.reference_lesions_ge10,
+                                    detected_lesions_ge10=scores.detected_lesions_ge10,
+                                    false_positive_lesions=scores.false_positive_lesions, hd95_mm=scores.hd95_mm,
+                                    msd_mm=scores.msd_mm, fp_volume_ml=scores.fp_volume_ml,
+                                    volume_diff_ml=scores.volume_diff_ml, scores=scores.as_dict()).items():
+                setattr(row, name, value)
+            self.audit("review.scored", connection=s.connection(), actor=row.submitted_by, review_id=row.id,
+                       accepted=row.accepted, dice=round(scores.dice, 4),
                        fn_rate=None if scores.fn_rate is None else round(scores.fn_rate, 4),
                        lesions=scores.reference_lesions, detected=scores.detected_lesions,
                        missed=len(scores.missed), hd95_mm=scores.hd95_mm, **ids)
-            Worklist(self.engine, self.audit).close_for_series(s, job.study_uid, job.series_uid, row.id, submitted_by)
-        return ReviewOutcome(row, self.monitor.check_slos(job.model_used))
+            Worklist(self.engine, self.audit).close_for_series(s, job.study_uid, job.series_uid, row.id, row.submitted_by)
+        return ReviewOutcome(row)
+
+    def _reject(self, row: Review, code: str, message: str, ids: dict) -> Review:
+        with session(self.engine) as s, s.begin():
+            row = s.get(Review, row.id)
+            row.status, row.note = ReviewStatus.REJECTED, f"{message} [{code}]"
+            self.audit("review.rejected", connection=s.connection(), outcome="failure", actor=row.submitted_by,
+                       code=code, reason=message, door=row.door, **ids)
+        return row
 
     def _keep(self, review_id: int, mask: bytes | None) -> str:
         if mask is None:
@@ -200,6 +271,25 @@ class ReviewIntake:
             raise ReviewError("the source images of this result are no longer in the spool", code="review.no_source")
         order, affine = sort_and_check(series.headers)
         return [series.headers[i] for i in order], affine
+
+
+def _ids(job: Job) -> dict:
+    return dict(job_id=job.id, study_uid=job.study_uid, series_uid=job.series_uid, model=job.model_used,
+                patient=job.patient)
+
+
+class ScoringLoop(Ticker):
+    """``medseg serve``'s thread that scores received reviews (woken by each door; every few
+    seconds it also picks up reviews another process stored, e.g. ``medseg review submit``)."""
+
+    thread_name, interval_s = "medseg-reviews", 2.0
+
+    def __init__(self, intake: ReviewIntake) -> None:
+        self.intake = intake
+        super().__init__()
+
+    def tick(self) -> list[ReviewOutcome]:
+        return self.intake.score_pending()
 
 
 def _is_dicom(data: bytes) -> bool:
@@ -263,4 +353,4 @@ def nifti_mask(data: bytes, target: Volume) -> np.ndarray:
     return np.ascontiguousarray(mine.invert(array) > 0)
 
 
-__all__ = ["ReviewError", "ReviewIntake", "ReviewOutcome", "nifti_mask", "seg_mask"]
+__all__ = ["ReviewError", "ReviewIntake", "ReviewOutcome", "ScoringLoop", "nifti_mask", "seg_mask"]

@@ -5,31 +5,20 @@ model version, with the SLO objectives drawn as lines."""
 from __future__ import annotations
 
 import datetime as dt
-import re
 from pathlib import Path
 
+from audit.query import parse_time
 from medseg.quality import slo
 from medseg.quality.alerts import payload
 from medseg.quality.monitor import QualityMonitor
 from medseg.quality.states import ReviewStatus
 
-_SINCE = re.compile(r"^(\d+)([dh])$")
 PLOTTED = (("dice", "Dice"), ("fn_rate", "voxel FN rate"), ("lesion_sensitivity", "lesion sensitivity"))
 
 
 def parse_since(text: str | None, now: dt.datetime | None = None) -> dt.datetime | None:
-    """``7d``, ``24h`` or an ISO date/time (UTC)."""
-    if not text:
-        return None
-    now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    m = _SINCE.match(text.strip())
-    if m:
-        return now - dt.timedelta(**{"days" if m.group(2) == "d" else "hours": int(m.group(1))})
-    try:
-        value = dt.datetime.fromisoformat(text.strip().removesuffix("Z"))
-    except ValueError:
-        raise ValueError("since must be like 7d, 24h or an ISO date (2026-11-01)") from None
-    return value.astimezone(dt.timezone.utc).replace(tzinfo=None) if value.tzinfo else value
+    """The audit trail's time syntax (:func:`audit.query.parse_time`: ``7d``, ``yesterday``, ISO)."""
+    return parse_time(text, now) if text else None
 
 
 def model_ref(text: str | None) -> str | None:

@@ -37,7 +37,6 @@ import math
 import statistics
 from dataclasses import asdict, dataclass
 
-from scipy import stats
 
 from medseg.config import SLO_METRICS, MonitoringSettings, SLOSettings
 
@@ -60,6 +59,8 @@ def mean_ci(values: list[float], confidence: float, bounds: tuple[float, float] 
     mean = statistics.fmean(values)
     if len(values) < 2:
         return Estimate(mean, None, None, 1)
+    from scipy import stats  # here, not at import: a second of start-up for every CLI command
+
     half = stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
     lo, hi = bounds
     return Estimate(mean, max(lo, mean - half), min(hi, mean + half), len(values))
@@ -68,6 +69,8 @@ def mean_ci(values: list[float], confidence: float, bounds: tuple[float, float] 
 def proportion_ci(successes: int, trials: int, confidence: float) -> Estimate:
     if trials == 0:
         return Estimate(None, None, None, 0)
+    from scipy import stats
+
     ci = stats.binomtest(successes, trials).proportion_ci(confidence_level=confidence, method="wilson")
     return Estimate(successes / trials, float(ci.low), float(ci.high), trials)
 

@@ -37,6 +37,10 @@ class MonitoringStore:
         with self.session() as s:
             return list(s.scalars(q))
 
+    def review(self, review_id: int) -> Review | None:
+        with self.session() as s:
+            return s.get(Review, review_id)
+
     def reviewed_jobs(self, job_ids) -> set[int]:
         with self.session() as s:
             return set(s.scalars(select(Review.job_id).where(Review.job_id.in_(list(job_ids)), Review.status == ReviewStatus.SCORED)))

@@ -64,7 +64,7 @@ StudyUID = Annotated[str, Path(pattern=UID_PATTERN, max_length=64, description="
 #: a model version as filters name it: name:version (or name/version)
 MODEL_REF_PATTERN = r"^[a-z0-9][a-z0-9-]{0,47}[:/][0-9]+\.[0-9]+\.[0-9]+([.-][A-Za-z0-9.]+)?$"
 #: a window start: 7d, 24h (relative), or a date-time
-SINCE_PATTERN = r"^[0-9]{1,5}[dh]$"
+SINCE_PATTERN = r"^([0-9]{1,5}[mhdw]|today|yesterday)$"  # audit.query.parse_time
 ServiceDep = Annotated[Service, Depends(_service)]
 JobsDep = Annotated[JobStore, Depends(_jobs)]
 Reader = Annotated[Principal, Depends(require(*READERS))]

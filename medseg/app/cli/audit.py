@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from medseg.app.cli.common import ConfigOpt, cli_actor
+from medseg.app.cli.common import ConfigOpt, cli_actor, output_file
 
 audit_app = typer.Typer(no_args_is_help=True, help="Query, verify and export the audit trail.")
 out = Console()
@@ -43,8 +43,8 @@ def query_cmd(
     actor: Optional[str] = typer.Option(None, help="calling AE title, api:<host>, cli:<user>, system"),
     outcome: Optional[str] = typer.Option(None, help="success | failure"),
     job: Optional[int] = typer.Option(None, help="job id"),
-    since: Optional[str] = typer.Option(None, help="ISO 8601, inclusive (naive = UTC)"),
-    until: Optional[str] = typer.Option(None, help="ISO 8601, exclusive"),
+    since: Optional[str] = typer.Option(None, help="inclusive: 7d, 24h, yesterday or ISO 8601 (naive = UTC)"),
+    until: Optional[str] = typer.Option(None, help="exclusive, same forms"),
     limit: int = typer.Option(1000, min=1, max=100_000),
     fmt: str = typer.Option("table", "--format", help="table | json | csv"),
     config: Optional[Path] = ConfigOpt,
@@ -55,10 +55,24 @@ def query_cmd(
     if fmt not in ("table", "json", "csv"):
         raise typer.BadParameter("must be table, json or csv", param_hint="--format")
     log, auditor, settings = _open(config)
-    f = AuditFilter(study_uid=study, series_uid=series, model=model, action=action, actor=actor, outcome=outcome,
-                    job_id=job, since=since, until=until, limit=limit)
+    f = _filter(AuditFilter, study_uid=study, series_uid=series, model=model, action=action, actor=actor,
+                outcome=outcome, job_id=job, since=since, until=until, limit=limit)
     auditor("audit.read", actor=cli_actor(), what="events", filter=f.describe())
     _emit([e.as_dict() for e in query(log, f)], fmt)
+
+
+def _filter(cls, **values):
+    """The filter, or one line naming the value that is not a time (never "invalid setting")."""
+    from pydantic import ValidationError
+
+    from medseg.core.exceptions import MedsegError
+
+    try:
+        return cls(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise MedsegError(f"--{first['loc'][0]}: {first['msg'].removeprefix('Value error, ')}",
+                          code="audit.invalid_filter") from None
 
 
 def _emit(rows: list[dict], fmt: str) -> None:
@@ -119,8 +133,8 @@ def verify(config: Optional[Path] = ConfigOpt,
 
 @audit_app.command()
 def export(
-    since: Optional[str] = typer.Option(None, help="ISO 8601, inclusive"),
-    until: Optional[str] = typer.Option(None, help="ISO 8601, exclusive"),
+    since: Optional[str] = typer.Option(None, help="inclusive: 7d, 24h, yesterday or ISO 8601 (naive = UTC)"),
+    until: Optional[str] = typer.Option(None, help="exclusive, same forms"),
     fmt: str = typer.Option("jsonl", "--format", help="jsonl | atna (DICOM PS3.15 A.5 audit messages, one per line)"),
     output: Optional[Path] = typer.Option(None, "--out", "-o", help="file (default: stdout)"),
     config: Optional[Path] = ConfigOpt,
@@ -131,8 +145,9 @@ def export(
 
     if fmt not in ("jsonl", "atna"):
         raise typer.BadParameter("must be jsonl or atna", param_hint="--format")
+    output_file(output, "--out")
     log, auditor, settings = _open(config)
-    f = AuditFilter(since=since, until=until, limit=100_000)
+    f = _filter(AuditFilter, since=since, until=until, limit=100_000)
     auditor("audit.exported", actor=cli_actor(), format=fmt, filter=f.describe())
     with open(output, "w", encoding="utf-8") if output else contextlib.nullcontext(sys.stdout) as stream:
         offset, total = 0, 0

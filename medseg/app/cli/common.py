@@ -71,5 +71,25 @@ def progress(message: str):
         yield lambda stage: status.update(f"{message}: {stage}")
 
 
+def output_folder(path: Path) -> Path:
+    """An ``--out`` folder: created if missing; an existing file there is the user's to fix."""
+    from medseg.core.exceptions import MedsegError
+
+    if path.exists() and not path.is_dir():
+        raise MedsegError(f"--out {path}: exists and is not a folder", code="cli.out_not_folder")
+    return path
+
+
+def output_file(path: Optional[Path], option: str) -> Optional[Path]:
+    """A file to write (``--out``, ``--png``): replaced if it exists; a folder or a missing parent is an error."""
+    from medseg.core.exceptions import MedsegError
+
+    if path is not None and path.is_dir():
+        raise MedsegError(f"{option} {path}: is a folder, give a file name", code="cli.out_is_folder")
+    if path is not None and not path.parent.is_dir():
+        raise MedsegError(f"{option} {path}: folder {path.parent} does not exist", code="cli.out_no_folder")
+    return path
+
+
 def number(value, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from medseg.app.cli.common import ConfigOpt, number, open_context, wide
+from medseg.app.cli.common import ConfigOpt, number, open_context, output_file, wide
 
 monitor_app = typer.Typer(no_args_is_help=True, help="Quality monitoring: SLOs, drift, alerts, report.")
 
@@ -24,7 +24,7 @@ def _ci(e: dict) -> str:
 
 @monitor_app.command()
 def report(model: Optional[str] = typer.Option(None, help="NAME:VERSION (default: every version with data)"),
-           since: Optional[str] = typer.Option(None, help="period of the plot and 'period' numbers: 7d, 24h, 2026-11-01"),
+           since: Optional[str] = typer.Option(None, help="period of the plot and 'period' numbers: 7d, 24h, yesterday, 2026-11-01"),
            png: Optional[Path] = typer.Option(None, "--png", help="also write the plot (PNG) to this file"),
            fmt: str = typer.Option("table", "--format", help="table | json"),
            config: Optional[Path] = ConfigOpt) -> None:
@@ -35,6 +35,7 @@ def report(model: Optional[str] = typer.Option(None, help="NAME:VERSION (default
     from medseg.core.exceptions import MedsegError
     from medseg.quality.report import model_ref, parse_since, plot, summary
 
+    output_file(png, "--png")
     try:
         start = parse_since(since)
     except ValueError as exc:

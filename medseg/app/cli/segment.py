@@ -7,8 +7,7 @@ from typing import Optional
 
 import typer
 
-from medseg.app.cli.common import progress, stdout
-from medseg.core.exceptions import MedsegError
+from medseg.app.cli.common import output_folder, progress, stdout
 
 TRANSFER_SYNTAXES = {
     "explicit": "1.2.840.10008.1.2.1",
@@ -34,6 +33,7 @@ def segment(
     from medseg.config import get_settings
     from medseg.jobs.runner import segment_study
 
+    output_folder(out)
     settings = get_settings()
     rules: dict = {}
     if series:
@@ -44,6 +44,13 @@ def segment(
     with progress("segmenting") as report:
         result = segment_study(input, out, settings, model=model, device=device, nifti=nifti, progress=report)
     _summary(result, out)
+
+
+def _choice(value: str, allowed, option: str) -> None:
+    """A bad option value is a usage error (click's message, exit 2); the choices are checked here
+    rather than in the signature so that loading the CLI imports none of the phantom code."""
+    if value not in allowed:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(map(repr, allowed))}", param_hint=option)
 
 
 def _summary(result, out_dir: Path) -> None:
@@ -85,10 +92,12 @@ def phantom(
     transfer_syntax: str = typer.Option("explicit", help=" | ".join(TRANSFER_SYNTAXES)),
 ) -> None:
     """Write a CT-like phantom study: DICOM series, image + truth as NIfTI, truth as DICOM-SEG."""
+    from medseg.core.phantom import ORIENTATIONS
     from medseg.training.phantom_study import write_phantom_study
 
-    if transfer_syntax not in TRANSFER_SYNTAXES:
-        raise MedsegError(f"--transfer-syntax must be one of {', '.join(TRANSFER_SYNTAXES)}", code="cli.usage")
+    _choice(transfer_syntax, TRANSFER_SYNTAXES, "--transfer-syntax")
+    _choice(orientation, ORIENTATIONS, "--orientation")
+    output_folder(out)
     shape = None
     if slices or size:
         shape = (slices or 80, size or 256, size or 256)

@@ -25,6 +25,7 @@ def serve(
     settings = load_settings(config)
     logs.configure(settings.logging, serve=True)
     check_exposure(settings)
+    check_ports(settings)
     from medseg.app.api.main import create_app
     from medseg.app.serve import Service
 
@@ -51,6 +52,29 @@ def serve(
     uvicorn.run(app_, host=web.http_host, port=web.http_port, log_level="warning", log_config=None,  # our handler
                 ssl_certfile=str(web.tls_certfile) if web.tls_certfile else None,
                 ssl_keyfile=str(web.tls_keyfile) if web.tls_keyfile else None)
+
+
+def check_ports(settings) -> None:
+    """Both ports are bindable before anything starts, so a port in use is one line and exit 2, not
+    a listening banner followed by a traceback. The probe binds as the DICOM node and uvicorn do
+    (SO_REUSEADDR: a port left in TIME_WAIT is free, one another process listens on is not); port 0
+    (any free port) needs no check."""
+    import errno
+    import socket
+
+    from medseg.core.exceptions import ConfigError
+
+    for what, host, port in (("DICOM [node] port", settings.node.host, settings.node.port),
+                             ("HTTP [service] http_port", settings.service.http_host, settings.service.http_port)):
+        if not port:
+            continue
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                why = "is in use by another process" if exc.errno == errno.EADDRINUSE else f"cannot be bound ({exc.strerror})"
+                raise ConfigError(f"{what} {host}:{port} {why}", code="serve.port_unavailable") from None
 
 
 def check_exposure(settings) -> None:

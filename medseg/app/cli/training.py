@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from medseg.app.cli.common import err, progress, stdout
+from medseg.app.cli.common import err, output_folder, progress, stdout
 
 
 def train(
@@ -42,6 +42,7 @@ def train(
     from medseg.training.train import STS_VALIDATION, TrainConfig
     from medseg.training.train import train as run
 
+    output_folder(out)
     config = TrainConfig(out=out, sts_dir=sts_dir, sts_fraction=sts_fraction, full_fov_dir=full_fov_dir,
                          sts_validation=STS_VALIDATION if sts_validation else (),
                          full_fov_fraction=full_fov_fraction, iterations=iterations, minutes=minutes, phantoms=phantoms,
@@ -75,7 +76,9 @@ def evaluate(
     with progress("evaluating"):
         metrics = run(loaded.network, loaded.manifest.pipeline_spec(), config)
     stdout.print(json.dumps(metrics, indent=2))
-    if write_metrics:
+    if write_metrics:  # a <name>/<version> is written in the site's model store, never the shipped copy
+        if not Path(model or settings.default_model).is_dir():
+            model_dir = settings.model_catalog().writable(loaded.manifest.name, loaded.manifest.version)
         manifest = loaded.manifest.model_copy(update={"metrics": metrics})
         manifest.dump(model_dir)
         (model_dir / "MODEL_CARD.md").write_text(model_card(manifest))

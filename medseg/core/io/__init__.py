@@ -40,7 +40,9 @@ def load_study(
     """Load the series to segment: validate geometry first, then decode to HU."""
     path = Path(path)
     if is_nifti(path):
-        return LoadedStudy(read_nifti(path), "nifti")
+        volume = read_nifti(path)
+        check_plausible_hu(volume.array)
+        return LoadedStudy(volume, "nifti")
     scan = scan_folder(path)
     series, decisions = select_series(scan.series, rules or SelectionRules())
     order, affine = sort_and_check(series.headers, tolerances or GeometryTolerances())

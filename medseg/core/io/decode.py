@@ -63,16 +63,25 @@ def read_hu_slices(
     return out
 
 
+#: a volume of at most this many distinct whole values in [0, LABEL_MAX] is a label mask
+LABEL_VALUES, LABEL_MAX = 16, 255
+
+
 def check_plausible_hu(hu: np.ndarray) -> None:
     """Refuse a volume no CT of a patient can be, before any model sees it (issue 17: a blank volume
     came back as a normal "no lesion" SEG): every voxel the same value; nothing denser than air
     (99.5 % of voxels below -900 HU); nothing as light as soft tissue (99.5 % above 2000 HU: raw
-    stored values without their rescale, or the wrong image). Judged on a regular subsample."""
+    stored values without their rescale, or the wrong image); a handful of small non-negative whole
+    numbers (issue 18: a NIfTI label mask given to ``segment`` was segmented as if it were CT; a CT
+    in HU has hundreds of distinct values, most of them negative). Judged on a regular subsample."""
     sample = np.asarray(hu[:: max(1, hu.shape[0] // 64), ::4, ::4], dtype=np.float32)
     low, high = float(sample.min()), float(sample.max())
     if high - low < 1.0:
         raise DecodeError(f"every voxel is {low:g} HU: a blank (constant) image, nothing to segment",
                           code="decode.constant_volume")
+    if low >= 0 and high <= LABEL_MAX and np.all(sample == np.round(sample)) and len(np.unique(sample)) <= LABEL_VALUES:
+        raise DecodeError(f"only {len(np.unique(sample))} whole values between {low:g} and {high:g}: "
+                          "a label mask, not a CT image in HU", code="decode.label_mask")
     p_low, p_high = np.percentile(sample, [0.5, 99.5])
     if p_high < -900:
         raise DecodeError("99.5 % of voxels are below -900 HU (air): no tissue in the image", code="decode.no_tissue")
