@@ -289,6 +289,14 @@ class Settings(BaseSettings):
             raise ValueError("must be auto, cpu, cuda or cuda:N")
         return v
 
+    def audit_files(self) -> dict[str, Path]:
+        """Where the audit trail's files are: ``anchors``, ``patient_key``, ``chain_key`` (defaults
+        under the data dir)."""
+        data, audit = Path(self.service.data_dir), self.audit
+        return {"anchors": audit.anchors_file or data / "audit-anchors.jsonl",
+                "patient_key": audit.patient_key_file or data / "audit.key",
+                "chain_key": audit.chain_key_file or data / "audit-chain.key"}
+
     def model_catalog(self):
         """The site's store (``models_root``), then the shipped models (medseg.models.catalog)."""
         from medseg.models.catalog import ModelCatalog, shipped_root

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -113,8 +114,12 @@ def events(data_dir: Path, action: str | None = None) -> list[dict]:
 def authorize(service, client, name: str = "test-suite", roles=None) -> str:
     """An API token (every role unless ``roles``) on the client's requests; returns the secret."""
     from medseg.app.auth.roles import Role
+    from medseg.app.auth.tokens import TokenError
 
-    secret, _ = service.tokens.create(name, list(roles or Role), actor="test")
+    try:
+        secret, _ = service.tokens.create(name, list(roles or Role), actor="test")
+    except TokenError:  # a service started again on the same data dir (restart and restore tests)
+        secret, _ = service.tokens.create(f"{name}-{secrets.token_hex(4)}", list(roles or Role), actor="test")
     client.headers["Authorization"] = f"Bearer {secret}"
     return secret
 

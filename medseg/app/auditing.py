@@ -117,12 +117,10 @@ def auditor_for(settings, service_engine, *, create_keys: bool = True) -> Audito
     ``create_keys=False`` (reading and verifying): a missing chain key stays missing."""
     from audit.db import make_engine
 
-    data = Path(settings.service.data_dir)
+    files = settings.audit_files()
     engine = make_engine(settings.audit.database_url) if settings.audit.database_url else service_engine
-    chain_key_file = settings.audit.chain_key_file or data / "audit-chain.key"
-    key = _load_key(chain_key_file) if create_keys or chain_key_file.exists() else None
-    return Auditor(AuditLog(engine, key), settings.audit.anchors_file or data / "audit-anchors.jsonl",
-                   settings.audit.patient_key_file or data / "audit.key", settings.audit.anchor_every,
+    key = _load_key(files["chain_key"]) if create_keys or files["chain_key"].exists() else None
+    return Auditor(AuditLog(engine, key), files["anchors"], files["patient_key"], settings.audit.anchor_every,
                    settings.audit.syslog_address)
 
 

@@ -37,7 +37,6 @@ import math
 import statistics
 from dataclasses import asdict, dataclass
 
-
 from medseg.config import SLO_METRICS, MonitoringSettings, SLOSettings
 
 

@@ -413,11 +413,14 @@ def train(cfg: TrainConfig, report: Callable[[str], None] = print, *, resume: bo
     return manifest
 
 
-def evaluate(network: torch.nn.Module, spec: PipelineSpec, cfg: TrainConfig) -> dict:
-    """Held-out metrics through the full pipeline on the source grid."""
+def evaluate(network: torch.nn.Module, spec: PipelineSpec, cfg: TrainConfig,
+             progress: Callable[[str], None] | None = None) -> dict:
+    """Held-out metrics through the full pipeline on the source grid; ``progress`` hears each case."""
+    report = progress or (lambda stage: None)
     results: dict = {}
     cases = []
     for i in range(cfg.holdout_phantoms):
+        report(f"phantom {i + 1} of {cfg.holdout_phantoms}")
         ph = generate_phantom(HOLDOUT_PHANTOM_SEED0 + i)
         out = segment(ph.image, network, spec)
         cases.append(evaluate_case(out.mask.array, ph.truth.array, ph.image.voxel_volume_ml))
@@ -428,10 +431,12 @@ def evaluate(network: torch.nn.Module, spec: PipelineSpec, cfg: TrainConfig) -> 
             "per_study_dice": {str(HOLDOUT_PHANTOM_SEED0 + i): round(c.dice, 4) for i, c in enumerate(cases)},
         }
     if cfg.full_fov_dir is not None:
+        report("the whole chest CT's measuring slab")
         results["full_fov_measure"] = measure_full_fov(network, spec, cfg.full_fov_dir)
     if cfg.sts_dir is not None:
         per_case = {}
         for name, image, truth in sts_cases(cfg.sts_dir, holdout=True):
+            report(f"held-out sarcoma {name}")
             out = segment(image, network, spec)
             per_case[name] = evaluate_case(out.mask.array, truth.array, image.voxel_volume_ml).dice
         results["holdout_real_sts"] = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 import typer
 
 from medseg.app.cli.audit import audit_app
+from medseg.app.cli.backup import backup, restore
 from medseg.app.cli.errors import run
 from medseg.app.cli.models import models_app
 from medseg.app.cli.monitor import monitor_app
@@ -36,7 +37,7 @@ def _version(value: bool) -> None:
 def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="print the version and exit")) -> None:
     """CT tumor segmentation: DICOM in, DICOM-SEG out."""
-for command in (segment, phantom, train, evaluate, serve):
+for command in (segment, phantom, train, evaluate, serve, backup, restore):
     app.command()(command)
 app.add_typer(audit_app, name="audit")
 app.add_typer(models_app, name="models")

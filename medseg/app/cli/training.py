@@ -73,8 +73,8 @@ def evaluate(
     model_dir = settings.model_dir(model)
     loaded = load_model(model_dir)
     config = TrainConfig(out=Path("."), holdout_phantoms=phantoms, sts_dir=sts_dir, full_fov_dir=full_fov_dir)
-    with progress("evaluating"):
-        metrics = run(loaded.network, loaded.manifest.pipeline_spec(), config)
+    with progress("evaluating") as stage:
+        metrics = run(loaded.network, loaded.manifest.pipeline_spec(), config, progress=stage)
     stdout.print(json.dumps(metrics, indent=2))
     if write_metrics:  # a <name>/<version> is written in the site's model store, never the shipped copy
         if not Path(model or settings.default_model).is_dir():
