@@ -14,6 +14,7 @@ ACTIONS: dict[str, tuple[str, str, str]] = {
     "service.recovered": ("after a restart: jobs re-queued, series whose quiet period restarts", "110100", "E"),
     "service.backed_up": ("a backup of the data directory was written (files, bytes, database)", "110106", "R"),
     "service.restored": ("the data directory was restored from a backup (its name)", "110100", "E"),
+    "audit.restored": ("the audit trail is writable again after an outage (seconds, instances refused meanwhile)", "110100", "E"),
     "config.loaded": ("configuration loaded (its sha256)", "110100", "E"),
     "dicom.association.accepted": ("association accepted (calling AE, peer address)", "110114", "E"),
     "dicom.association.rejected": ("association rejected (calling AE, peer address, reason)", "110113", "E"),

@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from pydicom.uid import UID
 
 from dicom_node.exceptions import CANNOT_UNDERSTAND, INCOMPLETE_PIXEL_DATA, UID_MISMATCH, InstanceRejected, NodeError
+from dicom_node.gate import AuditGate
 from dicom_node.ports import NodeMetrics, Pseudonymizer, Recorder, SeriesSink
 from dicom_node.spool import Spool, validate_uid
 
 log = logging.getLogger(__name__)
 DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
 
 
 @dataclass
@@ -64,9 +66,25 @@ def handle_echo(event) -> int:
     return SUCCESS
 
 
-def handle_store(event, spool: Spool, assembly: SeriesSink, tally: AssociationTally, record: Recorder,
+def handle_store(event, spool: Spool, assembly: SeriesSink, tally: AssociationTally, record: AuditGate,
                  metrics: NodeMetrics, pseudonymize: Pseudonymizer) -> int:
-    """Store one instance durably, or refuse it with a specific status (README "C-STORE statuses")."""
+    """Store one instance durably, or refuse it with a specific status (README "C-STORE statuses").
+    While the audit trail cannot be written, nothing is stored: 0xA700 (:mod:`dicom_node.gate`)."""
+    if not record.is_open():
+        record.refuse()
+        metrics.instance_rejected(OUT_OF_RESOURCES)
+        return OUT_OF_RESOURCES
+    try:
+        return _store(event, spool, assembly, tally, record, metrics, pseudonymize)
+    except Exception as exc:  # noqa: BLE001 - recording the outcome failed (the trail went down): refuse
+        log.error("C-STORE outcome could not be recorded: %s", type(exc).__name__)
+        record.refuse()
+        metrics.instance_rejected(OUT_OF_RESOURCES)
+        return OUT_OF_RESOURCES
+
+
+def _store(event, spool: Spool, assembly: SeriesSink, tally: AssociationTally, record: Recorder,
+           metrics: NodeMetrics, pseudonymize: Pseudonymizer) -> int:
     calling_ae = event.assoc.requestor.ae_title
     sop_class = str(event.request.AffectedSOPClassUID)
     ids = None
@@ -82,7 +100,7 @@ def handle_store(event, spool: Spool, assembly: SeriesSink, tally: AssociationTa
         record("dicom.instance.rejected", outcome="failure", actor=calling_ae, status=f"0x{exc.status:04X}",
                reason=exc.message, code=exc.code, sop_class=sop_class,
                sop_uid=_safe(event.request.AffectedSOPInstanceUID))
-        if exc.status == 0xA700:
+        if exc.status == OUT_OF_RESOURCES:
             record("alert.disk_floor", outcome="failure", actor="system", reason=exc.message,
                    free_mb=spool.free_bytes() // 2**20)
             if ids is not None:

@@ -36,6 +36,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from dicom_node import handlers
 from dicom_node.config import NodeSettings, TLSSettings
+from dicom_node.gate import AuditGate
 from dicom_node.ports import NodeMetrics, Pseudonymizer, Recorder, SeriesSink
 from dicom_node.spool import Spool
 
@@ -142,7 +143,8 @@ class Node:
 
     def __init__(self, settings: NodeSettings, spool: Spool, assembly: SeriesSink, record: Recorder,
                  metrics: NodeMetrics, pseudonymize: Pseudonymizer) -> None:
-        self.settings, self.spool, self.assembly, self.record, self.metrics = settings, spool, assembly, record, metrics
+        self.settings, self.spool, self.assembly, self.metrics = settings, spool, assembly, metrics
+        self.record = AuditGate(record)  # every event of the node; closed while the trail cannot be written
         self.pseudonymize = pseudonymize
         self.ae = build_ae(settings)
         self.server: NodeServer | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -332,7 +333,8 @@ def test_a_series_with_instances_refused_for_lack_of_space_is_held_until_they_ar
         assert service.jobs.jobs() == []
         service.spool.disk_floor_bytes = 0  # space again; the PACS retries the whole study
         assert client.get("/ready").json()["checks"] == {"scp_listening": True, "database": True, "model_loaded": True,
-                                                          "workers_running": True, "spool_space": True}
+                                                          "workers_running": True, "spool_space": True,
+                                                          "audit_writable": True}
         assert storescu(service.dicom_port, files).returncode == 0
         job = jobs_in(service, "sent")[0]
         assert len(service.jobs.jobs()) == 1 and job.instances == len(files)
@@ -442,3 +444,37 @@ def test_a_fresh_node_stores_every_instance_of_eight_concurrent_associations(tmp
             statuses = _push_concurrently(service.dicom_port, files, 8)
             assert statuses == [0] * len(files), f"run {run}: {statuses}"
             assert len(list(service.spool.root.rglob("*.dcm"))) == len(files)
+
+
+def test_node_fails_closed_while_the_audit_trail_cannot_be_written(tmp_path, study_dir):
+    """Issue 17: with audit writes failing, the node kept acknowledging studies recorded nowhere.
+    The fault is real: the trail's table is renamed away under the running service (every insert
+    then fails, as on a broken database), and renamed back."""
+    import sqlite3
+
+    files = sorted(study_dir.glob("*.dcm"))
+    with running(tmp_path) as (service, client):
+        assert _send(service.dicom_port, files[:1]) == [0x0000]
+        db = sqlite3.connect(service.data_dir / "medseg.db", timeout=30)
+        db.execute("ALTER TABLE audit_events RENAME TO audit_events_away")
+        db.commit()
+        first = _send(service.dicom_port, files[1:2])  # its outcome cannot be recorded: refused
+        assert first == [0xA700]
+        assert _send(service.dicom_port, files[2:4]) == [0xA700, 0xA700]  # closed: refused at once
+        ready = client.get("/ready")
+        assert ready.status_code == 503 and ready.json()["checks"]["audit_writable"] is False
+        db.execute("ALTER TABLE audit_events_away RENAME TO audit_events")
+        db.commit()
+        db.close()
+        # it opens again by itself: the next C-STORE after the retry interval probes and succeeds
+        statuses = wait_for(lambda: (lambda s: s if s == [0x0000] else None)(_send(service.dicom_port, files[1:2])),
+                            15, interval=0.5, what="the node to accept again")
+        assert statuses == [0x0000] and client.get("/ready").json()["checks"]["audit_writable"] is True
+        restored = events(service.data_dir, "audit.restored")
+        assert len(restored) == 1 and restored[0]["refused"] >= 3 and restored[0]["outage_s"] > 0
+        assert storescu(service.dicom_port, files).returncode == 0  # the PACS resends the study
+        job = jobs_in(service, "sent")[0]
+        assert job.instances == len(files)
+        verified = subprocess.run([sys.executable, "-m", "medseg", "audit", "verify"], capture_output=True, text=True,
+                                  env={**os.environ, "MEDSEG_SERVICE__DATA_DIR": str(service.data_dir)})
+        assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -117,7 +117,8 @@ class Service:
         # C-STORE is refused with 0xA700)
         checks = {"scp_listening": self.node.listening, "database": _passes(self.jobs.queue_depth),
                   "model_loaded": self.worker.has_model(self.active_model()), "workers_running": self.worker.alive(),
-                  "spool_space": _passes(self.spool.check_space)}
+                  "spool_space": _passes(self.spool.check_space),
+                  "audit_writable": self.node.record.is_open()}  # closed: C-STOREs answered 0xA700
         return {"ready": all(checks.values()), "checks": checks, "model_error": self.model_error}
 
 
