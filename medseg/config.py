@@ -68,6 +68,13 @@ class ServiceSettings(_Section):
     #: a model version that has not finished a study's inference in this time has failed on it
     #: (the study then goes to the previous good version)
     model_time_budget_s: float = Field(default=600.0, gt=0)
+    #: past the budget, one inference window is timed against the fastest time this model has
+    #: taken for a window of that size on this host: this many times slower = the host is busy
+    #: (the job is retried later, the model is not blamed); else the model has overrun
+    busy_host_factor: float = Field(default=3.0, gt=1.0)
+    #: a study every version overran the budget on is retried this many times in all before it
+    #: fails (issue 17: with no fallback version, one slow moment failed the study)
+    budget_attempts: int = Field(default=3, ge=1)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> "ServiceSettings":

@@ -329,3 +329,62 @@ def test_the_gate_cannot_be_talked_round_with_an_empty_reference(tmp_path, store
         service.registry.switch("ct-phantom", good, action="promote", actor="test", reason="back")
         assert client.post(f"/models/ct-phantom/{good}/promote", json={"reason": "again"},
                            headers=engineer).status_code == 409  # already active
+
+
+def test_a_budget_every_version_overruns_is_retried_before_the_study_fails(tmp_path, store, study_dir):
+    """Issue 17: with no version left to fall back to, one overrun failed the study. Now the job
+    is retried (`budget_attempts`, 3) before it fails, each retry audited."""
+    from fastapi.testclient import TestClient
+
+    with storescp(tmp_path / "pacs") as dest_port:
+        service, app = _service(tmp_path, store, dest_port, budget=0.001)  # no version can meet it
+        with TestClient(app):
+            assert storescu(service.dicom_port, sorted(study_dir.glob("*.dcm"))).returncode == 0
+            job = wait_for(lambda: [j for j in service.jobs.jobs() if j.state == "failed"], 180)[0]
+    assert job.attempts == 3 and job.error_code == "model.no_good_version" and "time budget" in job.error
+    requeued = events(service.data_dir, "job.requeued")
+    assert [e["reason"] for e in requeued] == [f"every model version overran the time budget; attempt {n} of 3, "
+                                                "retried" for n in (1, 2)]
+
+
+def test_a_busy_host_is_not_blamed_on_the_model(tmp_path, store):
+    """Issue 17: past the budget, a window is timed against the model's own best on this host.
+    The host is made really busy (CPU burners, several per core) only for the second study."""
+    import multiprocessing as mp
+    import os as os_
+
+    from fastapi.testclient import TestClient
+
+    from tests.conftest import small_phantom, write_study
+
+    for seed, folder in ((71, "idle"), (72, "busy")):
+        write_study(tmp_path / folder, small_phantom(seed=seed, shape=(48, 128, 128), n_tumors=1))
+    with storescp(tmp_path / "pacs") as dest_port:
+        service, app = _service(tmp_path, store, dest_port, budget=600.0)
+        with TestClient(app):
+            assert storescu(service.dicom_port, sorted((tmp_path / "idle").glob("*.dcm"))).returncode == 0
+            first = wait_for(lambda: [j for j in service.jobs.jobs() if j.state == "sent"], 120)[0]
+            inference = first.result["timings_s"]["inference"]
+            # a budget the idle host meets with room to spare, and "busy" at twice the model's best
+            service.worker.settings = service.settings.model_copy(update={"service": service.settings.service.model_copy(
+                update={"model_time_budget_s": max(0.2, inference / 3), "busy_host_factor": 2.0})})
+            burners = [mp.Process(target=_burn, daemon=True) for _ in range(4 * (os_.cpu_count() or 2))]
+            for b in burners:
+                b.start()
+            try:
+                assert storescu(service.dicom_port, sorted((tmp_path / "busy").glob("*.dcm"))).returncode == 0
+                busy = wait_for(lambda: events(service.data_dir, "job.requeued"), 180, what="the busy-host retry")
+            finally:
+                for b in burners:
+                    b.terminate()
+            assert "the host is busy" in busy[0]["reason"]
+            assert not events(service.data_dir, "model.failed"), "the model is not blamed for a busy host"
+            service.worker.settings = service.settings  # the moment has passed: the retry runs
+            jobs = wait_for(lambda: (lambda js: js if len(js) == 2 else None)(
+                [j for j in service.jobs.jobs() if j.state == "sent"]), 180, what="the retried job")
+            assert {j.model_used for j in jobs} == {"ct-phantom/1.1.0"}
+
+
+def _burn() -> None:
+    while True:
+        pass

@@ -42,6 +42,14 @@ class StorageError(MedsegError):
     code = "storage.write_failed"
 
 
+class HostBusyError(MedsegError):
+    """The time budget ran out because the host is slow right now (an inference window took far
+    longer than the same model's own best time for it), not because of the model or the study:
+    the job goes back to the queue, like :class:`StorageError`."""
+
+    code = "host.busy"
+
+
 class SegWriteError(InputError):
     """The segmentation was computed but no valid DICOM SEG can be made from this series' headers
     (e.g. a SpecificCharacterSet pydicom cannot decode): the input's fault, never the model's."""

@@ -16,7 +16,7 @@ from typing import Callable
 
 from audit.recorder import Recorder
 from medseg.config import Settings
-from medseg.core.exceptions import MedsegError, ModelError, StorageError
+from medseg.core.exceptions import HostBusyError, MedsegError, ModelError, StorageError
 from medseg.jobs.orm import Job
 from medseg.jobs.store import JobStore
 from medseg.models.registry import Registry, split_ref
@@ -123,11 +123,12 @@ class Worker:
         retried with exponential backoff until that works — and the worker waits before it claims
         again, so a full disk does not spin."""
         log.error("job %s: %s outside the study and the model; back to the queue", job.id, type(exc).__name__)
+        why = exc.message if isinstance(exc, HostBusyError) else f"{type(exc).__name__} outside the study and the model"
         self.metrics.job_finished("requeued", None)
         delay = self.settings.service.poll_interval_s
         while not self._stop.is_set():
             try:
-                self.jobs.requeue(job.id, reason=f"{type(exc).__name__} outside the study and the model")
+                self.jobs.requeue(job.id, reason=why)
                 break
             except Exception:  # noqa: BLE001 - still failing (e.g. the disk is still full): wait, retry
                 self._stop.wait(delay)
@@ -142,6 +143,7 @@ class Worker:
         from medseg.jobs.runner import segment_study  # torch/MONAI: imported when the first job runs
 
         started = time.perf_counter()
+        service = self.settings.service
         out_dir = self.results_root / str(job.id)
         name, first = split_ref(job.model)
         candidate = self.registry.shadow(name)
@@ -151,11 +153,11 @@ class Worker:
             ref = f"{name}/{version}"
             try:
                 loaded = self.model(ref)
-                with loaded.time_budget(self.settings.service.model_time_budget_s):
+                with loaded.time_budget(service.model_time_budget_s, service.busy_host_factor):
                     result = segment_study(self.spool_root / job.study_uid / job.series_uid, out_dir, self.settings,
                                            loaded=loaded, series_uid=job.series_uid, nifti=candidate is not None)
                 break
-            except StorageError:
+            except (StorageError, HostBusyError):
                 raise  # not this version's fault, nor the study's: the job goes back to the queue (_run)
             except MedsegError as exc:
                 if not isinstance(exc, ModelError):
@@ -169,6 +171,13 @@ class Worker:
             self._forget(ref)
             self.record("model.failed", outcome="failure", actor="system", job_id=job.id, study_uid=job.study_uid,
                         model=ref, code=failures[-1]["code"], reason=failures[-1]["reason"])
+        if result is None and all(f["code"] == "model.time_budget" for f in failures) \
+                and job.attempts < service.budget_attempts:
+            # every version overran: no fallback could help now; a slow moment must not fail the study
+            self.jobs.requeue(job.id, reason=f"every model version overran the time budget; attempt {job.attempts} "
+                                             f"of {service.budget_attempts}, retried")
+            self._stop.wait(min(60.0, service.poll_interval_s * 2 ** job.attempts))  # let the moment pass
+            return
         if result is None:
             tried = "; ".join(f"{f['version']}: {f['reason']}" for f in failures)
             self._failed(job, "model.no_good_version", f"no model version could segment this study ({tried})")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from medseg.core.exceptions import ChecksumError, DeviceError, ModelError, ModelTimeBudgetError
+from medseg.core.exceptions import ChecksumError, DeviceError, HostBusyError, ModelError, ModelTimeBudgetError
 from medseg.models.manifest import ModelManifest
 
 
@@ -52,17 +52,36 @@ class LoadedModel:
     #: an imported MONAI bundle's own transforms and inferer (None: medseg's pipeline)
     bundle: object | None = None
     _budget: threading.local = field(default_factory=threading.local, repr=False)
+    #: the fastest forward pass seen per input shape on this host: the model's own reference timing
+    _best_s: dict = field(default_factory=dict, repr=False)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """One forward pass. Past the time budget the pass is timed: far slower than this model's
+        own best for that window (``busy_factor``) means the host is busy (:class:`HostBusyError`,
+        the job is retried); otherwise the model has overrun (:class:`ModelTimeBudgetError`)."""
         deadline = getattr(self._budget, "deadline", None)
-        if deadline is not None and time.monotonic() > deadline:
+        overrun = deadline is not None and time.monotonic() > deadline
+        started = time.perf_counter()
+        out = self.network(x)
+        took = time.perf_counter() - started
+        key = tuple(x.shape)
+        best = self._best_s.get(key)
+        if overrun:
+            factor = self._budget.busy_factor
+            if best is not None and took > factor * best:
+                raise HostBusyError(f"{self.manifest.ref}: past the time budget an inference window took {took:.2f} s, "
+                                    f"{took / best:.1f} times this model's best ({best:.3f} s): the host is busy")
             raise ModelTimeBudgetError(f"{self.manifest.ref}: inference exceeded its time budget")
-        return self.network(x)
+        if best is None or took < best:
+            self._best_s[key] = took
+        return out
 
     @contextmanager
-    def time_budget(self, seconds: float | None):
-        """Inference windows started after ``seconds`` raise ModelTimeBudgetError (this thread only)."""
+    def time_budget(self, seconds: float | None, busy_factor: float = 3.0):
+        """Inference windows started after ``seconds`` raise (this thread only): HostBusyError when
+        the host is ``busy_factor`` times slower than this model's best, else ModelTimeBudgetError."""
         self._budget.deadline = None if seconds is None else time.monotonic() + seconds
+        self._budget.busy_factor = busy_factor
         try:
             yield self
         finally:
