@@ -199,6 +199,22 @@ def test_late_slice_supersedes_with_a_new_seg_series(tmp_path, study_dir):
         assert second.seg_series_uid != first.seg_series_uid
         assert len(list((tmp_path / "pacs").glob("SG*"))) == 2  # both SEGs, as separate series
         assert events(service.data_dir, "study.series_reopened")
+        # the new SEG, as the PACS received it, names the SEG series it replaces (issue 17)
+        received = [pydicom.dcmread(f) for f in (tmp_path / "pacs").glob("SG*")]
+        new = next(d for d in received if d.SeriesInstanceUID == second.seg_series_uid)
+        assert [(r.StudyInstanceUID, r.SeriesInstanceUID) for r in new.RelatedSeriesSequence] == \
+            [(first.study_uid, first.seg_series_uid)]
+        assert new.ContentDescription.endswith("; replaces rev 1")
+        from tests.test_seg import _dciodvfy_errors
+
+        assert _dciodvfy_errors(Path(second.seg_path)) == []  # still a valid SEG for dicom3tools
+        assert "RelatedSeriesSequence" not in next(d for d in received if d.SeriesInstanceUID == first.seg_series_uid)
+        result = json.loads((Path(second.seg_path).parent / "result.json").read_text())
+        assert result["seg"]["replaces"] == {"seg_series_uid": first.seg_series_uid, "revision": 1}
+        assert second.result["replaces"]["job_id"] == first.id
+        created = [e for e in events(service.data_dir, "seg.created") if e["job_id"] == second.id]
+        assert created[0]["replaces_job"] == first.id and created[0]["replaces_seg_series_uid"] == first.seg_series_uid
+        assert [e["job_id"] for e in events(service.data_dir, "job.superseded")] == [first.id]
 
 
 def test_slice_gap_fails_visibly_after_the_grace_period(tmp_path, study_dir):

@@ -60,10 +60,19 @@ class InputInfo(_Out):
     scan: dict = {}
 
 
+class Replaces(_Out):
+    """The SEG series a result supersedes (more instances of its series arrived after it was made)."""
+
+    seg_series_uid: str
+    revision: int  # the series revision the replaced SEG was made from
+
+
 class SegOut(_Out):
     sop_instance_uid: str
     series_instance_uid: str
     frames: int
+    #: set when this SEG supersedes an earlier one of the same source series
+    replaces: Replaces | None = None
 
 
 class SegmentationResult(_Out):

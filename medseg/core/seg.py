@@ -63,9 +63,14 @@ def build_seg(
     ground_truth: bool = False,
     task: str = "tumor",
     finding: str = "lesion",
+    replaces: tuple[str, int] | None = None,
 ):
     """A highdicom Segmentation of ``mask`` (k, r, c) over the source slices, in order; ``task`` and
-    ``finding`` are the words of its titles (the model manifest's ``task``)."""
+    ``finding`` are the words of its titles (the model manifest's ``task``). ``replaces``: (SEG
+    series UID, revision) this SEG supersedes: named in ContentDescription ("replaces revision N")
+    and in the General Series module's RelatedSeriesSequence (study and series UID; its purpose of
+    reference is Type 2 and left empty: no DICOM code says "superseded"), so a viewer or a person
+    can tell which of the study's SEG series is current."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -110,6 +115,8 @@ def build_seg(
         template = AI_SERIES_DESCRIPTION_EMPTY if empty else AI_SERIES_DESCRIPTION
         series_description = template.format(task=task, model=model, finding=finding)[:64]
         content = "AI-generated, needs review: " + (f"No {finding} detected" if empty else f"{task} segmentation")
+        if replaces is not None:
+            content = f"{content[:40]}; replaces rev {replaces[1]}"
     pixel_array = mask.astype(bool) if len(labels) == 1 else mask.astype(np.uint8)
     with warnings.catch_warnings():
         # highdicom quotes the source's PatientName when it doubts its form ('The string "LUNG1-001" is
@@ -134,6 +141,11 @@ def build_seg(
             series_description=series_description,
             omit_empty_frames=False,
         )
+    if replaces is not None:
+        related = Dataset()
+        related.StudyInstanceUID, related.SeriesInstanceUID = first.StudyInstanceUID, replaces[0]
+        related.PurposeOfReferenceCodeSequence = []
+        seg.RelatedSeriesSequence = [related]
     return seg, SegInfo(str(seg.SOPInstanceUID), str(seg.SeriesInstanceUID), int(seg.NumberOfFrames), empty)
 
 

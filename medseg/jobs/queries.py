@@ -99,6 +99,13 @@ class JobQueries:
                 q = q.where(Job.series_uid == series_uid)
             return list(s.scalars(q))
 
+    def replaced_by(self, job: Job) -> Job | None:
+        """The newest earlier revision of this job's series that produced a SEG (the one it supersedes)."""
+        with self.session() as s:
+            return s.scalar(select(Job).where(Job.study_uid == job.study_uid, Job.series_uid == job.series_uid,
+                                              Job.revision < job.revision, Job.seg_series_uid != "")
+                            .order_by(Job.revision.desc(), Job.id.desc()))
+
     def by_id(self, job_id: int) -> Job | None:
         with self.session() as s:
             return s.get(Job, job_id)

@@ -27,6 +27,7 @@ from medseg.core.schemas import (
     InputInfo,
     LesionOut,
     ModelRef,
+    Replaces,
     SegmentationResult,
     SegmentOut,
     SegOut,
@@ -82,9 +83,11 @@ def segment_study(
     progress: Progress | None = None,
     loaded: LoadedModel | None = None,
     series_uid: str | None = None,
+    replaces: tuple[str, int] | None = None,
 ) -> SegmentationResult:
     """Segment one study. ``loaded``: a model already in memory (the worker keeps one);
-    ``series_uid``: segment that series instead of the automatic choice."""
+    ``series_uid``: segment that series instead of the automatic choice; ``replaces``: the (SEG
+    series UID, revision) this result supersedes (the SEG and result.json name it)."""
     report = progress or (lambda stage: None)
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -114,7 +117,7 @@ def segment_study(
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        outputs, seg_out = _write_outputs(study, outcome.output, loaded, out_dir, nifti)
+        outputs, seg_out = _write_outputs(study, outcome.output, loaded, out_dir, nifti, replaces)
         timings["write"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - started
         result = _result(study, outcome, loaded, outputs, seg_out, timings)
@@ -124,7 +127,8 @@ def segment_study(
     return result
 
 
-def _write_outputs(study: LoadedStudy, output: SegmentationOutput, loaded: LoadedModel, out_dir: Path, nifti: bool):
+def _write_outputs(study: LoadedStudy, output: SegmentationOutput, loaded: LoadedModel, out_dir: Path, nifti: bool,
+                   replaces: tuple[str, int] | None = None):
     outputs: dict[str, str] = {}
     seg_out = None
     manifest = loaded.manifest
@@ -133,7 +137,7 @@ def _write_outputs(study: LoadedStudy, output: SegmentationOutput, loaded: Loade
             info = write_seg(
                 out_dir / "seg.dcm", output.mask.array, study.volume.source, manifest.labels,
                 model_name=manifest.name, model_version=manifest.version, task=manifest.task.title,
-                finding=manifest.task.finding,
+                finding=manifest.task.finding, replaces=replaces,
             )
         except (MedsegError, OSError):
             raise
@@ -142,7 +146,8 @@ def _write_outputs(study: LoadedStudy, output: SegmentationOutput, loaded: Loade
                                 "the segmentation itself succeeded") from None
         outputs["seg"] = "seg.dcm"
         seg_out = SegOut(sop_instance_uid=info.sop_instance_uid, series_instance_uid=info.series_instance_uid,
-                         frames=info.frames)
+                         frames=info.frames,
+                         replaces=Replaces(seg_series_uid=replaces[0], revision=replaces[1]) if replaces else None)
     if nifti or study.kind == "nifti":
         write_nifti(output.mask, out_dir / "mask.nii.gz", dtype=np.uint8)
         outputs["nifti"] = "mask.nii.gz"

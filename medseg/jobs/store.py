@@ -128,8 +128,10 @@ class JobStore(JobQueries):
             job.model_used = model_used or job.model
             ids = dict(job_id=job.id, study_uid=job.study_uid, series_uid=job.series_uid, model=job.model_used,
                        sha256=model_sha256, manifest_sha256=manifest_sha256 or None, patient=job.patient)
+            replaces = result.get("replaces") or {}
             self._event(s, "seg.created", sop_uid=seg_sop_uid, seg_series_uid=seg_series_uid,
-                        lesion_count=result.get("lesion_count"), **ids)
+                        lesion_count=result.get("lesion_count"), replaces_job=replaces.get("job_id"),
+                        replaces_seg_series_uid=replaces.get("seg_series_uid"), **ids)
             self._event(s, "job.finished", device=result.get("device"), degraded=result.get("degraded"),
                         fallback=result.get("fallback"), queued_model=job.model,
                         duration_s=duration_s, timings_s=result.get("timings_s"), destinations=destinations,

@@ -147,6 +147,8 @@ class Worker:
         out_dir = self.results_root / str(job.id)
         name, first = split_ref(job.model)
         candidate = self.registry.shadow(name)
+        old = self.jobs.replaced_by(job) if job.revision > 1 else None
+        replaces = (old.seg_series_uid, old.revision) if old is not None else None
         failures: list[dict] = []
         result = None
         for version in self.registry.fallback_chain(name, first):
@@ -155,7 +157,8 @@ class Worker:
                 loaded = self.model(ref)
                 with loaded.time_budget(service.model_time_budget_s, service.busy_host_factor):
                     result = segment_study(self.spool_root / job.study_uid / job.series_uid, out_dir, self.settings,
-                                           loaded=loaded, series_uid=job.series_uid, nifti=candidate is not None)
+                                           loaded=loaded, series_uid=job.series_uid, nifti=candidate is not None,
+                                           replaces=replaces)
                 break
             except (StorageError, HostBusyError):
                 raise  # not this version's fault, nor the study's: the job goes back to the queue (_run)
@@ -188,7 +191,9 @@ class Worker:
         summary = {"device": result.device, "degraded": result.degraded, "degraded_reason": result.degraded_reason,
                    "lesion_count": result.lesion_count, "total_volume_ml": result.total_volume_ml,
                    "model_used": used, "model_sha256": result.model.sha256, "fallback": bool(failures),
-                   "fallback_reasons": failures, "timings_s": result.timings_s}
+                   "fallback_reasons": failures, "timings_s": result.timings_s,
+                   "replaces": {"job_id": old.id, "seg_series_uid": old.seg_series_uid,
+                                "revision": old.revision} if old is not None else None}
         if failures:
             ids = dict(actor="system", job_id=job.id, study_uid=job.study_uid, series_uid=job.series_uid)
             self.record("model.fallback_used", model=used, failed=failures, **ids)
