@@ -67,14 +67,22 @@ def handle_echo(event) -> int:
 
 
 def handle_store(event, spool: Spool, assembly: SeriesSink, tally: AssociationTally, record: AuditGate,
-                 metrics: NodeMetrics, pseudonymize: Pseudonymizer) -> int:
+                 metrics: NodeMetrics, pseudonymize: Pseudonymizer, refuse=lambda: None) -> int:
     """Store one instance durably, or refuse it with a specific status (README "C-STORE statuses").
-    While the audit trail cannot be written, nothing is stored: 0xA700 (:mod:`dicom_node.gate`)."""
+    While the audit trail cannot be written (:mod:`dicom_node.gate`), or the service says it cannot
+    continue (``refuse()``: e.g. no worker left to process it), nothing is stored: 0xA700."""
     if not record.is_open():
         record.refuse()
         metrics.instance_rejected(OUT_OF_RESOURCES)
         return OUT_OF_RESOURCES
     try:
+        why = refuse()
+        if why:
+            metrics.instance_rejected(OUT_OF_RESOURCES)
+            record("dicom.instance.rejected", outcome="failure", actor=event.assoc.requestor.ae_title,
+                   status=f"0x{OUT_OF_RESOURCES:04X}", reason=why, code="node.cannot_continue",
+                   sop_class=str(event.request.AffectedSOPClassUID))
+            return OUT_OF_RESOURCES
         return _store(event, spool, assembly, tally, record, metrics, pseudonymize)
     except Exception as exc:  # noqa: BLE001 - recording the outcome failed (the trail went down): refuse
         log.error("C-STORE outcome could not be recorded: %s", type(exc).__name__)

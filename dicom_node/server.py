@@ -20,6 +20,7 @@ import logging
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 
 from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import (
@@ -142,9 +143,11 @@ class Node:
     """The running SCP: ``start()`` listens (non-blocking), ``stop()`` closes."""
 
     def __init__(self, settings: NodeSettings, spool: Spool, assembly: SeriesSink, record: Recorder,
-                 metrics: NodeMetrics, pseudonymize: Pseudonymizer) -> None:
+                 metrics: NodeMetrics, pseudonymize: Pseudonymizer,
+                 refuse: Callable[[], str | None] | None = None) -> None:
         self.settings, self.spool, self.assembly, self.metrics = settings, spool, assembly, metrics
         self.record = AuditGate(record)  # every event of the node; closed while the trail cannot be written
+        self.refuse = refuse or (lambda: None)  # the service's "cannot continue": refuse new instances
         self.pseudonymize = pseudonymize
         self.ae = build_ae(settings)
         self.server: NodeServer | None = None
@@ -152,7 +155,7 @@ class Node:
 
     def start(self) -> int:
         """Listen; returns the bound port (useful with port 0)."""
-        bound = (self.spool, self.assembly, self.tally, self.record, self.metrics, self.pseudonymize)
+        bound = (self.spool, self.assembly, self.tally, self.record, self.metrics, self.pseudonymize, self.refuse)
         evt_handlers = [
             (evt.EVT_C_ECHO, handlers.handle_echo),
             (evt.EVT_C_STORE, handlers.handle_store, list(bound)),

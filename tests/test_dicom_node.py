@@ -494,3 +494,27 @@ def test_node_fails_closed_while_the_audit_trail_cannot_be_written(tmp_path, stu
         verified = subprocess.run([sys.executable, "-m", "medseg", "audit", "verify"], capture_output=True, text=True,
                                   env={**os.environ, "MEDSEG_SERVICE__DATA_DIR": str(service.data_dir)})
         assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_worker_that_cannot_continue_fails_health_and_closes_the_node(tmp_path, study_dir):
+    """Issue 17: a dead worker thread left the node acknowledging studies nobody would process.
+    Every Exception of a job is caught now; what can still end the thread is a BaseException
+    (SystemExit from a library). It is injected here, because no real input raises one."""
+    files = sorted(study_dir.glob("*.dcm"))
+    with running(tmp_path) as (service, client):
+        assert client.get("/health").json()["status"] == "ok"
+
+        def exits(job):
+            raise SystemExit(3)
+        service.worker.run_job = exits
+        assert storescu(service.dicom_port, files).returncode == 0  # acknowledged: the worker was alive
+        wait_for(lambda: not service.worker.alive(), 60, what="the worker thread to end")
+        health = client.get("/health")
+        assert health.status_code == 503 and health.json()["status"] == "failing"
+        assert "worker thread has stopped" in health.json()["problem"]
+        assert _send(service.dicom_port, files[:1]) == [0xA700]  # the node no longer takes studies
+        refused = events(service.data_dir, "dicom.instance.rejected")
+        assert refused[-1]["reason_code"] == "node.cannot_continue" and refused[-1]["status"] == "0xA700"
+        (job,) = service.jobs.jobs()
+        assert job.state == "queued", "the job the thread held is back in the queue, for the restart"
+        assert "worker thread ended (SystemExit)" in events(service.data_dir, "job.requeued")[-1]["reason"]

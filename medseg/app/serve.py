@@ -49,7 +49,8 @@ class Service:
         self.webhooks = WebhookLoop(self.monitor.alerts)
         self.assembly = Assembly(self.spool, self.jobs, settings, self.active_model, self.events,
                                  on_segmentations=self.reviews.receive_segs, released_instances=self.released_instances)
-        self.node = Node(settings.node, self.spool, self.assembly, self.events, self.metrics, self.events.pseudonymize)
+        self.node = Node(settings.node, self.spool, self.assembly, self.events, self.metrics, self.events.pseudonymize,
+                         refuse=self.cannot_continue)
         self.delivery = DeliveryLoop(self.jobs, settings.node, self.metrics, send=send_file)
         hooks = WorkerHooks(route=self.delivery.route, delivered=self.delivery.wake, observe=self.monitor.observe_study)
         self.worker = Worker(self.jobs, settings, self.events, self.metrics, self.registry, ctx.shadow, hooks)
@@ -111,6 +112,12 @@ class Service:
         self.events("service.stopped")
         self.events.anchor()
         self.engine.dispose()
+
+    def cannot_continue(self) -> str | None:
+        """Why the service cannot go on (``/health`` 503, C-STOREs refused 0xA700), or None."""
+        if self.worker.started and not self.worker.alive():
+            return "a worker thread has stopped: studies would be accepted and never processed"
+        return None
 
     def readiness(self) -> dict:
         # the database answers; free space under the spool is above the floor (below it every

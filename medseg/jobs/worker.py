@@ -91,6 +91,10 @@ class Worker:
             thread.start()
             self._threads.append(thread)
 
+    @property
+    def started(self) -> bool:
+        return bool(self._threads)
+
     def alive(self) -> bool:
         """Every worker thread runs (readiness)."""
         return bool(self._threads) and all(t.is_alive() for t in self._threads)
@@ -116,6 +120,10 @@ class Worker:
                 self._backoff_s = 0.0
             except Exception as exc:  # noqa: BLE001 - the worker thread must outlive any one job
                 self._give_back(job, exc)
+            except BaseException as exc:  # SystemExit from a library: the thread ends; its job is not lost
+                log.critical("worker thread ends (%s); job %s back to the queue", type(exc).__name__, job.id)
+                self.jobs.requeue(job.id, reason=f"the worker thread ended ({type(exc).__name__})")
+                raise
 
     def _give_back(self, job: Job, exc: Exception) -> None:
         """An error outside study and model (a full disk, an audit write that fails, the database

@@ -26,8 +26,9 @@ class Problem(BaseModel):
 
 
 class Health(_Out):
-    status: str
+    status: str  # ok | failing
     version: str
+    problem: str | None = None
 
 
 class Readiness(_Out):

@@ -13,9 +13,13 @@ from medseg.app.api.schemas import Health, Readiness
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/health")
-def health(caller: Reader) -> Health:
-    return {"status": "ok", "version": __version__}
+@router.get("/health", response_model=Health, responses={503: {"model": Health, "description": "cannot continue"}})
+def health(service: ServiceDep, caller: Reader):
+    """Liveness: 503 when the service cannot continue and needs a restart (a worker thread is
+    gone: studies would be accepted and never processed, so the node refuses them meanwhile)."""
+    problem = service.cannot_continue()
+    return JSONResponse({"status": "failing" if problem else "ok", "version": __version__, "problem": problem},
+                        status_code=503 if problem else 200)
 
 
 @router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness, "description": "not ready"}})
