@@ -388,3 +388,31 @@ def test_a_busy_host_is_not_blamed_on_the_model(tmp_path, store):
 def _burn() -> None:
     while True:
         pass
+
+
+STS_006 = REPO / "tests" / "data" / "sts-ct" / "STS_006"
+
+
+def test_a_real_case_reference_holds_the_truth_rule(tmp_path, store):
+    """A phantom-trained version finds nothing on a real sarcoma: its case reference is refused,
+    audited, nothing written (the case reference is for models trained on real CT)."""
+    refused = _cli(tmp_path, store, "reference", "1.1.0", "--case", str(STS_006))
+    assert refused.returncode == 2 and "[registry.reference_disagrees]" in refused.stderr
+    assert "reference case STS_006 disagrees with the truth (0 of 1 tumors found" in refused.stderr
+    assert not (store / "ct-phantom" / "1.1.0" / gate.CASE_IMAGE).exists()
+    assert events(tmp_path / "data", "model.gate_failed")[-1]["reason_code"] == "registry.reference_disagrees"
+
+
+def test_the_real_ct_model_keeps_a_real_case_reference(tmp_path):
+    """ct-tumor 3.0.0 (trained on real CT, no phantom) is gated on a real sarcoma: its recorded
+    reference is reproduced; an altered reference image refuses the version."""
+    version = tmp_path / "3.0.0"
+    shutil.copytree(REPO / "models" / "ct-tumor" / "3.0.0", version)
+    ref = ModelManifest.load(version).reference
+    assert ref is not None and ref.image_file == gate.CASE_IMAGE and ref.truth_lesions_found == "1/1"
+    assert "CC BY" in ref.source
+    result = gate.check(version)
+    assert result.ok and result.dice >= 0.99, result.reason
+    (version / gate.CASE_IMAGE).write_bytes((version / gate.CASE_IMAGE).read_bytes()[:-10] + b"0123456789")
+    altered = gate.check(version)
+    assert not altered.ok and "reference image reference_image.nii.gz is missing or altered" in altered.reason

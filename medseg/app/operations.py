@@ -48,19 +48,21 @@ def check_gate(registry: Registry, audit, model: str, version: str, actor: str) 
     return result
 
 
-def record_reference(registry: Registry, audit, model: str, version: str, *, actor: str):
+def record_reference(registry: Registry, audit, model: str, version: str, *, actor: str, case=None,
+                     source: str | None = None):
     """``medseg models reference`` and ``POST /models/{name}/{version}/reference``: audited either way."""
     if version not in registry.versions(model):
         raise RegistryError(f"{model}/{version} is not in the model store", code="registry.unknown_version")
     try:
         # into the site's store: a shipped version is copied there first, its installed files untouched
-        ref = gate.make_reference(registry.catalog.writable(model, version))
+        ref = gate.make_reference(registry.catalog.writable(model, version), case=case, source=source)
     except RegistryError as exc:
         audit("model.gate_failed", outcome="failure", actor=actor, model=f"{model}:{version}", reason=exc.message,
               code=exc.code)
         raise
     audit("model.reference_recorded", actor=actor, model=f"{model}:{version}", mask_sha256=ref.mask_sha256,
-          truth_dice=ref.truth_dice, truth_lesions_found=ref.truth_lesions_found)
+          truth_dice=ref.truth_dice, truth_lesions_found=ref.truth_lesions_found,
+          reference="case" if ref.image_file else "phantom")
     return ref
 
 

@@ -128,7 +128,8 @@ class WeightsSpec(_Frozen):
 
 
 class ReferenceSpec(_Frozen):
-    """The version's own result on a fixed phantom, which a promotion must reproduce (the gate)."""
+    """The version's own result on a fixed reference, which a promotion must reproduce (the gate):
+    a phantom regenerated from its seed, or (``image_file``) a real CT kept in the model folder."""
 
     phantom_seed: int
     shape_krc: tuple[int, int, int]
@@ -137,15 +138,22 @@ class ReferenceSpec(_Frozen):
     mask_file: str  # uint8 NIfTI in the model folder
     mask_sha256: str
     min_dice: float = Field(default=0.99, gt=0, le=1)
-    #: how the reference agrees with the phantom's truth when it was recorded (lesion models:
-    #: Dice and tumors found; None for a structure model, whose truth the phantom does not hold)
+    #: how the reference agrees with the truth when it was recorded (lesion models: Dice and
+    #: tumors found; None for a structure model, whose truth the phantom does not hold)
     truth_dice: float | None = None
     truth_lesions_found: str | None = None
+    #: a real reference case instead of the phantom (a model trained on real CT need not find
+    #: synthetic tumors): its image and expert mask, NIfTI files in the model folder
+    image_file: str | None = None
+    image_sha256: str | None = None
+    truth_file: str | None = None
+    #: where the case comes from (its licence and attribution)
+    source: str | None = None
 
-    @field_validator("mask_file")
+    @field_validator("mask_file", "image_file", "truth_file")
     @classmethod
     def _plain_name(cls, v):
-        return WeightsSpec._plain_name(v)
+        return v if v is None else WeightsSpec._plain_name(v)
 
 
 class ProvenanceSpec(_Frozen):

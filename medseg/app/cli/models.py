@@ -107,15 +107,20 @@ def rollback(reason: str = typer.Option(..., help="why (recorded)"),
 
 @models_app.command()
 def reference(version: str = typer.Argument(...), name: Optional[str] = NameOpt,
+              case: Optional[Path] = typer.Option(None, "--case", exists=True, file_okay=False,
+                                                  help="a real case (CT_image.nii.gz + CT_mask.nii.gz) instead of "
+                                                       "the phantom, e.g. tests/data/sts-ct/STS_006"),
+              source: Optional[str] = typer.Option(None, help="where the case comes from (licence, attribution)"),
               config: Optional[Path] = ConfigOpt) -> None:
-    """Record a version's result on the fixed phantom as the reference its promotions must reproduce
-    (refused when a lesion model finds none of the phantom's tumors; audited either way)."""
+    """Record a version's result on the fixed phantom (or --case) as the reference its promotions
+    must reproduce (refused when a lesion model finds none of the truth's tumors; audited either way)."""
     from medseg.app import operations as model_ops
 
     ctx = open_context(config)
     model = model_name(ctx, name)
-    ref = model_ops.record_reference(ctx.registry, ctx.auditor, model, version, actor=cli_actor())
-    truth = f"; against the phantom's truth: Dice {ref.truth_dice:.4f}, tumors found {ref.truth_lesions_found}" \
+    ref = model_ops.record_reference(ctx.registry, ctx.auditor, model, version, actor=cli_actor(), case=case,
+                                     source=source)
+    truth = f"; against the truth: Dice {ref.truth_dice:.4f}, tumors found {ref.truth_lesions_found}" \
         if ref.truth_dice is not None else ""
     print(f"{model}/{version}: reference recorded ({ref.mask_file}, sha256 {ref.mask_sha256[:12]}...){truth}")
 
