@@ -434,17 +434,26 @@ def evaluate(network: torch.nn.Module, spec: PipelineSpec, cfg: TrainConfig,
         report("the whole chest CT's measuring slab")
         results["full_fov_measure"] = measure_full_fov(network, spec, cfg.full_fov_dir)
     if cfg.sts_dir is not None:
-        per_case = {}
+        per_case, lesions = {}, []
         for name, image, truth in sts_cases(cfg.sts_dir, holdout=True):
             report(f"held-out sarcoma {name}")
             out = segment(image, network, spec)
-            per_case[name] = evaluate_case(out.mask.array, truth.array, image.voxel_volume_ml).dice
+            case = evaluate_case(out.mask.array, truth.array, image.voxel_volume_ml)
+            per_case[name], lesions = case.dice, lesions + case.reference_lesions
         results["holdout_real_sts"] = {
             "cases": len(per_case),
             "mean_dice": round(float(np.mean(list(per_case.values()))), 4),
             "per_case_dice": {k: round(v, 4) for k, v in per_case.items()},
+            # the same detection rule as reviews (>= 10 % of a tumor's voxels called): what the
+            # lesion-sensitivity SLOs of a real-CT model are compared with
+            "lesion_sensitivity": round(sum(hit for _, hit in lesions) / len(lesions), 4) if lesions else None,
+            "lesion_sensitivity_ge_10mm": _sensitivity([hit for d, hit in lesions if d >= 10.0]),
         }
     return results
+
+
+def _sensitivity(hits: list[bool]) -> float | None:
+    return round(sum(hits) / len(hits), 4) if hits else None
 
 
 def measure_full_fov(network: torch.nn.Module, spec: PipelineSpec, root: Path) -> dict:
