@@ -26,13 +26,14 @@ $(STAMP): pyproject.toml constraints.txt | system-packages
 	touch $(STAMP)
 
 # The main job on the embedded default: `medseg serve` (DICOM node + worker + HTTP API, SQLite and a
-# local spool under demo/medseg-data) with config/medseg.toml; it pushes a phantom study to itself
-# as the demo PACS and prints where the SEG went. dcmtk storescp plays the PACS that receives SEGs
+# local spool under demo/medseg-data) with config/medseg.toml and the default model ct-tumor 3.0.0;
+# it pushes a held-out real sarcoma case (converted to DICOM with its attribution) to itself as the
+# demo PACS and prints where the SEG went and its Dice against the expert outline. dcmtk storescp plays the PACS that receives SEGs
 # (demo/pacs). Ctrl-C stops both.
 demo: setup
 	mkdir -p demo/pacs
 	TCP_NODELAY=1 storescp -aet DEMO-PACS -od demo/pacs 11113 & pacs=$$!; trap "kill $$pacs" EXIT INT TERM; \
-	$(BIN)/medseg serve --config config/medseg.toml --push-phantom 123
+	$(BIN)/medseg serve --config config/medseg.toml --push-case tests/data/sts-ct/STS_006
 
 # The test suite CI runs (slow cases excluded; see README).
 test: setup

@@ -9,7 +9,7 @@ corrections (= the phantom truth) come back through the node (C-STORE of a SEG) 
 
 The bound: every study 9.0.0 segments here loses its whole tumor (voxel FN rate 1.0, standard
 deviation 0), so the 95 % interval of the window's mean FN rate is [1.0, 1.0] as soon as the window
-may page: the ``voxel-fn-rate`` SLO (<= 0.15, policy fallback) fires at review ``min_reviews`` = 5
+may page: the ``voxel-fn-rate`` SLO (<= 0.45, policy fallback) fires at review ``min_reviews`` = 5
 and not before (medseg.quality.slo explains the general bound).
 """
 

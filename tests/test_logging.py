@@ -140,9 +140,9 @@ port = {dest_port}
     for action in ("dicom.association.accepted", "dicom.association.rejected", "job.queued", "job.started",
                    "seg.created", "seg.sent", "job.finished", "audit anchor"):
         assert action in joined, f"{action} not in the log:\n{joined}"
-    # the default lesion-sensitivity SLO (0.90) is above the phantom model's validated 0.53: said at start
+    # the default lesion-sensitivity SLO (0.80) is above the phantom model's validated 0.53: said at start
     unattainable = next(m for m in messages if "alert.slo_unattainable" in m)
-    assert "SLO lesion-sensitivity: objective 0.9 above the version's validated lesion_sensitivity 0.5263" in unattainable
+    assert "SLO lesion-sensitivity: objective 0.8 above the version's validated lesion_sensitivity 0.5263" in unattainable
     rejected = next(m for m in messages if "dicom.association.rejected" in m)
     assert "actor=INTRUDER" in rejected and ("WARNING" in rejected or fmt == "json")
     assert Path(tmp_path / "data" / "audit-anchors.jsonl").read_text().splitlines()[-1] in joined  # the stop anchor

@@ -74,7 +74,7 @@ images. Its false-positive rate on whole CTs was measured on one patient.
 --batch-size {cfg.get('batch_size')} --chunk-minutes M`, then `medseg train --out models/{m.name}/{m.version} --resume
 --chunk-minutes M` until the budget is spent (the recipe, schedule, random state and mined
 negatives are in the checkpoint). The budget is time, so expect close, not identical, weights.
-{chr(10) + "**Amended.** " + t["amended"] + "." + chr(10) if t.get("amended") else ""}
+{chr(10) + "**Amended.** " + t["amended"] + "." + chr(10) if t.get("amended") else ""}{_gate_reference(m)}
 **Metrics** (full pipeline, source grid):
 ```json
 {json.dumps(metrics, indent=2)}
@@ -83,6 +83,15 @@ negatives are in the checkpoint). The budget is time, so expect close, not ident
 Data: TCIA Soft-tissue-Sarcoma (Vallières et al. 2015, DOI 10.7937/K9/TCIA.2015.7GO2GSKS) and
 LIDC-IDRI (Armato et al. 2011, DOI 10.1118/1.3528204), both CC BY 3.0.
 """
+
+
+def _gate_reference(m: ModelManifest) -> str:
+    ref = m.reference
+    if ref is None or not ref.image_file:
+        return ""
+    return (f"\n**Promotion gate reference.** A real case, kept in this folder ({ref.image_file}, {ref.truth_file}; "
+            f"the version's own result {ref.mask_file}, Dice {ref.truth_dice} against the expert mask, tumors found "
+            f"{ref.truth_lesions_found}): {ref.source}.\n")
 
 
 def _mm(m: ModelManifest) -> str:
