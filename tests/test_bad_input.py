@@ -314,6 +314,10 @@ def _listening(tmp_path):
      "medseg: error: --since: not a time: 'last tuesday' (use 30m, 24h, 7d, 2w, today, yesterday or an ISO 8601"),
     (["monitor", "report", "--png", "{tmp}", "-c", "{tmp}/busy.toml"], "--png {tmp}: is a folder, give a file name [cli.out_is_folder]"),
     (["audit", "export", "--out", "{tmp}/no/such/x.jsonl"], "folder {tmp}/no/such does not exist [cli.out_no_folder]"),
+    (["audit", "timeline", "1.2.3.4", "-c", "{tmp}/busy.toml"],
+     "medseg: error: the audit trail has no event for this study [audit.study_not_found]"),
+    (["monitor", "report", "--model", "nosuch:1.0", "-c", "{tmp}/busy.toml"],
+     "medseg: error: no model nosuch/1.0 in the model store, and no reviews of it [monitor.unknown_model]"),
     (["serve", "-c", "{tmp}/busy.toml"], "medseg: error: DICOM [node] port 127.0.0.1:{port} is in use by another process "
                                           "[serve.port_unavailable]"),
 ])
@@ -326,6 +330,8 @@ def test_operator_mistakes_are_one_line_with_a_code(args, says, tmp_path, capsys
         if "audit" in args or "monitor" in args:  # an existing service's data: the read commands need one
             run_cli(["tokens", "create", "probe", "--role", "viewer", "-c", tmp_path / "busy.toml"], capsys)
         code, out, err = run_cli([a.format(**fill) for a in args], capsys)
+        if "timeline" in args:  # asked again: the first read (audited) did not make the study known
+            code, out, err = run_cli([a.format(**fill) for a in args], capsys)
     assert code == 2, err
     assert says.format(**fill) in err
     assert "Traceback" not in err + out and "internal error" not in err

@@ -100,7 +100,9 @@ def timeline(study_uid: str = typer.Argument(..., help="StudyInstanceUID"), conf
     from medseg.core.exceptions import MedsegError
 
     log, auditor, settings = _open(config)
-    auditor("audit.read", actor=cli_actor(), what="timeline", study_uid=study_uid)
+    # the read names the study in its filter, as the API's does, not as the event's study: reading
+    # a trail is not part of the study's own story (and an unknown study stays unknown)
+    auditor("audit.read", actor=cli_actor(), what="timeline", filter={"study_uid": study_uid})
     rows = study_timeline(log, study_uid)
     if not rows:
         raise MedsegError("the audit trail has no event for this study", code="audit.study_not_found")

@@ -40,8 +40,14 @@ def report(model: Optional[str] = typer.Option(None, help="NAME:VERSION (default
         start = parse_since(since)
     except ValueError as exc:
         raise MedsegError(str(exc), code="monitor.invalid_since") from None
-    monitor = open_context(config, reading=True).monitor
+    ctx = open_context(config, reading=True)
+    monitor = ctx.monitor
     data = summary(monitor, model_ref(model), start)
+    if model and not data["models"]:
+        name, _, version = model_ref(model).partition("/")
+        if version not in ctx.registry.versions(name):
+            raise MedsegError(f"no model {name}/{version} in the model store, and no reviews of it",
+                              code="monitor.unknown_model")
     if png is not None:
         plot(data, png)
     if fmt == "json":
