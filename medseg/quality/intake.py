@@ -53,7 +53,6 @@ from medseg.jobs.orm import Job
 from medseg.jobs.store import JobStore
 from medseg.quality.monitor import QualityMonitor
 from medseg.quality.orm import Review
-from medseg.quality.scores import score_review
 from medseg.quality.states import ReviewStatus
 from medseg.quality.worklist import Worklist
 
@@ -203,6 +202,8 @@ class ReviewIntake:
         return None
 
     def _score(self, row: Review) -> ReviewOutcome:
+        from medseg.quality.scores import score_review  # scipy.ndimage: here, so storing a review stays fast
+
         job = self.jobs.by_id(row.job_id) if row.job_id is not None else None
         ids = _ids(job) if job is not None else dict(review_id=row.id, study_uid=row.study_uid)
         try:
