@@ -78,7 +78,8 @@ def test_api_and_cli_doors(served, tmp_path, caplog):
         bad = settled(client, client.post("/reviews", data={"study_uid": study}, files={"mask": ("m.nii.gz", f)}))["review"]
     assert bad["status"] == "rejected" and bad["note"].endswith("[review.geometry]") and bad["dice"] is None
     assert os.path.exists(bad["stored_path"])
-    assert events(service.data_dir, "review.rejected")[-1]["reason_code"] == "review.geometry"
+    rejected = events(service.data_dir, "review.rejected")[-1]
+    assert rejected["reason_code"] == "review.geometry" and rejected["review_id"] == bad["id"]
     garbage = settled(client, client.post("/reviews", data={"study_uid": study}, files={"mask": ("m.nii", b"not a mask")}))
     assert garbage["review"]["status"] == "rejected" and "[review.unreadable]" in garbage["review"]["note"]
     assert client.get("/reviews", params={"status": "rejected"}).json()["reviews"][0]["id"] == garbage["review"]["id"]

@@ -205,7 +205,7 @@ class ReviewIntake:
         from medseg.quality.scores import score_review  # scipy.ndimage: here, so storing a review stays fast
 
         job = self.jobs.by_id(row.job_id) if row.job_id is not None else None
-        ids = _ids(job) if job is not None else dict(review_id=row.id, study_uid=row.study_uid)
+        ids = _ids(job) if job is not None else dict(study_uid=row.study_uid)
         try:
             if job is None:
                 raise ReviewError("the job this review refers to no longer exists", code="review.no_result")
@@ -252,7 +252,7 @@ class ReviewIntake:
             row = s.get(Review, row.id)
             row.status, row.note = ReviewStatus.REJECTED, f"{message} [{code}]"
             self.audit("review.rejected", connection=s.connection(), outcome="failure", actor=row.submitted_by,
-                       code=code, reason=message, door=row.door, **ids)
+                       review_id=row.id, code=code, reason=message, door=row.door, **ids)
         return row
 
     def _keep(self, review_id: int, mask: bytes | None) -> str:
