@@ -99,9 +99,9 @@ def whole_review(pred, ref, workdir: Path) -> float:
     """Decode our SEG and the corrected SEG (200 frames of 512x512 each) and score: a review's cost."""
     from medseg.core.seg import read_seg_mask, write_seg
     from medseg.core.volume import Volume
-    from medseg.quality.intake import seg_mask
+    from medseg.quality.masks import seg_mask
+    from medseg.training.config import TUMOR_LABEL
     from medseg.training.ct_writer import ct_datasets
-    from medseg.training.train import TUMOR_LABEL
 
     affine = np.diag([*SPACING, 1.0])
     headers = ct_datasets(Volume(np.zeros(SHAPE, np.int16), affine), patient_name="BENCH^REVIEW", patient_id="BENCH")

@@ -22,7 +22,7 @@ from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSett
 
 from dicom_node.config import DestinationSettings, NodeSettings, TLSSettings
 from medseg.core.exceptions import ConfigError
-from medseg.core.io import GeometryTolerances, SelectionRules
+from medseg.core.io.rules import GeometryTolerances, SelectionRules
 
 __all__ = ["DestinationSettings", "LoggingSettings", "MonitoringSettings", "NodeSettings", "Settings", "SLOSettings", "TLSSettings",
            "get_settings", "load_settings"]

@@ -19,7 +19,7 @@ from medseg.app.demo import case_study, seg_dice
 from medseg.core.io.nifti import read_nifti
 from medseg.core.scoring import dice
 from medseg.core.seg import write_seg
-from medseg.training.train import STS_HOLDOUT, TUMOR_LABEL
+from medseg.training.config import STS_HOLDOUT, TUMOR_LABEL
 from tests.conftest import TEST_DATA
 from tests.node_helpers import free_port, storescp
 

@@ -29,7 +29,7 @@ from medseg.core.io.nifti import write_nifti
 from medseg.core.seg import write_seg
 from medseg.models import gate
 from medseg.quality.worklist import Worklist
-from medseg.training.train import TUMOR_LABEL
+from medseg.training.config import TUMOR_LABEL
 from tests.conftest import PHANTOM_MODEL, SHIPPED_MODEL, small_phantom, write_study
 from tests.node_helpers import events, settled, storescu, wait_for
 from tests.test_dicom_node import running

@@ -1,6 +1,6 @@
 """Real CT tumors (TCIA soft-tissue sarcoma, CC BY 3.0; see tests/data/sts-ct/README.md).
 
-The case in tests/data is one of the eight held out of training (medseg.training.train.STS_HOLDOUT).
+The case in tests/data is one of the eight held out of training (medseg.training.config.STS_HOLDOUT).
 """
 
 import json
@@ -11,8 +11,8 @@ import pytest
 
 from medseg.core.io.nifti import read_nifti
 from medseg.core.seg import read_seg_mask
+from medseg.training.config import STS_HOLDOUT
 from medseg.training.ct_writer import ct_datasets, write_series
-from medseg.training.train import STS_HOLDOUT
 from tests.conftest import PHI_ID, PHI_NAME, TEST_DATA, dice
 from tests.test_cli_e2e import EXE
 

@@ -17,7 +17,7 @@ from scipy import ndimage
 from medseg.core.io.nifti import write_nifti
 from medseg.core.seg import read_seg_mask, write_seg
 from medseg.core.volume import Volume
-from medseg.training.train import TUMOR_LABEL
+from medseg.training.config import TUMOR_LABEL
 from tests.conftest import PHI_ID, PHI_NAME, small_phantom, write_study
 from tests.node_helpers import events, settled, storescu, wait_for
 from tests.test_dicom_node import jobs_in, running

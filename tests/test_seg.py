@@ -12,8 +12,8 @@ import pytest
 from medseg.core.exceptions import SegGeometryError
 from medseg.core.io.nifti import read_nifti
 from medseg.core.seg import build_seg, read_seg_mask, verify_seg_geometry, write_seg
+from medseg.training.config import TUMOR_LABEL
 from medseg.training.ct_writer import ct_datasets
-from medseg.training.train import TUMOR_LABEL
 from tests.conftest import PHI_ID, PHI_NAME, small_phantom
 
 ORIENTATIONS = ["supine", "prone", "feet_first", "coronal", "sagittal"]
@@ -170,7 +170,7 @@ def test_a_doubtful_patient_name_is_never_quoted_in_a_warning(tmp_path):
     import warnings
 
     from medseg.core.seg import write_seg
-    from medseg.training.train import TUMOR_LABEL
+    from medseg.training.config import TUMOR_LABEL
     from tests.conftest import small_phantom, write_study
 
     p = small_phantom(seed=3, shape=(8, 32, 32))
@@ -193,7 +193,7 @@ def test_a_series_without_its_type2_patient_and_study_attributes_still_gets_its_
     import pydicom
 
     from medseg.core.seg import write_seg
-    from medseg.training.train import TUMOR_LABEL
+    from medseg.training.config import TUMOR_LABEL
     from tests.conftest import small_phantom, write_study
 
     p = small_phantom(seed=4, shape=(8, 32, 32))

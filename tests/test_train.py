@@ -20,7 +20,8 @@ from medseg.training.calibration import (
     component_table,
     filtered_dice,
 )
-from medseg.training.train import STS_VALIDATION, segmentation_loss
+from medseg.training.config import STS_VALIDATION
+from medseg.training.train import segmentation_loss
 from tests.test_bad_input import run_cli
 
 
@@ -127,7 +128,7 @@ def test_training_patches_mirror_image_and_label_together_along_the_chosen_axes(
 def test_mirror_axes_are_patch_axes(tmp_path):
     from pydantic import ValidationError
 
-    from medseg.training.train import TrainConfig
+    from medseg.training.config import TrainConfig
 
     assert TrainConfig(out=tmp_path).mirror_axes == (2,)  # left-right, the shipped recipe
     for bad in ((3,), (2, 2)):
@@ -165,9 +166,10 @@ def test_training_runs_in_resumable_chunks(tmp_path, capsys):
 def test_a_checkpoint_of_the_default_network_stays_under_20_mb_and_restores_exactly(tmp_path):
     from medseg.models.store import build_network
     from medseg.training.checkpoint import read_checkpoint, restore, save_checkpoint
-    from medseg.training.train import TrainConfig, _manifest_stub
+    from medseg.training.config import TrainConfig
+    from medseg.training.release import manifest_stub
 
-    network = build_network(_manifest_stub(TrainConfig(out=tmp_path)))
+    network = build_network(manifest_stub(TrainConfig(out=tmp_path)))
     optimizer = torch.optim.AdamW(network.parameters(), lr=1e-3)
     network(torch.rand(2, 1, 32, 64, 64)).sum().backward()
     optimizer.step()
@@ -176,7 +178,7 @@ def test_a_checkpoint_of_the_default_network_stays_under_20_mb_and_restores_exac
                            losses=[0.5])
     assert path.stat().st_size < 20 * 2**20
     expected_draw = np.random.default_rng(5).random()
-    copy = build_network(_manifest_stub(TrainConfig(out=tmp_path)))
+    copy = build_network(manifest_stub(TrainConfig(out=tmp_path)))
     other = torch.optim.AdamW(copy.parameters(), lr=1e-3)
     restored_rng = np.random.default_rng(0)
     payload = read_checkpoint(tmp_path)

@@ -11,23 +11,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
 from medseg.app.auditing import Auditor, auditor_for
-from medseg.app.auth.tokens import TokenStore
-from medseg.app.database import init_db
-from medseg.app.operations import slo_fallback
 from medseg.config import Settings
 from medseg.db import make_engine
 from medseg.jobs.store import JobStore
-from medseg.models.registry import Registry
-from medseg.models.shadow import ShadowStore
-from medseg.quality.alerts import AlertManager
-from medseg.quality.intake import ReviewIntake
-from medseg.quality.monitor import QualityMonitor
-from medseg.quality.store import MonitoringStore
-from medseg.quality.worklist import Worklist
+
+if TYPE_CHECKING:
+    from medseg.app.auth.tokens import TokenStore
+    from medseg.models.registry import Registry
+    from medseg.models.shadow import ShadowStore
+    from medseg.quality.intake import ReviewIntake
+    from medseg.quality.monitor import QualityMonitor
+    from medseg.quality.worklist import Worklist
 
 
 @dataclass
@@ -36,11 +35,23 @@ class AppContext:
     engine: Engine
     auditor: Auditor
     jobs: JobStore
-    registry: Registry
+
+    # Each part below is built, and its module imported, when first used: a command that needs a
+    # few of them (``medseg review submit`` stores one row) does not pay for the rest at start.
+    @cached_property
+    def registry(self) -> Registry:
+        from medseg.models.registry import Registry
+
+        return Registry(self.engine, self.settings.model_catalog(), self.auditor)
 
     @cached_property
     def monitor(self) -> QualityMonitor:
         """Quality monitoring wired to the rollback path (the SLO fallback policy)."""
+        from medseg.app.operations import slo_fallback
+        from medseg.quality.alerts import AlertManager
+        from medseg.quality.monitor import QualityMonitor
+        from medseg.quality.store import MonitoringStore
+
         store = MonitoringStore(self.engine)
         alerts = AlertManager(store, self.settings.monitoring, self.auditor)
         monitor = QualityMonitor(store, self.settings.monitoring, alerts)
@@ -51,23 +62,33 @@ class AppContext:
     @cached_property
     def reviews(self) -> ReviewIntake:
         """The review doors and the scorer (:mod:`medseg.quality.intake`)."""
+        from medseg.quality.intake import ReviewIntake
+
         service = self.settings.service
-        return ReviewIntake(self.jobs, service.spool_dir, service.reviews_dir, self.auditor, self.monitor)
+        return ReviewIntake(self.jobs, service.spool_dir, service.reviews_dir, self.auditor, lambda: self.monitor)
 
     @property
     def tokens(self) -> TokenStore:
+        from medseg.app.auth.tokens import TokenStore
+
         return TokenStore(self.engine, self.auditor)
 
     @property
     def worklist(self) -> Worklist:
+        from medseg.quality.worklist import Worklist
+
         return Worklist(self.engine, self.auditor)
 
     @property
     def shadow(self) -> ShadowStore:
+        from medseg.models.shadow import ShadowStore
+
         return ShadowStore(self.engine, self.auditor)
 
     def prepare(self) -> AppContext:
         """Create the missing tables and register the default model's first active version."""
+        from medseg.app.database import init_db
+
         init_db(self.engine)
         self.auditor.log.create()
         self.auditor.start_anchors()
@@ -84,6 +105,5 @@ def build_context(settings: Settings, *, create_keys: bool = True) -> AppContext
     auditor = auditor_for(settings, engine, create_keys=create_keys)
     # job state and its events commit together when they share the database
     jobs = JobStore(engine, auditor, shared_transaction=auditor.log.engine is engine)
-    registry = Registry(engine, settings.model_catalog(), auditor)
-    return AppContext(settings, engine, auditor, jobs, registry)
+    return AppContext(settings, engine, auditor, jobs)
 

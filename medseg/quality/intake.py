@@ -33,28 +33,25 @@ from __future__ import annotations
 
 import io
 import logging
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pydicom
 from sqlalchemy import select, update
 
 from audit.recorder import Recorder
-from medseg.core.exceptions import MedsegError, ReviewError
-from medseg.core.io.geometry import sort_and_check
-from medseg.core.io.scan import scan_folder
+from medseg.core.exceptions import ReviewError
 from medseg.core.loops import Ticker
-from medseg.core.volume import Volume, canonical_reorientation
 from medseg.db import session
 from medseg.jobs.orm import Job
 from medseg.jobs.store import JobStore
-from medseg.quality.monitor import QualityMonitor
 from medseg.quality.orm import Review
 from medseg.quality.states import ReviewStatus
 from medseg.quality.worklist import Worklist
+
+if TYPE_CHECKING:  # the monitor (SLOs, alerts, webhooks) is only used when a review is scored
+    from medseg.quality.monitor import QualityMonitor
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +64,10 @@ class ReviewOutcome:
 
 class ReviewIntake:
     def __init__(self, jobs: JobStore, spool_root: Path, reviews_dir: Path, audit: Recorder,
-                 monitor: QualityMonitor, notify: Callable[[], None] | None = None) -> None:
-        self.jobs, self.engine, self.audit, self.monitor = jobs, jobs.engine, audit, monitor
+                 monitor: Callable[[], QualityMonitor], notify: Callable[[], None] | None = None) -> None:
+        """``monitor`` gives the quality monitor when a review is scored: a door that only stores
+        reviews (``medseg review submit``) never builds it (SLOs, alerts, the fallback policy)."""
+        self.jobs, self.engine, self.audit, self._monitor = jobs, jobs.engine, audit, monitor
         self.spool_root, self.reviews_dir = Path(spool_root), Path(reviews_dir)
         self.notify = notify or (lambda: None)  # the service wakes its scoring loop
 
@@ -84,6 +83,8 @@ class ReviewIntake:
 
     def receive_segs(self, files: list[Path], calling_ae: str) -> list[ReviewOutcome | None]:
         """DICOM door: SEG instances a peer sent us. Never raises: a failure is audited and kept."""
+        import pydicom
+
         out = []
         for path in files:
             try:
@@ -154,7 +155,9 @@ class ReviewIntake:
     def _receive(self, job: Job, mask: bytes | None, *, accepted: bool, door: str, submitted_by: str,
                  reviewer: str, stored: Path | None = None, correction_uid: str = "") -> ReviewOutcome:
         """Keep the mask and store the review as ``received``; the scoring loop does the rest."""
-        if mask is not None and _is_dicom(mask) and not correction_uid:
+        if mask is not None and is_dicom(mask) and not correction_uid:
+            import pydicom
+
             try:
                 correction_uid = str(pydicom.dcmread(io.BytesIO(mask), stop_before_pixels=True).get("SOPInstanceUID", ""))
             except Exception:  # noqa: BLE001 - damaged: scoring rejects it with the reason
@@ -185,7 +188,7 @@ class ReviewIntake:
         while (row := self._claim(ids)) is not None:
             outcomes.append(self._score(row))
         for model in dict.fromkeys(o.review.model for o in outcomes if o.review.status == ReviewStatus.SCORED):
-            slos = self.monitor.check_slos(model)
+            slos = self._monitor().check_slos(model)
             for o in outcomes:
                 if o.review.model == model and o.review.status == ReviewStatus.SCORED:
                     o.slos = slos
@@ -202,7 +205,10 @@ class ReviewIntake:
         return None
 
     def _score(self, row: Review) -> ReviewOutcome:
-        from medseg.quality.scores import score_review  # scipy.ndimage: here, so storing a review stays fast
+        # masks and scores import pydicom, highdicom and scipy: here, so that storing a review stays fast
+        from medseg.core.volume import Volume
+        from medseg.quality.masks import nifti_mask, read_our_seg, seg_mask, source_series
+        from medseg.quality.scores import score_review
 
         job = self.jobs.by_id(row.job_id) if row.job_id is not None else None
         ids = _ids(job) if job is not None else dict(study_uid=row.study_uid)
@@ -210,12 +216,12 @@ class ReviewIntake:
             if job is None:
                 raise ReviewError("the job this review refers to no longer exists", code="review.no_result")
             mask = Path(row.stored_path).read_bytes() if row.stored_path else None
-            headers, affine = self._source(job)
+            headers, affine = source_series(self.spool_root, job)
             uids = [str(h.SOPInstanceUID) for h in headers]
-            predicted = Volume(_read_our_seg(job, uids), affine)
+            predicted = Volume(read_our_seg(job, uids), affine)
             if row.accepted:
                 reference = predicted
-            elif mask is not None and _is_dicom(mask):
+            elif mask is not None and is_dicom(mask):
                 reference = Volume(seg_mask(mask, job.series_uid, uids, predicted.shape), affine)
             elif mask is not None:
                 reference = Volume(nifti_mask(mask, predicted), affine)
@@ -259,19 +265,14 @@ class ReviewIntake:
         if mask is None:
             return ""
         self.reviews_dir.mkdir(parents=True, exist_ok=True)
-        suffix = ".dcm" if _is_dicom(mask) else ".nii.gz" if mask[:2] == b"\x1f\x8b" else ".nii"
+        suffix = ".dcm" if is_dicom(mask) else ".nii.gz" if mask[:2] == b"\x1f\x8b" else ".nii"
         path = self.reviews_dir / f"review-{review_id}{suffix}"
         path.write_bytes(mask)
         return str(path)
 
-    def _source(self, job: Job):
-        folder = self.spool_root / job.study_uid / job.series_uid
-        scan = scan_folder(folder) if folder.is_dir() else None
-        series = next((x for x in scan.series if x.series_uid == job.series_uid), None) if scan else None
-        if series is None:
-            raise ReviewError("the source images of this result are no longer in the spool", code="review.no_source")
-        order, affine = sort_and_check(series.headers)
-        return [series.headers[i] for i in order], affine
+
+def is_dicom(data: bytes) -> bool:
+    return data[128:132] == b"DICM"
 
 
 def _ids(job: Job) -> dict:
@@ -293,65 +294,4 @@ class ScoringLoop(Ticker):
         return self.intake.score_pending()
 
 
-def _is_dicom(data: bytes) -> bool:
-    return data[128:132] == b"DICM"
-
-
-def _read_our_seg(job: Job, uids: list[str]) -> np.ndarray:
-    from medseg.core.seg import read_seg_mask
-
-    if not job.seg_path or not Path(job.seg_path).is_file():
-        raise ReviewError("the SEG this review refers to is no longer in the results folder", code="review.no_result")
-    return read_seg_mask(Path(job.seg_path), uids) > 0
-
-
-def seg_mask(data: bytes, series_uid: str, uids: list[str], shape) -> np.ndarray:
-    """Foreground of every segment of a corrected SEG, on the source instances ``uids`` (slice order)."""
-    import highdicom as hd
-
-    try:
-        seg = hd.seg.Segmentation.from_dataset(pydicom.dcmread(io.BytesIO(data)), copy=False)
-    except Exception as exc:  # noqa: BLE001 - any damage: the reviewer gets one line
-        raise ReviewError(f"the corrected mask is not a readable DICOM SEG ({type(exc).__name__})",
-                          code="review.unreadable") from None
-    series = {str(item.SeriesInstanceUID) for item in seg.get("ReferencedSeriesSequence", [])}
-    referenced = {str(item.ReferencedSOPInstanceUID) for item in seg.get("ReferencedSeriesSequence", [])
-                  for item in item.get("ReferencedInstanceSequence", [])}
-    if series_uid not in series or not referenced <= set(uids):
-        raise ReviewError("the corrected SEG references other images than the series our result was made on "
-                          "(a different series or slices); it cannot be compared without resampling",
-                          code="review.geometry")
-    if (int(seg.Rows), int(seg.Columns)) != tuple(shape[1:]):
-        raise ReviewError(f"the corrected SEG has {seg.Rows}x{seg.Columns} frames, the source {shape[1]}x{shape[2]}",
-                          code="review.geometry")
-    pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=False,
-                                               assert_missing_frames_are_empty=True)
-    threshold = 0.5 if str(seg.SegmentationType) == "FRACTIONAL" else 0
-    return (np.asarray(pixels) > threshold).any(axis=-1)
-
-
-def nifti_mask(data: bytes, target: Volume) -> np.ndarray:
-    """A NIfTI mask on the target's voxel grid, exactly (axes permuted/flipped, never resampled)."""
-    from medseg.core.io.nifti import read_nifti
-
-    suffix = ".nii.gz" if data[:2] == b"\x1f\x8b" else ".nii"
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"mask{suffix}"
-        path.write_bytes(data)
-        try:
-            volume = read_nifti(path)
-        except MedsegError as exc:
-            raise ReviewError(f"the corrected mask is not a usable NIfTI: {exc.message}", code="review.unreadable") from None
-    mine, theirs = canonical_reorientation(target.affine), canonical_reorientation(volume.affine)
-    canon_target = mine.apply_affine(target.affine, target.shape)
-    canon_theirs = theirs.apply_affine(volume.affine, volume.shape)
-    array = theirs.apply(volume.array)
-    if array.shape != mine.apply(np.empty(target.shape, bool)).shape or not np.allclose(canon_target, canon_theirs,
-                                                                                      atol=0.01):
-        raise ReviewError(f"the NIfTI mask is not on the source grid (shape {volume.shape} vs {target.shape}, or "
-                          "different spacing/origin/orientation); export it on the original series",
-                          code="review.geometry")
-    return np.ascontiguousarray(mine.invert(array) > 0)
-
-
-__all__ = ["ReviewError", "ReviewIntake", "ReviewOutcome", "ScoringLoop", "nifti_mask", "seg_mask"]
+__all__ = ["ReviewError", "ReviewIntake", "ReviewOutcome", "ScoringLoop"]

@@ -20,8 +20,8 @@ from pydicom.uid import ExplicitVRLittleEndian
 from medseg.core.io.nifti import write_nifti
 from medseg.core.phantom import generate_phantom
 from medseg.core.seg import write_seg
+from medseg.training.config import TUMOR_LABEL
 from medseg.training.ct_writer import ct_datasets, write_series
-from medseg.training.train import TUMOR_LABEL
 
 
 def write_phantom_study(

@@ -47,9 +47,18 @@ app.add_typer(tokens_app, name="tokens")
 
 
 def main() -> None:
+    import atexit
+    import gc
+
     from medseg.app.logs import route_warnings
 
     route_warnings()  # library warnings never reach the user's console (medseg.app.logs)
+    # A command ends with hundreds of thousands of objects (SQLAlchemy, pydantic, typer), and the
+    # interpreter's last garbage collections over them took 0.1-0.2 s of every command (`review
+    # submit`: 0.22 s of 0.9). Frozen objects are skipped by those collections; reference counting
+    # still frees them, the log handlers still flush (logging's own exit hook runs after this one),
+    # and everything a command stores is committed before it returns.
+    atexit.register(gc.freeze)
     run(app)
 
 

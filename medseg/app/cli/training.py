@@ -39,7 +39,7 @@ def train(
                                                         "(the recipe options given here are not used)"),
 ) -> None:
     """Train the demonstration model on CPU and write weights, manifest.json and MODEL_CARD.md."""
-    from medseg.training.train import STS_VALIDATION, TrainConfig
+    from medseg.training.config import STS_VALIDATION, TrainConfig
     from medseg.training.train import train as run
 
     output_folder(out)
@@ -65,9 +65,9 @@ def evaluate(
     """Measure a model on held-out phantoms (and held-out real cases) through the full pipeline."""
     from medseg.config import get_settings
     from medseg.models.store import load_model
+    from medseg.training.config import TrainConfig
     from medseg.training.model_card import model_card
-    from medseg.training.train import TrainConfig
-    from medseg.training.train import evaluate as run
+    from medseg.training.release import evaluate as run
 
     settings = get_settings()
     model_dir = settings.model_dir(model)
@@ -82,3 +82,4 @@ def evaluate(
         manifest = loaded.manifest.model_copy(update={"metrics": metrics})
         manifest.dump(model_dir)
         (model_dir / "MODEL_CARD.md").write_text(model_card(manifest))
+

@@ -1,54 +1,37 @@
-"""Reading a study: DICOM folder or NIfTI file in, one validated Volume out."""
+"""Reading a study: DICOM folder or NIfTI file in, one validated Volume out.
+
+The names below are loaded when first used (PEP 562), not when the package is imported: the
+settings import :mod:`medseg.core.io.rules` through here, and a command that only reads the
+configuration (``review submit``, ``models list``) must not pay for pydicom, nibabel and the decoders.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from medseg.core.io.decode import check_plausible_hu, read_hu_slices
-from medseg.core.io.geometry import GeometryTolerances, sort_and_check
-from medseg.core.io.nifti import is_nifti, read_nifti, write_nifti
-from medseg.core.io.scan import scan_folder
-from medseg.core.io.selection import SelectionRules, SeriesDecision, select_series
-from medseg.core.volume import Volume
+#: public name -> the submodule that defines it
+_WHERE = {
+    "GeometryTolerances": "rules",
+    "SelectionRules": "rules",
+    "SeriesDecision": "selection",
+    "LoadedStudy": "study",
+    "load_study": "study",
+    "read_nifti": "nifti",
+    "write_nifti": "nifti",
+}
 
-__all__ = [
-    "GeometryTolerances",
-    "LoadedStudy",
-    "SelectionRules",
-    "SeriesDecision",
-    "load_study",
-    "read_nifti",
-    "write_nifti",
-]
+__all__ = ["GeometryTolerances", "LoadedStudy", "SelectionRules", "SeriesDecision", "load_study", "read_nifti",
+           "write_nifti"]
 
-
-@dataclass
-class LoadedStudy:
-    volume: Volume
-    kind: str  # "dicom" or "nifti"
-    decisions: list[SeriesDecision] = field(default_factory=list)
-    scan_summary: dict = field(default_factory=dict)
-    transfer_syntaxes: list[str] = field(default_factory=list)
+if TYPE_CHECKING:
+    from medseg.core.io.nifti import read_nifti, write_nifti
+    from medseg.core.io.rules import GeometryTolerances, SelectionRules
+    from medseg.core.io.selection import SeriesDecision
+    from medseg.core.io.study import LoadedStudy, load_study
 
 
-def load_study(
-    path: Path,
-    rules: SelectionRules | None = None,
-    tolerances: GeometryTolerances | None = None,
-) -> LoadedStudy:
-    """Load the series to segment: validate geometry first, then decode to HU."""
-    path = Path(path)
-    if is_nifti(path):
-        volume = read_nifti(path)
-        check_plausible_hu(volume.array)
-        return LoadedStudy(volume, "nifti")
-    scan = scan_folder(path)
-    series, decisions = select_series(scan.series, rules or SelectionRules())
-    order, affine = sort_and_check(series.headers, tolerances or GeometryTolerances())
-    headers = [series.headers[i] for i in order]
-    paths = [series.paths[i] for i in order]
-    hu = read_hu_slices(paths, headers, int(headers[0].Rows), int(headers[0].Columns))
-    check_plausible_hu(hu)
-    syntaxes = sorted({str(h.file_meta.TransferSyntaxUID.name) for h in headers if "TransferSyntaxUID" in h.file_meta})
-    return LoadedStudy(Volume(hu, affine, tuple(headers)), "dicom", decisions, scan.summary(), syntaxes)
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)

@@ -2,31 +2,20 @@
 
 Runs before any pixel is decoded. Each rule violation raises a
 :class:`~medseg.core.exceptions.GeometryError` naming the attribute and the rule.
-Tolerances are explicit and configurable (:class:`GeometryTolerances`).
+Tolerances are explicit and configurable (:class:`~medseg.core.io.rules.GeometryTolerances`).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
-from pydicom.dataset import Dataset
 
 from medseg.core.exceptions import GeometryError
+from medseg.core.io.rules import GeometryTolerances
 
-
-class GeometryTolerances(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    #: max absolute difference between direction cosines of two slices
-    orientation: float = Field(default=1e-3, gt=0)
-    #: max deviation of a slice gap from the median gap, relative to the median
-    slice_spacing: float = Field(default=0.02, gt=0, lt=0.5)
-    #: max angle (degrees) between the slice stacking direction and the slice normal
-    tilt_degrees: float = Field(default=0.5, gt=0)
-    #: max difference in PixelSpacing (mm) between slices
-    pixel_spacing_mm: float = Field(default=1e-3, gt=0)
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 
 def _required(ds: Dataset, keyword: str, index: int):
@@ -37,13 +26,14 @@ def _required(ds: Dataset, keyword: str, index: int):
 
 
 def sort_and_check(
-    headers: Sequence[Dataset], tol: GeometryTolerances = GeometryTolerances()
+    headers: Sequence[Dataset], tol: GeometryTolerances | None = None
 ) -> tuple[list[int], np.ndarray]:
     """Return the slice order (indices into ``headers``) and the LPS affine.
 
     The affine maps ``(k, r, c)`` of the sorted stack to patient coordinates;
     slices are ordered by position along the slice normal, ascending.
     """
+    tol = tol or GeometryTolerances()
     if len(headers) < 2:
         raise GeometryError("ImagePositionPatient", "at least two slices are needed", "single slice")
     iops = np.array([[float(v) for v in _required(ds, "ImageOrientationPatient", i)] for i, ds in enumerate(headers)])

@@ -16,20 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from medseg.core.exceptions import NoImageSeriesError, SeriesSelectionError
+from medseg.core.io.rules import SelectionRules
 from medseg.core.io.scan import Series
-
-
-class SelectionRules(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    modalities: tuple[str, ...] = ("CT",)
-    orientations: tuple[str, ...] = ("AXIAL",)
-    prefer_original_primary: bool = True
-    min_slices: int = Field(default=5, ge=2)
-    series_uid: str | None = None
 
 
 @dataclass(frozen=True)

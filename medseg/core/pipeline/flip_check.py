@@ -11,7 +11,7 @@ pays a few dozen windows instead of 7x its whole inference.
 The shipped models are trained with left-right mirroring only, so six of the eight views show
 the network anatomy upside down or back to front, which it never saw: only what it finds in
 spite of that survives the mean. Mirroring along all three axes in training cost more than it
-gave in the same 28 minutes (medseg.training.train ``mirror_axes``). ``medseg train`` chooses the lesion
+gave in the same 28 minutes (medseg.training.config ``mirror_axes``). ``medseg train`` chooses the lesion
 filters with the check on, and the README has the measurements: on ct-phantom 2.1.0 it cut
 false-positive lesions on the held-out phantoms from 0.3 to 0.05 per study.
 

@@ -1,0 +1,175 @@
+"""A trained network becomes a model version (:func:`finish`, the end of ``medseg train``): the
+lesion filters chosen on validation data, the held-out measurements (:func:`evaluate`, also
+``medseg evaluate``), ``manifest.json`` and ``MODEL_CARD.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from medseg.core.phantom import generate_phantom
+from medseg.core.pipeline.segment import segment
+from medseg.core.pipeline.spec import PipelineSpec
+from medseg.core.scoring import evaluate_case, summarize
+from medseg.models.manifest import ArchitectureSpec, InputSpec, ModelManifest, WeightsSpec
+from medseg.training.calibration import calibrate_lesion_filters, calibrate_on_real_ct
+from medseg.training.checkpoint import CHECKPOINT_FILE
+from medseg.training.config import HOLDOUT_PHANTOM_SEED0, PER_CHUNK, STS_HOLDOUT, TUMOR_LABEL, TrainConfig, sts_cases
+from medseg.training.model_card import model_card
+from medseg.training.real_ct import MEASURE_SLICES, TRAIN_SLICES, VALIDATION_SLICES, full_fov
+
+
+def spec_for(cfg: TrainConfig) -> PipelineSpec:
+    return manifest_stub(cfg).pipeline_spec()
+
+
+def finish(network: torch.nn.Module, cfg: TrainConfig, record: dict,
+           report: Callable[[str], None] = print) -> ModelManifest:
+    """Write a trained network as model version ``cfg.out``: weights, the lesion filters chosen on
+    validation data, the held-out metrics, manifest.json (``record``, the run's own facts, goes into
+    its training section) and MODEL_CARD.md."""
+    network.eval().to(memory_format=torch.contiguous_format)
+    buffer = io.BytesIO()
+    torch.save(network.state_dict(), buffer)
+    blob = buffer.getvalue()
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    (cfg.out / "model.pt").write_bytes(blob)
+    (cfg.out / CHECKPOINT_FILE).unlink(missing_ok=True)  # the model replaces the unfinished run
+    spec = spec_for(cfg)
+
+    calibration = None
+    if cfg.min_peak_probability is None or cfg.min_lesion_ml is None:
+        if cfg.sts_dir is not None and cfg.sts_validation and cfg.full_fov_dir is not None:
+            report(f"choosing the lesion filters on {len(cfg.sts_validation)} validation sarcoma cases and the "
+                   f"validation slab of the whole CT (slices {VALIDATION_SLICES[0]}-{VALIDATION_SLICES[1] - 1})")
+            calibration = calibrate_on_real_ct(
+                network, spec, sts_cases(cfg.sts_dir, holdout=False, validation=cfg.sts_validation, part="validation"),
+                full_fov(cfg.full_fov_dir, "validation"), cfg.min_lesion_ml, cfg.min_peak_probability,
+                cfg.voxel_threshold)
+        else:
+            report(f"choosing the lesion filters on {cfg.validation_phantoms} validation phantoms")
+            calibration = calibrate_lesion_filters(network, spec, cfg.validation_phantoms, cfg.min_lesion_ml,
+                                                   cfg.min_peak_probability)
+        chosen = calibration["chosen"]
+        cfg = cfg.model_copy(update={"min_peak_probability": chosen["min_peak_probability"],
+                                     "min_lesion_ml": chosen["min_lesion_ml"],
+                                     "voxel_threshold": chosen.get("voxel_threshold", 0.5)})
+        spec = spec_for(cfg)
+    report("evaluating on held-out phantoms and real cases")
+    metrics = evaluate(network, spec, cfg)
+    manifest = manifest_stub(cfg).model_copy(
+        update={
+            "weights": WeightsSpec(file="model.pt", sha256=hashlib.sha256(blob).hexdigest()),
+            "training": {
+                "recipe": "cross-entropy + per-patch tumor Dice (patches with tumor), AdamW, cosine LR with 50-iteration "
+                          f"warm-up; random patches ({cfg.foreground_fraction:.0%} centred on a tumor, each tumor alike, "
+                          f"{cfg.sts_fraction:.0%} from real cases); training phantoms carry 2-8 tumors each; "
+                          f"mirroring along patch axes {list(cfg.mirror_axes)} (z, y, x), intensity jitter",
+                "config": json.loads(cfg.model_dump_json(exclude={"out", "sts_dir", "full_fov_dir", *PER_CHUNK})),
+                "full_fov": {"case": "LIDC-IDRI-0314", "training_slices": list(TRAIN_SLICES),
+                             "validation_slices": list(VALIDATION_SLICES),
+                             "measuring_slices": list(MEASURE_SLICES)} if cfg.full_fov_dir else None,
+                "phantom_seeds": [cfg.phantom_seed0, cfg.phantom_seed0 + cfg.phantoms - 1],
+                "real_training_cases": record["real_training_cases"],
+                "real_validation_cases": list(cfg.sts_validation),
+                "real_holdout_cases": list(STS_HOLDOUT) if cfg.sts_dir else [],
+                "lesion_filter_calibration": calibration,
+                **{k: v for k, v in record.items() if k != "real_training_cases"},
+            },
+            "metrics": metrics,
+        }
+    )
+    manifest.dump(cfg.out)
+    (cfg.out / "MODEL_CARD.md").write_text(model_card(manifest))
+    return manifest
+
+
+def evaluate(network: torch.nn.Module, spec: PipelineSpec, cfg: TrainConfig,
+             progress: Callable[[str], None] | None = None) -> dict:
+    """Held-out metrics through the full pipeline on the source grid; ``progress`` hears each case."""
+    report = progress or (lambda stage: None)
+    results: dict = {}
+    cases = []
+    for i in range(cfg.holdout_phantoms):
+        report(f"phantom {i + 1} of {cfg.holdout_phantoms}")
+        ph = generate_phantom(HOLDOUT_PHANTOM_SEED0 + i)
+        out = segment(ph.image, network, spec)
+        cases.append(evaluate_case(out.mask.array, ph.truth.array, ph.image.voxel_volume_ml))
+    if cases:
+        results["holdout_phantoms"] = {
+            "seeds": [HOLDOUT_PHANTOM_SEED0, HOLDOUT_PHANTOM_SEED0 + cfg.holdout_phantoms - 1],
+            **summarize(cases),
+            "per_study_dice": {str(HOLDOUT_PHANTOM_SEED0 + i): round(c.dice, 4) for i, c in enumerate(cases)},
+        }
+    if cfg.full_fov_dir is not None:
+        report("the whole chest CT's measuring slab")
+        results["full_fov_measure"] = measure_full_fov(network, spec, cfg.full_fov_dir)
+    if cfg.sts_dir is not None:
+        per_case, lesions = {}, []
+        for name, image, truth in sts_cases(cfg.sts_dir, holdout=True):
+            report(f"held-out sarcoma {name}")
+            out = segment(image, network, spec)
+            case = evaluate_case(out.mask.array, truth.array, image.voxel_volume_ml)
+            per_case[name], lesions = case.dice, lesions + case.reference_lesions
+        results["holdout_real_sts"] = {
+            "cases": len(per_case),
+            "mean_dice": round(float(np.mean(list(per_case.values()))), 4),
+            "per_case_dice": {k: round(v, 4) for k, v in per_case.items()},
+            # the same detection rule as reviews (>= 10 % of a tumor's voxels called): what the
+            # lesion-sensitivity SLOs of a real-CT model are compared with
+            "lesion_sensitivity": round(sum(hit for _, hit in lesions) / len(lesions), 4) if lesions else None,
+            "lesion_sensitivity_ge_10mm": _sensitivity([hit for d, hit in lesions if d >= 10.0]),
+        }
+    return results
+
+
+def _sensitivity(hits: list[bool]) -> float | None:
+    return round(sum(hits) / len(hits), 4) if hits else None
+
+
+def measure_full_fov(network: torch.nn.Module, spec: PipelineSpec, root: Path) -> dict:
+    """False-positive lesions on the measuring slab of the whole CT (never trained on), and the nodule."""
+    image, truth = full_fov(root, "measure")
+    out = segment(image, network, spec)
+    nodule = truth.array > 0
+    components, count = ndimage.label(out.mask.array > 0, structure=np.ones((3, 3, 3), bool))
+    hits = set(np.unique(components[nodule]).tolist()) - {0}
+    false = [i for i in range(1, count + 1) if i not in hits]
+    sizes = np.bincount(components.ravel(), minlength=count + 1)
+    case = evaluate_case(out.mask.array, truth.array, image.voxel_volume_ml)
+    return {"slices": list(MEASURE_SLICES), "false_positive_lesions": len(false),
+            "false_positive_ml": round(float(sum(sizes[i] for i in false)) * image.voxel_volume_ml, 3),
+            "nodule_found": bool(hits), "nodule_dice": round(case.dice, 4),
+            "inference_s": round(out.timings.get("inference_s", 0.0), 1)}
+
+
+def manifest_stub(cfg: TrainConfig) -> ModelManifest:
+    return ModelManifest(
+        name=cfg.name,
+        version=cfg.version,
+        description="3D U-Net for CT tumor segmentation (demonstration model trained on synthetic phantoms"
+                    + (" and real soft-tissue sarcoma CT)" if cfg.sts_dir and cfg.sts_fraction > 0 else ")"),
+        intended_use="Demonstration and integration testing only. NOT FOR CLINICAL USE.",
+        architecture=ArchitectureSpec(
+            name="UNet",
+            args={
+                "spatial_dims": 3, "in_channels": 1, "out_channels": 2, "channels": list(cfg.channels),
+                "strides": [2] * (len(cfg.channels) - 1), "num_res_units": cfg.res_units, "norm": cfg.norm,
+            },
+        ),
+        input=InputSpec(spacing_xyz_mm=cfg.spacing_xyz_mm, window_hu=cfg.window_hu, roi_size_zyx=cfg.patch_zyx),
+        labels=(TUMOR_LABEL,),
+        inference={"roi_size_zyx": cfg.inference_roi_zyx, "flip_check": cfg.flip_check, "flip_check_budget": 1.0},
+        postprocess={"min_lesion_ml": 0.05 if cfg.min_lesion_ml is None else cfg.min_lesion_ml,
+                     "min_peak_probability": cfg.min_peak_probability or 0.0, "body_mask": True,
+                     "voxel_threshold": cfg.voxel_threshold or 0.5},
+        weights=WeightsSpec(file="model.pt", sha256="0" * 64),
+    )
