@@ -1,8 +1,9 @@
 """The one wiring of the service's state: settings -> engine -> tables -> audit trail -> job store
 and model registry. ``medseg serve``, every CLI command and the tests build it the same way.
 
-``build_context(settings)`` connects the parts and does no I/O; ``prepare()`` then creates what
-is missing (the tables, the audit table, the registry's first active version). Neither starts a
+``build_context(settings)`` connects the parts and does no I/O; ``prepare()`` then checks the
+schema (creating a new database; refusing one that needs ``medseg db upgrade``) and creates what is
+missing (the audit table, the registry's first active version). Neither starts a
 thread or loads a model. The audit commands use the context without ``prepare()``, so that
 reading or verifying a trail never writes to the database it examines.
 """
@@ -86,10 +87,11 @@ class AppContext:
         return ShadowStore(self.engine, self.auditor)
 
     def prepare(self) -> AppContext:
-        """Create the missing tables and register the default model's first active version."""
-        from medseg.app.database import init_db
+        """Check the schema (a new database is created at the newest revision, an outdated one
+        refused: :mod:`medseg.app.schema`) and register the default model's first active version."""
+        from medseg.app.schema import check
 
-        init_db(self.engine)
+        check(self.engine)
         self.auditor.log.create()
         self.auditor.start_anchors()
         self.registry.bootstrap(self.settings.default_model)

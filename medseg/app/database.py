@@ -1,15 +1,15 @@
 """Every table of the service database, listed once (no registration by side-effect imports).
 
-``init_db`` creates the missing ones; the audit trail's own table is created by
-:meth:`audit.AuditLog.create` because it may live in another database.
+Their schema is versioned by Alembic (:mod:`medseg.app.schema`, the migrations in
+``medseg/app/migrations``); the audit trail's own tables are created by
+:meth:`audit.AuditLog.create` because they may live in another database.
 """
 
 from __future__ import annotations
 
-from sqlalchemy.engine import Engine
+from sqlalchemy import MetaData
 
 from medseg.app.auth.tokens import ApiToken
-from medseg.db import Base
 from medseg.jobs.orm import Delivery, Job, SeriesRow
 from medseg.models.orm import ModelState, RegistryHistory, ShadowResult
 from medseg.quality.orm import Alert, Review, StudyFeatures, WorklistItem
@@ -18,5 +18,9 @@ TABLES = (SeriesRow, Job, Delivery, ModelState, RegistryHistory, ShadowResult, R
           WorklistItem, ApiToken)
 
 
-def init_db(engine: Engine) -> None:
-    Base.metadata.create_all(engine, tables=[t.__table__ for t in TABLES])
+def metadata() -> MetaData:
+    """The service tables' metadata (what the migrations must produce)."""
+    out = MetaData()
+    for table in TABLES:
+        table.__table__.to_metadata(out)
+    return out

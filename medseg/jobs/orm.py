@@ -48,6 +48,8 @@ class Job(Base):
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: the worker process that ran it last ("host:pid"): several may share the queue (migration 0002)
+    worker: Mapped[str] = mapped_column(String(128), default="", server_default="")
     error_code: Mapped[str] = mapped_column(String(64), default="")
     error: Mapped[str] = mapped_column(Text, default="")
     seg_path: Mapped[str] = mapped_column(Text, default="")

@@ -9,6 +9,8 @@ next job supersedes the old one: its SEG goes out as a new series, never mixed i
 from __future__ import annotations
 
 import datetime as dt
+import os
+import socket
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -26,6 +28,11 @@ from medseg.jobs.states import DeliveryState, JobState, SeriesState, check_trans
 class SeriesUpdate:
     revision: int
     reopened: bool  # the series was complete: the next job supersedes the previous one
+
+
+def worker_id() -> str:
+    """This worker process, as the job table records who ran a job: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class JobStore(JobQueries):
@@ -110,11 +117,13 @@ class JobStore(JobQueries):
             for job_id in s.scalars(select(Job.id).where(Job.state == JobState.QUEUED).order_by(Job.id).limit(5)):
                 now = utcnow()
                 claimed = s.execute(update(Job).where(Job.id == job_id, Job.state == JobState.QUEUED).values(
-                    state=JobState.RUNNING, started_at=now, updated_at=now, attempts=Job.attempts + 1)).rowcount
+                    state=JobState.RUNNING, started_at=now, updated_at=now, attempts=Job.attempts + 1,
+                    worker=worker_id())).rowcount
                 if claimed:
                     job = s.get(Job, job_id)
                     self._event(s, "job.started", job_id=job.id, study_uid=job.study_uid, series_uid=job.series_uid,
-                                model=job.model, patient=job.patient, attempt=job.attempts, revision=job.revision)
+                                model=job.model, patient=job.patient, attempt=job.attempts, revision=job.revision,
+                                worker=job.worker)
                     return job
         return None
 

@@ -15,10 +15,12 @@ def backup(out: Path = typer.Argument(..., help="folder to write medseg-backup-<
     """Copy the database (consistently, even while `medseg serve` runs), spool, results, reviews,
     model store, anchors and patient key; never the chain key (back that up once, separately)."""
     from medseg.app.backup import backup as run
+    from medseg.app.context import build_context
 
     settings = command_settings(config, reading=True)
     report = run(settings, out)
-    open_context(config).auditor("service.backed_up", actor=cli_actor(), files=report.files, bytes=report.bytes,
+    # the trail only, no schema check: an outdated database is what one backs up before `medseg db upgrade`
+    build_context(settings).auditor("service.backed_up", actor=cli_actor(), files=report.files, bytes=report.bytes,
                                  database=report.database)
     print(f"backup {report.path}: {report.files} files, {report.bytes / 2**20:.1f} MiB, database {report.database}")
 

@@ -13,6 +13,7 @@ import typer
 
 from medseg.app.cli.audit import audit_app
 from medseg.app.cli.backup import backup, restore
+from medseg.app.cli.db import db_app
 from medseg.app.cli.errors import run
 from medseg.app.cli.models import models_app
 from medseg.app.cli.monitor import monitor_app
@@ -44,6 +45,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(review_app, name="review")
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(db_app, name="db")
 
 
 def main() -> None:
@@ -58,6 +60,7 @@ def main() -> None:
     # submit`: 0.22 s of 0.9). Frozen objects are skipped by those collections; reference counting
     # still frees them, the log handlers still flush (logging's own exit hook runs after this one),
     # and everything a command stores is committed before it returns.
+    atexit.unregister(gc.freeze)  # once, however often main() runs in one process (the tests)
     atexit.register(gc.freeze)
     run(app)
 
