@@ -69,9 +69,7 @@ class SchemaState:
 def ours(name: str | None, type_: str, parent_names: dict) -> bool:
     """Alembic's ``include_name``: only the service tables are compared and migrated, never the
     audit trail's tables (which may share the database) nor Alembic's own."""
-    from medseg.app.database import TABLES
-
-    return type_ != "table" or name in {t.__tablename__ for t in TABLES}
+    return type_ != "table" or name in _names()
 
 
 def _config(connection: Connection) -> Config:
@@ -96,14 +94,15 @@ def head() -> str:
     return _script().get_current_head()
 
 
-def state(engine: Engine) -> SchemaState:
+def _names() -> set[str]:
     from medseg.app.database import TABLES
 
-    names = {t.__tablename__ for t in TABLES}
+    return {t.__tablename__ for t in TABLES}
+
+
+def state(engine: Engine) -> SchemaState:
     with engine.connect() as conn:
-        current = _revision(conn)
-        present = frozenset(set(inspect(conn).get_table_names()) & names)
-    return SchemaState(current, head(), present)
+        return SchemaState(_revision(conn), head(), frozenset(set(inspect(conn).get_table_names()) & _names()))
 
 
 def _revision(conn: Connection) -> str | None:
@@ -140,8 +139,12 @@ def upgrade(engine: Engine) -> SchemaState:
     recorded as the baseline, after checking that it has the baseline's tables and columns)."""
     from alembic import command
 
-    found = state(engine)
     with engine.begin() as conn:
+        # one migration at a time when several processes start on a new database together: SQLite's
+        # BEGIN IMMEDIATE (medseg.db) already serializes them, PostgreSQL takes an advisory lock
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(7011920)"))
+        found = SchemaState(_revision(conn), HEAD, frozenset(set(inspect(conn).get_table_names()) & _names()))
         cfg = _config(conn)
         if found.current is None and found.tables:
             _check_baseline(conn)
@@ -178,3 +181,21 @@ def baseline_columns() -> dict[str, list[str]]:
         inspector = inspect(conn)
         return {t: [c["name"] for c in inspector.get_columns(t)] for t in inspector.get_table_names()
                 if t != "alembic_version"}
+
+
+def autogenerate(message: str, rev_id: str) -> Path:
+    """For developers: write the next revision's script by comparing the ORM with a scratch SQLite
+    database at the newest revision (``python -c "from medseg.app.schema import autogenerate;
+    autogenerate('jobs.x: why', '0003')"``). Read it before committing, and move :data:`HEAD`."""
+    import tempfile
+
+    from alembic import command
+
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = create_engine(f"sqlite:///{tmp}/scratch.db")
+        with scratch.begin() as conn:
+            cfg = _config(conn)
+            command.upgrade(cfg, "head")
+            script = command.revision(cfg, message=message, autogenerate=True, rev_id=rev_id)
+        scratch.dispose()
+    return Path(script.path)
