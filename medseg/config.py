@@ -75,11 +75,27 @@ class ServiceSettings(_Section):
     #: a study every version overran the budget on is retried this many times in all before it
     #: fails (issue 17: with no fallback version, one slow moment failed the study)
     budget_attempts: int = Field(default=3, ge=1)
+    #: scale-out (medseg.jobs.broker): the AMQP URL of the broker that delivers jobs to
+    #: ``medseg serve --role worker`` processes, e.g. "amqp://medseg:***@mq.hospital:5672//".
+    #: Empty: the embedded default, worker threads in this process polling the job table
+    broker_url: str = ""
+    #: the broker's acknowledgement timeout (RabbitMQ's consumer_timeout; 30 min by default): a job
+    #: message is acknowledged when its job ends, so one job must end well within it (checked below)
+    broker_ack_timeout_s: float = Field(default=1800.0, gt=0)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> "ServiceSettings":
         if (self.tls_certfile is None) != (self.tls_keyfile is None):
             raise ValueError("tls_certfile and tls_keyfile go together")
+        return self
+
+    @model_validator(mode="after")
+    def _job_fits_the_ack_timeout(self) -> "ServiceSettings":
+        # one message may run the job's version, a fallback and a shadow candidate: three budgets
+        if self.broker_url and 3 * self.model_time_budget_s > self.broker_ack_timeout_s:
+            raise ValueError("with a broker, 3 x model_time_budget_s must not exceed broker_ack_timeout_s (the "
+                             "broker would hand a job still running to another worker): raise RabbitMQ's "
+                             "consumer_timeout and broker_ack_timeout_s, or lower the budget")
         return self
 
     def db_url(self) -> str:

@@ -135,3 +135,40 @@ def settled(client, response, timeout=30):
         body = client.get(location).json()
         return body if body["review"]["status"] in ("scored", "rejected") else None
     return wait_for(done, timeout, what="review scored")
+
+
+PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
+
+
+@contextmanager
+def postgres_database():
+    """A new, empty database on the machine's real PostgreSQL (127.0.0.1:5432, trust auth); its URL.
+    Dropped afterwards (with any connection still open)."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    name = f"medseg_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(f"{PG_SERVER}/test", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        yield f"{PG_SERVER}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+@contextmanager
+def rabbitmq_vhost():
+    """A new virtual host on the machine's real RabbitMQ (127.0.0.1:5672, guest), so that no message
+    of another test or run can reach this one; its AMQP URL. Deleted afterwards."""
+    vhost = f"medseg-test-{secrets.token_hex(6)}"
+    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True, timeout=60)
+    try:
+        subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True,
+                       capture_output=True, timeout=60)
+        yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    finally:
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=60)

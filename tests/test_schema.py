@@ -8,7 +8,6 @@ what the migrations build is exactly what the ORM declares."""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
@@ -21,10 +20,10 @@ from audit.query import AuditFilter, query
 from medseg.app.database import metadata
 from medseg.app.schema import BASELINE, head, ours, state
 from medseg.db import make_engine
+from tests.node_helpers import postgres_database
 from tests.test_bad_input import run_cli
 
 SCHEMA = Path(__file__).parent / "data" / "schema"
-PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -33,21 +32,11 @@ def database(request, tmp_path, monkeypatch):
     monkeypatch.setenv("MEDSEG_SERVICE__DATA_DIR", str(tmp_path / "data"))
     if request.param == "sqlite":
         (tmp_path / "data").mkdir()
-        url = f"sqlite:///{tmp_path / 'data' / 'medseg.db'}"
-        yield "sqlite", url
+        yield "sqlite", f"sqlite:///{tmp_path / 'data' / 'medseg.db'}"
         return
-    name = f"medseg_schema_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(f"{PG_SERVER}/test", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    url = f"{PG_SERVER}/{name}"
-    monkeypatch.setenv("MEDSEG_SERVICE__DATABASE_URL", url)
-    try:
+    with postgres_database() as url:
+        monkeypatch.setenv("MEDSEG_SERVICE__DATABASE_URL", url)
         yield "postgresql", url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
-        admin.dispose()
 
 
 def _release_0_1_0(url: str, dialect: str) -> None:

@@ -19,6 +19,7 @@ Keep both off the database's backups; whoever holds the chain key can rewrite th
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import logging
 import logging.handlers
@@ -87,16 +88,21 @@ class Auditor:
     def anchor(self) -> tuple[int, str]:
         """Write the current head outside the database: the anchors file (fsynced), the log and
         the syslog sink, sealed and chained to the previous anchor when the trail has a key."""
-        with self._anchor_lock:
+        self.anchors_file.parent.mkdir(parents=True, exist_ok=True)
+        with self._anchor_lock, open(self.anchors_file, "a+", encoding="ascii") as f:
+            # Several processes may share one trail and one anchors file (scale-out roles): under an
+            # exclusive lock, each anchor chains to the file's last line, whoever wrote it, and the
+            # head is read inside the lock, so anchors stay in the order of the trail
+            fcntl.flock(f, fcntl.LOCK_EX)
+            previous = _last_anchor_mac(f)
             seq, digest = self.log.head()
             ts = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            mac = anchor_seal(self.log.key, seq, digest, ts, self._anchor_mac) if self.log.key else ""
+            mac = anchor_seal(self.log.key, seq, digest, ts, previous) if self.log.key else ""
             line = json.dumps({"seq": seq, "hash": digest, "ts": ts, "mac": mac} if mac else {"seq": seq, "hash": digest})
-            self.anchors_file.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.anchors_file, "a", encoding="ascii") as f:
-                f.write(line + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            f.seek(0, os.SEEK_END)
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
             log.info("audit anchor %s", line)
             if self.syslog is not None:
                 self.syslog.info("medseg audit anchor %s", line)
@@ -109,6 +115,14 @@ class Auditor:
         head = self.log.head_row()
         if self.log.key and not self._anchor_mac and head["keyed_from"] is not None and head["keyed_from"] > head["seq"]:
             self.anchor()
+
+
+def _last_anchor_mac(f) -> str:
+    """The seal of the last line of an open anchors file ("" if none: the first anchor, or unkeyed)."""
+    size = f.seek(0, os.SEEK_END)
+    f.seek(max(0, size - 4096))
+    lines = [line for line in f.read().splitlines() if line.strip()]
+    return str(json.loads(lines[-1]).get("mac", "")) if lines else ""
 
 
 def auditor_for(settings, service_engine, *, create_keys: bool = True) -> Auditor:

@@ -159,6 +159,13 @@ class ReviewError(MedsegError):
     code = "review.invalid"
 
 
+class JobTakenOverError(MedsegError):
+    """Another worker took this job over while this one ran it (the broker redelivered it: this
+    worker's connection was lost): this worker's result is discarded, the other one's counts."""
+
+    code = "job.taken_over"
+
+
 class IllegalTransition(MedsegError):
     """A job state change that the state machine does not allow (``medseg.jobs.states``)."""
 

@@ -33,6 +33,13 @@ class JobQueries:
             return {(r.study_uid, r.series_uid) for r in s.scalars(select(SeriesRow))}
 
     # -- the queue and deliveries --------------------------------------------------------------
+    def queued_attempts(self) -> list[tuple[int, int, str]]:
+        """(job id, attempts so far, series UID) of every queued job, oldest first: what the broker
+        dispatcher publishes."""
+        with self.session() as s:
+            return [tuple(row) for row in s.execute(select(Job.id, Job.attempts, Job.series_uid)
+                                                    .where(Job.state == JobState.QUEUED).order_by(Job.id))]
+
     def queue_depth(self) -> int:
         with self.session() as s:
             return s.scalar(select(func.count()).select_from(Job).where(Job.state == JobState.QUEUED)) or 0

@@ -9,6 +9,7 @@ next job supersedes the old one: its SEG goes out as a new series, never mixed i
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -18,10 +19,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from audit.recorder import Recorder
+from medseg.core.exceptions import JobTakenOverError
 from medseg.db import utcnow
 from medseg.jobs.orm import Delivery, Job, SeriesRow
 from medseg.jobs.queries import JobQueries
 from medseg.jobs.states import DeliveryState, JobState, SeriesState, check_transition
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -127,12 +131,42 @@ class JobStore(JobQueries):
                     return job
         return None
 
+    def claim(self, job_id: int, series_uid: str, *, take_over: bool = False) -> Job | None:
+        """A broker's worker (medseg.jobs.broker): take job ``job_id`` if it is queued — or, with
+        ``take_over``, if it is running (the broker redelivered its message: the worker that held it
+        died or lost its connection). None: nothing to do (another worker has it, it ended, or the
+        message is not of this database: no job ``job_id`` of ``series_uid``)."""
+        allowed = [JobState.QUEUED, JobState.RUNNING] if take_over else [JobState.QUEUED]
+        with self.session() as s, s.begin():
+            before = s.get(Job, job_id)
+            if before is None or before.series_uid != series_uid:
+                log.warning("a job message matches no job here (job %s); dropped", job_id)
+                return None
+            if before.state not in allowed:
+                return None
+            was, previous, now = before.state, before.worker, utcnow()
+            claimed = s.execute(update(Job).where(Job.id == job_id, Job.state == was).values(
+                state=JobState.RUNNING, started_at=now, updated_at=now, attempts=Job.attempts + 1,
+                worker=worker_id())).rowcount
+            if not claimed:
+                return None
+            s.refresh(before)
+            job = before
+            taken = dict(taken_over_from=previous) if was == JobState.RUNNING else {}
+            self._event(s, "job.started", job_id=job.id, study_uid=job.study_uid, series_uid=job.series_uid,
+                        model=job.model, patient=job.patient, attempt=job.attempts, revision=job.revision,
+                        worker=job.worker, **taken)
+            return job
+
     def finish(self, job_id: int, *, seg_path: str, seg_series_uid: str, seg_sop_uid: str, result: dict,
                destinations: list[str], duration_s: float | None = None, model_sha256: str = "",
                model_used: str = "", manifest_sha256: str = "") -> Job:
-        """The SEG exists: record it and queue one delivery per destination (none: sent at once)."""
+        """The SEG exists: record it and queue one delivery per destination (none: sent at once).
+        A job another worker has taken over meanwhile is not this worker's to finish
+        (:class:`JobTakenOverError`): its result is discarded, so a study gets one SEG."""
         with self.session() as s, s.begin():
             job = s.get(Job, job_id)
+            _check_mine(job)
             job.seg_path, job.seg_series_uid, job.seg_sop_uid, job.result = seg_path, seg_series_uid, seg_sop_uid, result
             job.model_used = model_used or job.model
             ids = dict(job_id=job.id, study_uid=job.study_uid, series_uid=job.series_uid, model=job.model_used,
@@ -158,6 +192,7 @@ class JobStore(JobQueries):
     def fail(self, job_id: int, code: str, message: str) -> Job:
         with self.session() as s, s.begin():
             job = s.get(Job, job_id)
+            _check_mine(job)
             if job.state != JobState.SUPERSEDED:
                 _move(job, JobState.FAILED)
             job.error_code, job.error, job.finished_at = code, message, utcnow()
@@ -171,7 +206,8 @@ class JobStore(JobQueries):
         """A running job the worker could not finish for a reason outside the study and the model
         (the database or the disk) goes back to the queue, to run again once that is fixed."""
         with self.session() as s, s.begin():
-            moved = s.execute(update(Job).where(Job.id == job_id, Job.state == JobState.RUNNING)
+            moved = s.execute(update(Job).where(Job.id == job_id, Job.state == JobState.RUNNING,
+                                                Job.worker.in_(("", worker_id())))  # not if taken over
                               .values(state=JobState.QUEUED, updated_at=utcnow())).rowcount
             if moved:
                 job = s.get(Job, job_id)
@@ -249,6 +285,12 @@ class JobStore(JobQueries):
                             reason=reason)
             return len(ids)
 
+
+
+def _check_mine(job: Job) -> None:
+    """A running job is finished or failed only by the worker that runs it (see ``claim``)."""
+    if job.state == JobState.RUNNING and job.worker and job.worker != worker_id():
+        raise JobTakenOverError(f"job {job.id} was taken over by worker {job.worker}")
 
 
 def _move(job: Job, state: JobState) -> None:

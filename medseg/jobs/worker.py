@@ -16,7 +16,7 @@ from typing import Callable
 
 from audit.recorder import Recorder
 from medseg.config import Settings
-from medseg.core.exceptions import HostBusyError, MedsegError, ModelError, StorageError
+from medseg.core.exceptions import HostBusyError, JobTakenOverError, MedsegError, ModelError, StorageError
 from medseg.jobs.orm import Job
 from medseg.jobs.store import JobStore
 from medseg.models.registry import Registry, split_ref
@@ -124,6 +124,21 @@ class Worker:
                 log.critical("worker thread ends (%s); job %s back to the queue", type(exc).__name__, job.id)
                 self.jobs.requeue(job.id, reason=f"the worker thread ended ({type(exc).__name__})")
                 raise
+
+    def execute(self, job_id: int, series_uid: str, redelivered: bool = False) -> None:
+        """One job the broker delivered (``medseg serve --role worker``, medseg.jobs.broker): claim
+        it (taking it over from a dead worker if the broker ``redelivered`` it), run it. Returns
+        when the job has ended or gone back to the queue, so the broker acknowledges the message
+        only then; a job that is not there to claim is done with at once."""
+        job = self.jobs.claim(job_id, series_uid, take_over=redelivered)
+        if job is None:
+            return
+        try:
+            self.run_job(job)
+        except JobTakenOverError:
+            log.warning("job %s was taken over by another worker meanwhile; this result is discarded", job_id)
+        except Exception as exc:  # noqa: BLE001 - the worker process must outlive any one job
+            self._give_back(job, exc)
 
     def _give_back(self, job: Job, exc: Exception) -> None:
         """An error outside study and model (a full disk, an audit write that fails, the database

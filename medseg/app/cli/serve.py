@@ -1,4 +1,5 @@
-"""`medseg serve`: the DICOM node, worker and HTTP API in one process."""
+"""`medseg serve`: the DICOM node, worker and HTTP API in one process, or one role per process
+(``--role node|api|worker`` with a broker: medseg.app.serve)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+
+#: medseg.app.serve.ROLES (not imported here: loading the CLI must not load the service)
+ROLES = ("all", "node", "api", "worker")
 
 
 def serve(
@@ -15,8 +19,12 @@ def serve(
     push_case: Optional[Path] = typer.Option(
         None, exists=True, file_okay=False, help="demo: push this real case (a folder with CT_image.nii.gz and "
         "CT_mask.nii.gz, e.g. tests/data/sts-ct/STS_006) as a DICOM series, report the SEG and its Dice"),
+    role: str = typer.Option("all", "--role", help="all: everything in this process (the default); scale-out, with \\[service] "
+                                  "broker_url: node (DICOM, assembly, delivery), api (HTTP), worker (jobs)"),
 ) -> None:
-    """Run the DICOM node, worker and HTTP API in one process (Ctrl-C stops it)."""
+    """Run the DICOM node, worker and HTTP API in one process, or one role of them (Ctrl-C stops it)."""
+    if role not in ROLES:
+        raise typer.BadParameter(f"{role!r} is not one of {', '.join(map(repr, ROLES))}", param_hint="--role")
     import uvicorn
 
     from medseg.app import logs
@@ -24,12 +32,18 @@ def serve(
 
     settings = load_settings(config)
     logs.configure(settings.logging, serve=True)
-    check_exposure(settings)
-    check_ports(settings)
-    from medseg.app.api.main import create_app
     from medseg.app.serve import Service
 
-    service = Service(settings)
+    service = Service(settings, role)
+    if role == "worker":  # no HTTP, no DICOM: jobs from the broker until stopped
+        print(f"medseg serve --role worker: jobs from {_redacted(settings.service.broker_url)}, data "
+              f"{settings.service.data_dir}", flush=True)
+        service.run_worker()
+        return
+    check_exposure(settings)
+    check_ports(settings, dicom=role in ("all", "node"))
+    from medseg.app.api.main import create_app
+
     app_ = create_app(service)
     if push_phantom is not None and push_case is not None:
         from medseg.core.exceptions import ConfigError
@@ -46,7 +60,8 @@ def serve(
         push_when_ready(service, make_study, lambda line: print(line, flush=True))
     web = settings.service
     scheme = "https" if web.tls_certfile else "http"
-    print(f"medseg serve: DICOM {settings.node.ae_title}@{settings.node.host}:{settings.node.port}, "
+    dicom = f"DICOM {settings.node.ae_title}@{settings.node.host}:{settings.node.port}, " if service.has("node") else ""
+    print(f"medseg serve{'' if role == 'all' else ' --role ' + role}: {dicom}"
           f"HTTP {scheme}://{web.http_host}:{web.http_port} (authentication {'on' if settings.auth.enabled else 'OFF'}), "
           f"data {web.data_dir}", flush=True)
     uvicorn.run(app_, host=web.http_host, port=web.http_port, log_level="warning", log_config=None,  # our handler
@@ -54,7 +69,15 @@ def serve(
                 ssl_keyfile=str(web.tls_keyfile) if web.tls_keyfile else None)
 
 
-def check_ports(settings) -> None:
+def _redacted(url: str) -> str:
+    """A broker URL without its password, for the banner."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return url.replace(f":{parts.password}@", ":***@") if parts.password else url
+
+
+def check_ports(settings, *, dicom: bool = True) -> None:
     """Both ports are bindable before anything starts, so a port in use is one line and exit 2, not
     a listening banner followed by a traceback. The probe binds as the DICOM node and uvicorn do
     (SO_REUSEADDR: a port left in TIME_WAIT is free, one another process listens on is not); port 0
@@ -66,7 +89,7 @@ def check_ports(settings) -> None:
 
     for what, host, port in (("DICOM [node] port", settings.node.host, settings.node.port),
                              ("HTTP [service] http_port", settings.service.http_host, settings.service.http_port)):
-        if not port:
+        if not port or (what.startswith("DICOM") and not dicom):
             continue
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -1,0 +1,160 @@
+"""Issue 19: scale-out with the real parts of these machines — PostgreSQL (127.0.0.1:5432) for all
+state, RabbitMQ (127.0.0.1:5672) delivering jobs through Celery — as separate processes: a node, an
+API and two workers (``medseg serve --role ...``), a shared data directory, dcmtk on both ends.
+
+Eight studies are pushed; one worker is killed with SIGKILL in the middle of a job. Every study
+still ends with exactly one SEG at the destination PACS, the killed worker's job is taken over by
+the other one, and the audit trail verifies."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+import pydicom
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.conftest import small_phantom, write_study
+from tests.node_helpers import free_port, postgres_database, rabbitmq_vhost, storescp, storescu, wait_for
+
+pytestmark = pytest.mark.model
+
+STUDIES = 8
+
+
+def _config(tmp_path: Path, db_url: str, broker_url: str, dest_port: int) -> tuple[Path, dict]:
+    ports = {"dicom": free_port(), "node_http": free_port(), "api_http": free_port()}
+    config = tmp_path / "medseg.toml"
+    config.write_text(f"""
+[service]
+data_dir = "{tmp_path / 'shared'}"
+database_url = "{db_url}"
+broker_url = "{broker_url}"
+poll_interval_s = 0.2
+[auth]
+enabled = false  # loopback only; authentication has its own tests (tests/test_auth.py)
+[node]
+port = {ports['dicom']}
+allowed_calling_aets = ["TESTPACS"]
+quiet_period_s = 1
+disk_floor_mb = 0
+[[node.destinations]]
+name = "pacs"
+ae_title = "TESTPACS"
+host = "127.0.0.1"
+port = {dest_port}
+""")
+    return config, ports
+
+
+class Processes:
+    """The roles as the README starts them, each its own OS process."""
+
+    def __init__(self, config: Path, ports: dict, logs: Path) -> None:
+        self.config, self.ports, self.logs, self.procs = config, ports, logs, {}
+        logs.mkdir(exist_ok=True)
+
+    def start(self, name: str, role: str, http_port: int | None = None) -> subprocess.Popen:
+        env = dict(os.environ)
+        if http_port is not None:
+            env["MEDSEG_SERVICE__HTTP_PORT"] = str(http_port)
+        log = open(self.logs / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen([sys.executable, "-m", "medseg", "serve", "--role", role, "--config", str(self.config)],
+                                stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.procs[name] = proc
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_node_api_and_two_workers_on_postgres_and_rabbitmq_survive_a_killed_worker(tmp_path):
+    studies = []
+    for i in range(STUDIES):
+        folder = tmp_path / f"study{i}"
+        datasets = write_study(folder, small_phantom(seed=1900 + i, shape=(40, 160, 160), spacing=(2.5, 1.5, 1.5),
+                                                     n_tumors=2))
+        studies.append((folder, str(datasets[0].StudyInstanceUID)))
+    with postgres_database() as db_url, rabbitmq_vhost() as broker_url, storescp(tmp_path / "pacs") as dest_port:
+        config, ports = _config(tmp_path, db_url, broker_url, dest_port)
+        procs = Processes(config, ports, tmp_path / "logs")
+        engine = create_engine(db_url)
+        try:
+            procs.start("node", "node", ports["node_http"])
+            wait_for(lambda: _ready(ports["node_http"]), 120, what="the node to be ready")
+            procs.start("api", "api", ports["api_http"])
+            workers = [procs.start(f"worker{i}", "worker") for i in range(2)]
+            wait_for(lambda: _ready(ports["api_http"]), 120, what="the API to be ready")
+
+            def started_workers() -> int:
+                with engine.connect() as conn:
+                    return conn.execute(text("SELECT count(*) FROM audit_events WHERE action = 'service.started' "
+                                             "AND details LIKE '%\"role\": \"worker\"%'")).scalar()
+            wait_for(lambda: started_workers() == 2, 180, what="both workers to start")
+
+            pushes = [threading.Thread(target=storescu, args=(ports["dicom"], sorted(folder.glob("*.dcm"))))
+                      for folder, _ in studies]
+            for t in pushes:
+                t.start()
+            for t in pushes:
+                t.join()
+
+            # kill -9 a worker while it runs a job: the one that holds the first running job
+            def running() -> tuple[int, str] | None:
+                with engine.connect() as conn:
+                    row = conn.execute(text("SELECT id, worker FROM jobs WHERE state = 'running' AND worker != '' "
+                                            "ORDER BY id LIMIT 1")).first()
+                return (row.id, row.worker) if row else None
+            job_id, worker = wait_for(running, 180, 0.05, what="a job to run")
+            victim = next(p for p in workers if worker.endswith(f":{p.pid}"))
+            os.kill(victim.pid, signal.SIGKILL)
+            victim.wait()
+
+            def all_sent() -> bool:
+                with engine.connect() as conn:
+                    states = conn.execute(text("SELECT state, count(*) FROM jobs GROUP BY state")).all()
+                return dict(states) == {"sent": STUDIES}
+            wait_for(all_sent, 600, 1.0, what="every study's SEG to be sent")
+
+            with engine.connect() as conn:
+                killed = conn.execute(text("SELECT worker, attempts FROM jobs WHERE id = :id"), {"id": job_id}).one()
+                takeover = conn.execute(text("SELECT details FROM audit_events WHERE action = 'job.started' "
+                                             "AND job_id = :id ORDER BY seq"), {"id": job_id}).scalars().all()
+                started = conn.execute(text("SELECT details FROM audit_events WHERE action = 'job.started'")).scalars()
+                ran_on = {json.loads(d)["worker"] for d in started}
+            assert killed.worker != worker and killed.attempts == 2  # the other worker finished it
+            assert f'"taken_over_from": "{worker}"' in takeover[-1]
+            assert ran_on == {worker, killed.worker}  # both workers took jobs
+        finally:
+            procs.stop_all()
+            engine.dispose()
+
+        # exactly one SEG per study at the destination PACS
+        segs = [pydicom.dcmread(f, stop_before_pixels=True) for f in (tmp_path / "pacs").iterdir()]
+        segs = [ds for ds in segs if ds.Modality == "SEG"]
+        assert sorted(str(ds.StudyInstanceUID) for ds in segs) == sorted(uid for _, uid in studies)
+
+        verify = subprocess.run([sys.executable, "-m", "medseg", "audit", "verify", "--config", str(config)],
+                                capture_output=True, text=True)
+        assert verify.returncode == 0, verify.stdout + verify.stderr
