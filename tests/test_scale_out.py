@@ -2,9 +2,11 @@
 state, RabbitMQ (127.0.0.1:5672) delivering jobs through Celery — as separate processes: a node, an
 API and two workers (``medseg serve --role ...``), a shared data directory, dcmtk on both ends.
 
-Eight studies are pushed; one worker is killed with SIGKILL in the middle of a job. Every study
-still ends with exactly one SEG at the destination PACS, the killed worker's job is taken over by
-the other one, and the audit trail verifies."""
+Eight studies are pushed. While both workers run a job the model is rolled back: the running jobs
+finish on their version, the queued ones run on the version rolled back to. Then one worker is
+killed with SIGKILL in the middle of a job. Every study still ends with exactly one SEG at the
+destination PACS, the killed worker's job is taken over by the other one, and the audit trail
+verifies."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from tests.node_helpers import free_port, postgres_database, rabbitmq_vhost, sto
 pytestmark = pytest.mark.model
 
 STUDIES = 8
+NEW, OLD = "ct-phantom/2.1.0", "ct-phantom/2.0.0"  # the suite's default model (tests/conftest.py), and its predecessor
 
 
 def _config(tmp_path: Path, db_url: str, broker_url: str, dest_port: int) -> tuple[Path, dict]:
@@ -120,13 +123,19 @@ def test_node_api_and_two_workers_on_postgres_and_rabbitmq_survive_a_killed_work
             for t in pushes:
                 t.join()
 
-            # kill -9 a worker while it runs a job: the one that holds the first running job
-            def running() -> tuple[int, str] | None:
+            def running() -> list[tuple[int, str]]:
                 with engine.connect() as conn:
-                    row = conn.execute(text("SELECT id, worker FROM jobs WHERE state = 'running' AND worker != '' "
-                                            "ORDER BY id LIMIT 1")).first()
-                return (row.id, row.worker) if row else None
-            job_id, worker = wait_for(running, 180, 0.05, what="a job to run")
+                    return [tuple(r) for r in conn.execute(text(
+                        "SELECT id, worker FROM jobs WHERE state = 'running' AND worker != '' ORDER BY id"))]
+
+            # a rollback while both workers run jobs: those finish on their version, queued ones move
+            wait_for(lambda: len(running()) == 2, 180, 0.05, what="both workers to run a job")
+            rollback = subprocess.run([sys.executable, "-m", "medseg", "models", "rollback", "--to", OLD.split("/")[1], "--reason",
+                                       "scale-out test", "--config", str(config)], capture_output=True, text=True)
+            assert rollback.returncode == 0, rollback.stdout + rollback.stderr
+
+            # kill -9 a worker while it runs a job: the one that holds the first running job
+            job_id, worker = wait_for(lambda: (running() or [None])[0], 180, 0.05, what="a job to run")
             victim = next(p for p in workers if worker.endswith(f":{p.pid}"))
             os.kill(victim.pid, signal.SIGKILL)
             victim.wait()
@@ -143,9 +152,19 @@ def test_node_api_and_two_workers_on_postgres_and_rabbitmq_survive_a_killed_work
                                              "AND job_id = :id ORDER BY seq"), {"id": job_id}).scalars().all()
                 started = conn.execute(text("SELECT details FROM audit_events WHERE action = 'job.started'")).scalars()
                 ran_on = {json.loads(d)["worker"] for d in started}
+                rolled = conn.execute(text("SELECT seq FROM audit_events WHERE action = 'model.rolled_back'")).scalar()
+                moved = json.loads(conn.execute(text("SELECT details FROM audit_events WHERE action = 'job.repointed'"))
+                                   .scalar() or '{"job_ids": []}')["job_ids"]
+                before = set(conn.execute(text("SELECT job_id FROM audit_events WHERE action = 'job.started' "
+                                               "AND seq < :seq"), {"seq": rolled}).scalars())
+                used = dict(conn.execute(text("SELECT id, model_used FROM jobs")).all())
             assert killed.worker != worker and killed.attempts == 2  # the other worker finished it
             assert f'"taken_over_from": "{worker}"' in takeover[-1]
             assert ran_on == {worker, killed.worker}  # both workers took jobs
+            # no job changed version while it ran; the queued ones ran on the version rolled back to
+            assert len(before) >= 2 and {used[j] for j in before} == {NEW}
+            assert moved and {used[j] for j in moved} == {OLD}
+            assert set(used.values()) == {NEW, OLD}
         finally:
             procs.stop_all()
             engine.dispose()

@@ -278,13 +278,14 @@ class JobStore(JobQueries):
     def repoint_queued(self, model_ref: str, new_ref: str, *, actor: str, reason: str) -> int:
         """Queued jobs that have not started on ``model_ref`` will run on ``new_ref`` instead."""
         with self.session() as s, s.begin():
-            ids = list(s.scalars(select(Job.id).where(Job.model == model_ref, Job.state == JobState.QUEUED)))
+            # one conditional UPDATE: a job a worker claims meanwhile (another process, scale-out) is
+            # running, not queued, and keeps its version
+            ids = sorted(s.scalars(update(Job).where(Job.model == model_ref, Job.state == JobState.QUEUED)
+                                   .values(model=new_ref, updated_at=utcnow()).returning(Job.id)))
             if ids:
-                s.execute(update(Job).where(Job.id.in_(ids)).values(model=new_ref, updated_at=utcnow()))
                 self._event(s, "job.repointed", actor=actor, model=new_ref, previous=model_ref, job_ids=ids,
                             reason=reason)
             return len(ids)
-
 
 
 def _check_mine(job: Job) -> None:
