@@ -145,6 +145,9 @@ def test_node_api_and_two_workers_on_postgres_and_rabbitmq_survive_a_killed_work
                     states = conn.execute(text("SELECT state, count(*) FROM jobs GROUP BY state")).all()
                 return dict(states) == {"sent": STUDIES}
             wait_for(all_sent, 600, 1.0, what="every study's SEG to be sent")
+            # the API process answers from the shared database
+            listed = httpx.get(f"http://127.0.0.1:{ports['api_http']}/studies", timeout=10).json()["studies"]
+            assert sorted(st["study_uid"] for st in listed) == sorted(uid for _, uid in studies)
 
             with engine.connect() as conn:
                 killed = conn.execute(text("SELECT worker, attempts FROM jobs WHERE id = :id"), {"id": job_id}).one()

@@ -155,7 +155,10 @@ class Service:
     def load_active(self) -> None:
         """Load the active version now (start-up, and an API promotion or rollback before it answers),
         so /ready does not report 503 until the next study; the idle worker does the same for
-        switches made elsewhere (the CLI, an SLO fallback)."""
+        switches made elsewhere (the CLI, an SLO fallback). Only where jobs run: the node and API
+        roles of a scale-out never load a model."""
+        if not (self.has("threads") or self.role == "worker"):
+            return
         active = self.active_model()
         try:
             self.worker.model(active)

@@ -29,10 +29,17 @@ def list_cmd(name: Optional[str] = NameOpt, config: Optional[Path] = ConfigOpt) 
     table = Table("version", "active", "sha256", "reference", "held-out mean Dice", "description")
     for v in registry.versions(model):
         m = ModelManifest.load(registry.path(model, v))
-        dice = m.metrics.get("holdout_phantoms", {}).get("mean_dice", "")
         table.add_row(v, "*" if v == active else "", m.weights.sha256[:12], "yes" if m.reference else "no",
-                      str(dice), m.description[:50])
+                      _held_out(m.metrics), m.description[:50])
     out.print(table)
+
+
+def _held_out(metrics: dict) -> str:
+    """Held-out mean Dice on real sarcomas and on phantoms, where measured: a model is judged on its
+    own domain (ct-tumor 3.0.0, trained on real CT, scores 0.005 on phantoms it never saw)."""
+    return ", ".join(f"{label} {metrics[key]['mean_dice']}" for key, label in
+                     (("holdout_real_sts", "real CT"), ("holdout_phantoms", "phantoms"))
+                     if metrics.get(key, {}).get("mean_dice") is not None)
 
 
 @models_app.command()
