@@ -32,3 +32,9 @@ class PatientDataError(AuditError):
     """An event carried a patient name or a raw patient identifier."""
 
     code = "audit.patient_data"
+
+
+class SchemaError(AuditError):
+    """A database's schema is not one this code can use or upgrade (audit.migrate)."""
+
+    code = "db.schema"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 from typing import Iterable, Iterator
 
 from sqlalchemy import (
@@ -38,6 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from audit.chain import GENESIS, link, seal
 from audit.exceptions import AuditWriteError
+from audit.migrate import Migrations
 from audit.schemas import AuditEvent, StoredEvent
 
 metadata = MetaData()
@@ -78,9 +80,22 @@ head_table = Table(
     Column("keyed_from", Integer, nullable=True),
     Column("mac", String(64), nullable=True),
 )
-#: columns added after the first release: (table, column, SQL type), added by ``create`` if missing
+#: columns added after the first release, before migrations: (table, column, SQL type). A trail
+#: from then lacks them; they are added (``legacy_columns``) before it is recorded as revision a0001
 ADDED_COLUMNS = (("audit_events", "mac", "VARCHAR(64)"), ("audit_head", "keyed_from", "INTEGER"),
                  ("audit_head", "mac", "VARCHAR(64)"))
+#: the trail's schema history (audit/migrations; version table audit_alembic_version). ``head`` is
+#: the newest revision there (tests/test_schema.py checks it)
+MIGRATIONS = Migrations(location=Path(__file__).with_name("migrations"), version_table="audit_alembic_version",
+                        metadata=lambda: metadata, baseline="a0001", head="a0001", lock_id=7011921)
+
+
+def legacy_columns(conn: Connection) -> None:
+    """A trail made before migrations: the columns releases added by hand, before it is stamped."""
+    present = {t: {c["name"] for c in inspect(conn).get_columns(t)} for t in ("audit_events", "audit_head")}
+    for table, column, sql_type in ADDED_COLUMNS:
+        if column not in present[table]:
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
 
 
 def utc_timestamp() -> str:
@@ -96,13 +111,13 @@ class AuditLog:
         self.engine, self.key = engine, key
 
     def create(self) -> None:
-        """Tables (and columns added since), the head row, and with a key the start of keying."""
-        metadata.create_all(self.engine)
-        present = {t: {c["name"] for c in inspect(self.engine).get_columns(t)} for t in ("audit_events", "audit_head")}
+        """The tables at the newest revision (created, or a trail from before migrations upgraded:
+        :data:`MIGRATIONS`), the head row, and with a key the start of keying."""
+        with self.engine.connect() as conn:
+            current = MIGRATIONS.revision(conn)
+        if current != MIGRATIONS.head:
+            MIGRATIONS.upgrade(self.engine, legacy_columns)
         with self.engine.begin() as conn:
-            for table, column, sql_type in ADDED_COLUMNS:
-                if column not in present[table]:
-                    conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
             head = conn.execute(select(head_table).where(head_table.c.id == 1)).mappings().first()
             if head is None:
                 keyed_from = 1 if self.key else None

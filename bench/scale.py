@@ -67,6 +67,7 @@ enabled = false
 [node]
 port = {ports['dicom']}
 allowed_calling_aets = ["BENCH"]
+max_associations = {2 * 16 + 4}  # the burst's 16 associations at once (the default of 10 refuses the rest)
 quiet_period_s = 1
 disk_floor_mb = 0
 [[node.destinations]]
@@ -94,13 +95,19 @@ def burst(folders: list[Path], dicom_port: int, db_url: str) -> dict:
     """Push every study at once; seconds from the start to each one's SEG sent, and stage times."""
     engine = create_engine(db_url)
     start = time.monotonic()
-    pushes = [threading.Thread(target=storescu, args=(dicom_port, sorted(f.glob("*.dcm"))), kwargs={"calling_ae": "BENCH"})
-              for f in folders]
+    failed: list[str] = []
+
+    def push(folder: Path) -> None:
+        if storescu(dicom_port, sorted(folder.glob("*.dcm")), calling_ae="BENCH").returncode:
+            failed.append(folder.name)
+    pushes = [threading.Thread(target=push, args=(f,)) for f in folders]
     for t in pushes:
         t.start()
     done: dict[int, float] = {}
 
     def all_sent() -> bool:
+        if failed:
+            raise SystemExit(f"storescu failed for {', '.join(failed)}")
         with engine.connect() as conn:
             for job_id, state in conn.execute(text("SELECT id, state FROM jobs")):
                 if state == "sent" and job_id not in done:

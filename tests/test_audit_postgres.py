@@ -10,28 +10,26 @@ from sqlalchemy import text
 
 from audit import AuditEvent, AuditLog
 from audit.db import make_engine
-from audit.store import metadata
 from audit.verify import verify
-
-URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+from tests.node_helpers import postgres_database
 
 
 @pytest.fixture
 def pg_log():
-    engine = make_engine(URL)
-    metadata.drop_all(engine)
-    log = AuditLog(engine)
-    log.create()
-    yield log
-    metadata.drop_all(engine)
-    engine.dispose()
+    """A trail in a database of its own on the real PostgreSQL (created by its migrations)."""
+    with postgres_database() as url:
+        engine = make_engine(url)
+        log = AuditLog(engine)
+        log.create()
+        yield log
+        engine.dispose()
 
 
 def test_postgres_chain_under_concurrent_writers(pg_log):
     errors = []
 
     def writer(n):
-        engine = make_engine(URL)  # one engine per writer: separate connections, as separate processes have
+        engine = make_engine(pg_log.engine.url.render_as_string(hide_password=False))  # one engine per writer: separate connections, as separate processes have
         own = AuditLog(engine)
         try:
             for i in range(50):

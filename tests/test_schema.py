@@ -1,5 +1,6 @@
-"""Issue 19: the service database's schema is versioned by Alembic migrations, on SQLite and on the
-real PostgreSQL of these machines (127.0.0.1:5432, trust auth; each test makes its own database).
+"""Issue 19: the databases' schemas are versioned by Alembic migrations — the service tables and the
+audit trail's, two histories — on SQLite and on the real PostgreSQL of these machines
+(127.0.0.1:5432, trust auth; each test makes its own database).
 
 A database of the last release before migrations (0.1.0: the tables its ``create_all`` made,
 tests/data/schema) with data in it is refused by every command until ``medseg db upgrade``, which
@@ -15,10 +16,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, text
 
-from audit import AuditLog
+from audit import AuditEvent, AuditLog
+from audit.chain import GENESIS
 from audit.query import AuditFilter, query
-from medseg.app.database import metadata
-from medseg.app.schema import BASELINE, head, ours, state
+from audit.store import MIGRATIONS as AUDIT
+from medseg.app.schema import SERVICE, head, state
 from medseg.db import make_engine
 from tests.node_helpers import postgres_database
 from tests.test_bad_input import run_cli
@@ -68,13 +70,24 @@ def _release_0_1_0(url: str, dialect: str) -> None:
                 conn.exec_driver_sql(statement)
         for row in rows:
             conn.exec_driver_sql(row)
+        conn.exec_driver_sql(f"INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '{GENESIS}')")
+    trail = AuditLog(engine)  # events chained as 0.1.0 wrote them (an unkeyed trail)
+    trail.append_many([AuditEvent(action="job.queued", actor="system", job_id=1, study_uid="1.2.3"),
+                       AuditEvent(action="seg.sent", actor="system", job_id=1, study_uid="1.2.3", destination="pacs"),
+                       AuditEvent(action="review.scored", actor="cli:rad", model="ct-tumor:3.0.0", study_uid="1.2.3",
+                                  details={"review_id": 1, "dice": 1.0, "fn_rate": 0.0})])
     engine.dispose()
 
 
 def _differences(url: str) -> list:
+    """What differs between the database and the tables the code declares, both histories."""
     engine = make_engine(url)
+    diff = []
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn, opts={"include_name": ours}), metadata())
+        for history in (SERVICE, AUDIT):
+            context = MigrationContext.configure(conn, opts={"include_name": history.include_name,
+                                                             "version_table": history.version_table})
+            diff += compare_metadata(context, history.metadata())
     engine.dispose()
     return diff
 
@@ -87,7 +100,8 @@ def test_a_new_database_is_created_at_the_newest_revision_exactly_as_the_orm_dec
     assert found.current == head() and found.up_to_date
     assert _differences(url) == []
     code, out, _ = run_cli(["db", "status"], capsys)
-    assert code == 0 and f"database revision {head()}; this medseg needs {head()}: up to date" in out
+    assert code == 0 and f"service tables: revision {head()}; this medseg needs {head()}: up to date" in out
+    assert f"audit tables: revision {AUDIT.head}; this medseg needs {AUDIT.head}: up to date" in out
 
 
 def test_a_release_0_1_0_database_with_data_is_refused_until_upgraded_and_keeps_its_data(database, tmp_path, capsys):
@@ -99,11 +113,12 @@ def test_a_release_0_1_0_database_with_data_is_refused_until_upgraded_and_keeps_
     code, out, err = run_cli(["models", "list"], capsys)
     assert code == 2 and "[db.outdated_schema]" in err and "medseg db upgrade" in err and "Traceback" not in err
     code, out, _ = run_cli(["db", "status"], capsys)
-    assert "none (a database from before schema migrations)" in out and "run `medseg db upgrade`" in out
+    assert out.count("none (from before schema migrations)") == 2 and "run `medseg db upgrade`" in out
 
     code, out, err = run_cli(["db", "upgrade"], capsys)
     assert code == 0, err
-    assert f"database upgraded from revision unversioned (before migrations) to {head()}" in out
+    assert f"service tables upgraded from revision unversioned (before migrations) to {head()}" in out
+    assert f"audit tables upgraded from revision unversioned (before migrations) to {AUDIT.head}" in out
     assert state(make_engine(url)).up_to_date and _differences(url) == []
     engine = make_engine(url)
     with engine.connect() as conn:
@@ -119,10 +134,13 @@ def test_a_release_0_1_0_database_with_data_is_refused_until_upgraded_and_keeps_
     engine = make_engine(url)
     upgraded = query(AuditLog(engine), AuditFilter(action="service.schema_upgraded"))
     engine.dispose()
-    assert [(e.event.details["from_revision"], e.event.details["to_revision"]) for e in upgraded] == \
-        [("unversioned", head())]
+    assert [(e.event.details["service_revision"], e.event.details["audit_revision"]) for e in upgraded] == \
+        [(f"unversioned -> {head()}", f"unversioned -> {AUDIT.head}")]
     code, out, _ = run_cli(["db", "upgrade"], capsys)
     assert code == 0 and "already up to date" in out
+    # the 0.1.0 trail goes on: its events and the ones written since verify as one chain
+    code, out, err = run_cli(["audit", "verify"], capsys)
+    assert code == 0, out + err
 
 
 def test_an_older_or_a_newer_schema_is_refused_with_the_reason(database, capsys):
@@ -144,26 +162,25 @@ def test_an_older_or_a_newer_schema_is_refused_with_the_reason(database, capsys)
     assert code == 2 and "[db.newer_schema]" in err and "9999" in err
 
 
-def test_the_baseline_is_what_release_0_1_0_created():
-    """Revision 0001 creates the tables and columns of the 0.1.0 DDL, no more and no less (so that
-    an unversioned database is recognised as 0001 by exactly those)."""
-    from medseg.app.schema import baseline_columns
+def test_the_baselines_are_what_release_0_1_0_created():
+    """Revisions 0001 and a0001 create the tables and columns of the 0.1.0 DDL, no more and no less
+    (so that an unversioned database is recognised as the baseline by exactly those)."""
+    from sqlalchemy import inspect
 
     scratch = create_engine("sqlite://")
     with scratch.begin() as conn:
         for statement in (SCHEMA / "medseg-0.1.0-sqlite.sql").read_text().split(";"):
             if "CREATE" in statement:
                 conn.exec_driver_sql(statement)
-    from sqlalchemy import inspect
     inspector = inspect(scratch)
     release = {t: sorted(c["name"] for c in inspector.get_columns(t)) for t in inspector.get_table_names()}
-    assert {t: sorted(c) for t, c in baseline_columns().items()} == release
-    assert BASELINE == "0001"
+    baselines = {**SERVICE.baseline_columns(), **AUDIT.baseline_columns()}
+    assert {t: sorted(c) for t, c in baselines.items()} == release
+    assert (SERVICE.baseline, AUDIT.baseline) == ("0001", "a0001")
 
 
-def test_the_fast_start_check_knows_the_newest_revision():
-    """``schema.HEAD`` (what the start check compares with, without loading the migrations) is the
-    newest revision in medseg/app/migrations/versions: a new migration must move it."""
-    from medseg.app.schema import HEAD
-
-    assert head() == HEAD
+def test_the_fast_start_check_knows_the_newest_revisions():
+    """Each history's ``head`` (what the start check compares with, without loading the migrations)
+    is the newest revision in its versions folder: a new migration must move it."""
+    assert SERVICE.head == SERVICE.script_head() == head()
+    assert AUDIT.head == AUDIT.script_head()

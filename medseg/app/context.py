@@ -91,7 +91,7 @@ class AppContext:
         refused: :mod:`medseg.app.schema`) and register the default model's first active version."""
         from medseg.app.schema import check
 
-        check(self.engine)
+        check(self.engine, self.auditor.log.engine)
         self.auditor.log.create()
         self.auditor.start_anchors()
         self.registry.bootstrap(self.settings.default_model)

@@ -14,33 +14,34 @@ db_app = typer.Typer(no_args_is_help=True, help="The service database's schema: 
 
 @db_app.command()
 def status(config: Optional[Path] = ConfigOpt) -> None:
-    """The database's schema revision and the one this medseg needs."""
-    from medseg.app.schema import state
-    from medseg.db import make_engine
+    """The schema revision of the service tables and of the audit trail's, and the ones this medseg needs."""
+    from medseg.app.context import build_context
+    from medseg.app.schema import histories
 
-    settings = command_settings(config, reading=True)
-    found = state(make_engine(settings.service.db_url()))
-    at = found.current or ("none (a database from before schema migrations)" if found.tables else "none (empty)")
-    verdict = "up to date" if found.up_to_date else "run `medseg db upgrade` (back up first: `medseg backup DIR`)"
-    print(f"database revision {at}; this medseg needs {found.head}: {verdict}")
+    ctx = build_context(command_settings(config, reading=True), create_keys=False)
+    for what, history, db in histories(ctx.engine, ctx.auditor.log.engine):
+        found = history.state(db)
+        at = found.current or ("none (from before schema migrations)" if found.tables else "none (empty)")
+        verdict = "up to date" if found.up_to_date else "run `medseg db upgrade` (back up first: `medseg backup DIR`)"
+        print(f"{what} tables: revision {at}; this medseg needs {found.head}: {verdict}")
 
 
 @db_app.command()
 def upgrade(config: Optional[Path] = ConfigOpt) -> None:
-    """Migrate the database to the revision this medseg needs (stop every medseg process using it
-    first, and back it up). A database from before migrations is recognised and upgraded too."""
+    """Migrate the service and audit tables to the revisions this medseg needs (stop every medseg
+    process using them first, and back them up). A database from before migrations is recognised
+    and upgraded too."""
     from medseg.app.context import build_context
-    from medseg.app.schema import state
     from medseg.app.schema import upgrade as run
 
-    settings = command_settings(config, reading=True)
-    ctx = build_context(settings)
-    before = state(ctx.engine)
-    after = run(ctx.engine)
-    if before.current == after.current:
-        print(f"database revision {after.current}: already up to date")
+    ctx = build_context(command_settings(config, reading=True))
+    moved = {what: (before, after) for what, (before, after) in run(ctx.engine, ctx.auditor.log.engine).items()
+             if before != after}
+    if not moved:
+        print("database already up to date")
         return
-    ctx.auditor.log.create()
-    ctx.auditor("service.schema_upgraded", actor=cli_actor(), from_revision=before.current or "unversioned",
-                to_revision=after.current)
-    print(f"database upgraded from revision {before.current or 'unversioned (before migrations)'} to {after.current}")
+    ctx.prepare()  # now up to date: the trail opened as every command opens it (keys, its start anchor)
+    ctx.auditor("service.schema_upgraded", actor=cli_actor(),
+                **{f"{what}_revision": f"{before or 'unversioned'} -> {after}" for what, (before, after) in moved.items()})
+    for what, (before, after) in moved.items():
+        print(f"{what} tables upgraded from revision {before or 'unversioned (before migrations)'} to {after}")

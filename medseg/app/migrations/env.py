@@ -1,16 +1,5 @@
-"""Alembic's environment: the connection comes from :mod:`medseg.app.schema` (``config.attributes``);
-the target is every table of :mod:`medseg.app.database`."""
+"""Alembic's environment for the service tables (audit.migrate.run_env, medseg.app.schema)."""
 
-from __future__ import annotations
+from audit.migrate import run_env
 
-from alembic import context
-
-from medseg.app.database import metadata
-from medseg.app.schema import ours
-
-config = context.config
-connection = config.attributes["connection"]
-context.configure(connection=connection, target_metadata=metadata(), render_as_batch=True, include_name=ours,
-                  version_table=config.attributes.get("version_table", "alembic_version"))
-with context.begin_transaction():
-    context.run_migrations()
+run_env()

@@ -1,5 +1,6 @@
--- The service tables of medseg 0.1.0 as landed on 2026-12-02 (commit 06c5a74), the last release
--- before schema migrations: sqlite DDL of its create_all (tests/test_schema.py upgrades it).
+-- The tables of medseg 0.1.0 as landed on 2026-12-02 (commit 06c5a74), the last release before
+-- schema migrations: sqlite DDL of its create_all (the service tables, then the audit trail's;
+-- tests/test_schema.py upgrades it).
 
 CREATE TABLE alerts (
 	id INTEGER NOT NULL, 
@@ -216,3 +217,46 @@ CREATE TABLE deliveries (
 );
 
 CREATE INDEX ix_deliveries_job_id ON deliveries (job_id);
+
+CREATE TABLE audit_events (
+	seq INTEGER NOT NULL, 
+	ts VARCHAR(32) NOT NULL, 
+	action VARCHAR(64) NOT NULL, 
+	outcome VARCHAR(8) NOT NULL, 
+	reason_code VARCHAR(64) NOT NULL, 
+	actor VARCHAR(64) NOT NULL, 
+	study_uid VARCHAR(64) NOT NULL, 
+	series_uid VARCHAR(64) NOT NULL, 
+	sop_uid VARCHAR(64) NOT NULL, 
+	job_id INTEGER, 
+	model VARCHAR(128) NOT NULL, 
+	model_sha256 VARCHAR(64) NOT NULL, 
+	destination VARCHAR(64) NOT NULL, 
+	patient VARCHAR(64) NOT NULL, 
+	details TEXT NOT NULL, 
+	prev_hash VARCHAR(64) NOT NULL, 
+	hash VARCHAR(64) NOT NULL, 
+	mac VARCHAR(64), 
+	PRIMARY KEY (seq)
+);
+
+CREATE INDEX ix_audit_action_seq ON audit_events (action, seq);
+
+CREATE INDEX ix_audit_actor_seq ON audit_events (actor, seq);
+
+CREATE INDEX ix_audit_job ON audit_events (job_id);
+
+CREATE INDEX ix_audit_model_seq ON audit_events (model, seq);
+
+CREATE INDEX ix_audit_study_seq ON audit_events (study_uid, seq);
+
+CREATE INDEX ix_audit_ts ON audit_events (ts);
+
+CREATE TABLE audit_head (
+	id INTEGER NOT NULL, 
+	seq INTEGER NOT NULL, 
+	hash VARCHAR(64) NOT NULL, 
+	keyed_from INTEGER, 
+	mac VARCHAR(64), 
+	PRIMARY KEY (id)
+);
