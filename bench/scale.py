@@ -79,9 +79,12 @@ port = {dest_port}
     return path, ports
 
 
-def serve(cfg: Path, role: str, log: Path) -> subprocess.Popen:
+def serve(cfg: Path, role: str, log: Path, threads: int = 0) -> subprocess.Popen:
+    """``threads``: torch's intra-op threads of a worker process (MEDSEG_CPU_THREADS); N workers on
+    one host share its cores, as the README tells an operator to set it (0: the process's default)."""
+    env = {**os.environ, **({"MEDSEG_CPU_THREADS": str(threads)} if threads else {})}
     return subprocess.Popen([sys.executable, "-m", "medseg", "serve", "--role", role, "--config", str(cfg)],
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT)  # noqa: SIM115 - lives with the process
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)  # noqa: SIM115 - lives with the process
 
 
 def ready(port: int) -> bool:
@@ -162,7 +165,8 @@ def scale_out(folders: list[Path], base: Path, workers: int) -> dict:
         procs = [serve(cfg, "node", work / "node.log")]
         try:
             wait_for(lambda: ready(ports["http"]), 300, what="the node")
-            procs += [serve(cfg, "worker", work / f"worker{i}.log") for i in range(workers)]
+            share = max(1, (os.cpu_count() or 1) // workers)  # the host's cores divided among its workers
+            procs += [serve(cfg, "worker", work / f"worker{i}.log", threads=share) for i in range(workers)]
             engine = create_engine(db)
 
             def started() -> int:
