@@ -180,3 +180,20 @@ def test_node_api_and_two_workers_on_postgres_and_rabbitmq_survive_a_killed_work
         verify = subprocess.run([sys.executable, "-m", "medseg", "audit", "verify", "--config", str(config)],
                                 capture_output=True, text=True)
         assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_role_needs_a_broker_and_a_job_must_end_within_the_brokers_ack_timeout(tmp_path, monkeypatch, capsys):
+    from pydantic import ValidationError
+
+    from medseg.config import ServiceSettings
+    from tests.test_bad_input import run_cli
+
+    monkeypatch.setenv("MEDSEG_SERVICE__DATA_DIR", str(tmp_path / "data"))
+    for role in ("node", "api", "worker"):
+        code, _, err = run_cli(["serve", "--role", role], capsys)
+        assert code == 2 and "[serve.no_broker]" in err and "Traceback" not in err
+    # RabbitMQ hands a message whose consumer held it past consumer_timeout to another worker
+    ServiceSettings(broker_url="amqp://mq//", model_time_budget_s=600, broker_ack_timeout_s=1800)
+    with pytest.raises(ValidationError, match="broker_ack_timeout_s"):
+        ServiceSettings(broker_url="amqp://mq//", model_time_budget_s=700, broker_ack_timeout_s=1800)
+    ServiceSettings(model_time_budget_s=700)  # no broker: no such limit

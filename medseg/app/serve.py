@@ -97,10 +97,11 @@ class Service:
         return self.registry.active_ref(self.settings.default_model)
 
     def has(self, part: str) -> bool:
-        """Whether this process runs ``part``: node (DICOM, assembly, delivery), api (webhooks),
-        scoring, or threads (the in-process worker: the embedded default only)."""
+        """Whether this process runs ``part``: node (DICOM, assembly, delivery), api (webhooks), or
+        threads (the in-process worker: the embedded default only). Review scoring runs in every
+        role but the worker."""
         return {"node": self.role in ("all", "node"), "api": self.role in ("all", "api"),
-                "scoring": self.role != "worker", "threads": self.role == "all" and not self.distributed}[part]
+                "threads": self.role == "all" and not self.distributed}[part]
 
     def _begin(self) -> None:
         self.context.prepare()

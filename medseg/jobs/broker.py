@@ -86,8 +86,11 @@ class Dispatcher(Ticker):
         self._published: set[tuple[int, int]] = set()
 
     def tick(self) -> int:
+        queued = self.jobs.queued_attempts()
+        # remember only what is still queued: the set stays as small as the queue
+        self._published &= {(job_id, attempts) for job_id, attempts, _ in queued}
         sent = 0
-        for job_id, attempts, series_uid in self.jobs.queued_attempts():
+        for job_id, attempts, series_uid in queued:
             if (job_id, attempts) in self._published:
                 continue
             self.app.send_task(TASK, args=[job_id, series_uid], queue=QUEUE)
