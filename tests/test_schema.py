@@ -112,6 +112,8 @@ def test_a_release_0_1_0_database_with_data_is_refused_until_upgraded_and_keeps_
     # what the issue measured (OperationalError: no such column) is now one line saying what to do
     code, out, err = run_cli(["models", "list"], capsys)
     assert code == 2 and "[db.outdated_schema]" in err and "medseg db upgrade" in err and "Traceback" not in err
+    code, out, err = run_cli(["serve", "--role", "all"], capsys)  # refused before anything listens
+    assert code == 2 and "[db.outdated_schema]" in err and "Traceback" not in err
     code, out, _ = run_cli(["db", "status"], capsys)
     assert out.count("none (from before schema migrations)") == 2 and "run `medseg db upgrade`" in out
 

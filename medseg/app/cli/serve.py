@@ -35,6 +35,10 @@ def serve(
     from medseg.app.serve import Service
 
     service = Service(settings, role)
+    from medseg.app.schema import check
+
+    # before uvicorn: an outdated schema is one line and exit 2, not a traceback out of the lifespan
+    check(service.engine, service.audit_log.engine)
     if role == "worker":  # no HTTP, no DICOM: jobs from the broker until stopped
         print(f"medseg serve --role worker: jobs from {_redacted(settings.service.broker_url)}, data "
               f"{settings.service.data_dir}", flush=True)
