@@ -119,15 +119,8 @@ class JobStore(JobQueries):
         """Atomically take the oldest queued job (a conditional UPDATE: safe for several workers)."""
         with self.session() as s, s.begin():
             for job_id in s.scalars(select(Job.id).where(Job.state == JobState.QUEUED).order_by(Job.id).limit(5)):
-                now = utcnow()
-                claimed = s.execute(update(Job).where(Job.id == job_id, Job.state == JobState.QUEUED).values(
-                    state=JobState.RUNNING, started_at=now, updated_at=now, attempts=Job.attempts + 1,
-                    worker=worker_id())).rowcount
-                if claimed:
-                    job = s.get(Job, job_id)
-                    self._event(s, "job.started", job_id=job.id, study_uid=job.study_uid, series_uid=job.series_uid,
-                                model=job.model, patient=job.patient, attempt=job.attempts, revision=job.revision,
-                                worker=job.worker)
+                job = self._take(s, job_id, JobState.QUEUED)
+                if job is not None:
                     return job
         return None
 
@@ -144,19 +137,23 @@ class JobStore(JobQueries):
                 return None
             if before.state not in allowed:
                 return None
-            was, previous, now = before.state, before.worker, utcnow()
-            claimed = s.execute(update(Job).where(Job.id == job_id, Job.state == was).values(
-                state=JobState.RUNNING, started_at=now, updated_at=now, attempts=Job.attempts + 1,
-                worker=worker_id())).rowcount
-            if not claimed:
-                return None
-            s.refresh(before)
-            job = before
-            taken = dict(taken_over_from=previous) if was == JobState.RUNNING else {}
-            self._event(s, "job.started", job_id=job.id, study_uid=job.study_uid, series_uid=job.series_uid,
-                        model=job.model, patient=job.patient, attempt=job.attempts, revision=job.revision,
-                        worker=job.worker, **taken)
-            return job
+            taken = dict(taken_over_from=before.worker) if before.state == JobState.RUNNING else {}
+            return self._take(s, job_id, before.state, **taken)
+
+    def _take(self, s: Session, job_id: int, was: JobState, **details) -> Job | None:
+        """Job ``job_id`` -> running on this worker if it is still ``was`` (one conditional UPDATE:
+        of two workers, one gets it), recorded as ``job.started``; None if another got it first."""
+        now = utcnow()
+        claimed = s.execute(update(Job).where(Job.id == job_id, Job.state == was).values(
+            state=JobState.RUNNING, started_at=now, updated_at=now, attempts=Job.attempts + 1,
+            worker=worker_id())).rowcount
+        if not claimed:
+            return None
+        job = s.get(Job, job_id, populate_existing=True)
+        self._event(s, "job.started", job_id=job.id, study_uid=job.study_uid, series_uid=job.series_uid,
+                    model=job.model, patient=job.patient, attempt=job.attempts, revision=job.revision,
+                    worker=job.worker, **details)
+        return job
 
     def finish(self, job_id: int, *, seg_path: str, seg_series_uid: str, seg_sop_uid: str, result: dict,
                destinations: list[str], duration_s: float | None = None, model_sha256: str = "",
