@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.medseg-installed
 # CPU build of torch that pip finds on these machines; GPU hosts install torch>=2.3 from pyproject instead.
 TORCH  ?= torch==2.13.0
-DEBS   := dcmtk dicom3tools orthanc openssl
+DEBS   := dcmtk dicom3tools orthanc openssl chromium chromium-driver
 
 .PHONY: setup system-packages demo test test-all lint bench clean
 
@@ -13,7 +13,7 @@ setup: $(STAMP)
 
 system-packages:
 	@if ! command -v storescu >/dev/null || ! command -v dciodvfy >/dev/null || ! command -v Orthanc >/dev/null \
-	    || ! command -v openssl >/dev/null; then \
+	    || ! command -v openssl >/dev/null || ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
 	  echo "installing $(DEBS) (apt-get)"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEBS); \
 	fi

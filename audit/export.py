@@ -86,3 +86,17 @@ def write_atna(events: Iterable[StoredEvent], out: TextIO, application_ae: str =
         out.write(atna_message(e, application_ae=application_ae) + "\n")
         n += 1
     return n
+
+
+def export(log, f, out: TextIO, fmt: str = "jsonl", application_ae: str = "MEDSEG") -> int:
+    """Every event ``f`` (an :class:`audit.query.AuditFilter`) selects, ``f.limit`` per query, written
+    as JSON lines or ATNA messages; the count. The CLI's ``audit export`` and the dashboard's."""
+    from audit.query import query
+
+    offset = total = 0
+    while True:
+        rows = query(log, f.model_copy(update={"offset": offset}))
+        total += write_jsonl(rows, out) if fmt == "jsonl" else write_atna(rows, out, application_ae=application_ae)
+        if len(rows) < f.limit:
+            return total
+        offset += f.limit

@@ -71,6 +71,8 @@ ACTIONS: dict[str, tuple[str, str, str]] = {
     "audit.exported": ("audit events exported (format, range)", "110106", "R"),
     "audit.anchor": ("chain head recorded outside the database (sequence, hash)", "110100", "E"),
     "api.refused": ("an HTTP call was refused: 401, 403, 400, 409, 422 (who, method, route, status, code)", "110113", "E"),
+    "ui.login": ("a person logged in to the dashboard (actor, roles), or a login was refused", "110122", "E"),
+    "ui.logout": ("a person logged out of the dashboard", "110123", "E"),
     "token.created": ("an API token was created (name, roles, expiry; never the secret)", "110137", "C"),
     "token.revoked": ("an API token was revoked (name)", "110137", "D"),
 }

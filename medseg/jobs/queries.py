@@ -52,17 +52,52 @@ class JobQueries:
             return [(d, j) for d, j in rows]
 
     # -- studies ---------------------------------------------------------------------------------
-    def studies(self, limit: int = 100, offset: int = 0) -> list[dict]:
+    def studies(self, limit: int = 100, offset: int = 0, *, state: str | None = None, model: str | None = None,
+                since: dt.datetime | None = None, until: dt.datetime | None = None,
+                calling_ae: str | None = None) -> list[dict]:
+        """Studies, most recently changed first; the filters select studies having a job in
+        ``state``, on ``model`` (name/version, as queued or as used), changed in [since, until),
+        or sent by ``calling_ae``."""
+        conditions = []
+        if state:
+            conditions.append(Job.state == state)
+        if model:
+            conditions.append((Job.model == model) | (Job.model_used == model))
+        if calling_ae:
+            conditions.append(Job.calling_ae == calling_ae)
+        chosen = select(Job.study_uid).where(*conditions).distinct() if conditions else None
         with self.session() as s:
-            rows = s.execute(select(Job.study_uid, func.count(Job.id), func.max(Job.updated_at))
-                             .group_by(Job.study_uid).order_by(func.max(Job.updated_at).desc())
-                             .limit(limit).offset(offset))
+            q = select(Job.study_uid, func.count(Job.id), func.max(Job.updated_at), func.min(Job.created_at))
+            if chosen is not None:
+                q = q.where(Job.study_uid.in_(chosen))
+            q = q.group_by(Job.study_uid)
+            if since is not None:
+                q = q.having(func.max(Job.updated_at) >= since)
+            if until is not None:
+                q = q.having(func.max(Job.updated_at) < until)
+            rows = s.execute(q.order_by(func.max(Job.updated_at).desc(), Job.study_uid).limit(limit).offset(offset))
             out = []
-            for study_uid, count, updated in rows:
-                states = list(s.scalars(select(Job.state).where(Job.study_uid == study_uid)))
+            for study_uid, count, updated, created in rows:
+                jobs = list(s.execute(select(Job.state, Job.model_used, Job.model, Job.calling_ae, Job.result)
+                                      .where(Job.study_uid == study_uid).order_by(Job.id)))
+                found = [j.result.get("lesion_count") for j in jobs if j.result and j.state != JobState.SUPERSEDED]
+                states = [j.state for j in jobs]
                 out.append({"study_uid": study_uid, "jobs": count, "updated_at": plain(updated),
-                            "states": {st: states.count(st) for st in sorted(set(states))}})
+                            "received_at": plain(created),
+                            "states": {st: states.count(st) for st in sorted(set(states))},
+                            "models": sorted({j.model_used or j.model for j in jobs}),
+                            "calling_aes": sorted({j.calling_ae for j in jobs if j.calling_ae}),
+                            "lesions": found[-1] if found else None})
             return out
+
+    def activity(self, since: dt.datetime) -> dict:
+        """What the on-call overview shows: jobs by state now, and the jobs created or finished
+        since ``since`` (turnaround, throughput, failures, fallbacks)."""
+        with self.session() as s:
+            by_state = dict(s.execute(select(Job.state, func.count()).group_by(Job.state)).all())
+            recent = list(s.scalars(select(Job).where((Job.finished_at >= since) | (Job.created_at >= since))
+                                    .order_by(Job.id)))
+        return {"by_state": {state.value: by_state.get(state.value, 0) for state in JobState}, "recent": recent}
 
     def study(self, study_uid: str) -> dict | None:
         with self.session() as s:

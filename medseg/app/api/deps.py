@@ -31,24 +31,31 @@ def _jobs(request: Request) -> JobStore:
     return request.app.state.service.jobs
 
 
-def _anonymous(request: Request) -> str:
+def anonymous(request: Request) -> str:
     return f"api:{request.client.host if request.client else 'unknown'}"
+
+
+def principal_for(request: Request, token: str | None) -> Principal | None:
+    """Who holds ``token`` (an API token or an OIDC JWT), or None; every role, anonymously, where
+    authentication is off (loopback only)."""
+    service = request.app.state.service
+    if not service.settings.auth.enabled:
+        return Principal(anonymous(request), frozenset(Role))
+    return service.authenticator.authenticate(token) if token else None
 
 
 def require(*roles: Role):
     allowed = frozenset(roles)
 
     def caller(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
-        service = request.app.state.service
-        auth = service.settings.auth
-        if not auth.enabled or request.url.path in auth.open_routes:
-            principal = Principal(_anonymous(request), frozenset(Role))
+        if request.url.path in request.app.state.service.settings.auth.open_routes:
+            principal = Principal(anonymous(request), frozenset(Role))
         else:
-            principal = service.authenticator.authenticate(credentials.credentials if credentials else None)
+            principal = principal_for(request, credentials.credentials if credentials else None)
             if principal is None:
                 raise audit_refusal(request, Problem(
                     401, "Authentication required", "a valid bearer token is required (an API token or an OIDC JWT)",
-                    headers={"WWW-Authenticate": 'Bearer realm="medseg"'}), actor=_anonymous(request))
+                    headers={"WWW-Authenticate": 'Bearer realm="medseg"'}), actor=anonymous(request))
             if not principal.holds(allowed):
                 raise audit_refusal(request, Problem(
                     403, "Role required", f"this needs the role {' or '.join(sorted(allowed))}"), actor=principal.actor)

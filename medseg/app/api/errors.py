@@ -41,7 +41,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "review.geometry": 422, "review.unreadable": 422,
     "registry.gate_failed": 409, "registry.no_previous": 409, "registry.unknown_version": 404,
     "registry.not_bootstrapped": 404, "registry.reference_disagrees": 409, "registry.open_breach": 409,
-    "registry.already_active": 409,
+    "registry.already_active": 409, "registry.stale_page": 409,
     "token.exists": 409, "token.not_found": 404,
 }
 #: error class -> (HTTP status, title); first match wins, so the most specific come first

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from medseg import __version__
-from medseg.app.api import errors
+from medseg.app.api import errors, ui
 from medseg.app.api.routes import audit, health, models, quality, studies, tokens
 from medseg.app.api.schemas import COMMON_RESPONSES
 from medseg.app.serve import Service
@@ -33,4 +33,5 @@ def create_app(service: Service, *, lifespan: bool = True) -> FastAPI:
     errors.install(app)
     for module in (health, studies, audit, models, quality, tokens):
         app.include_router(module.router)
+    ui.install(app)  # the dashboard (/ui), on the same authentication and roles
     return app

@@ -142,8 +142,8 @@ def export(
     config: Optional[Path] = ConfigOpt,
 ) -> None:
     """Export events (all stored fields, or ATNA XML) for a SIEM or an auditor."""
-    from audit.export import write_atna, write_jsonl
-    from audit.query import AuditFilter, query
+    from audit.export import export as export_events
+    from audit.query import AuditFilter
 
     if fmt not in ("jsonl", "atna"):
         raise typer.BadParameter("must be jsonl or atna", param_hint="--format")
@@ -152,13 +152,6 @@ def export(
     f = _filter(AuditFilter, since=since, until=until, limit=100_000)
     auditor("audit.exported", actor=cli_actor(), format=fmt, filter=f.describe())
     with open(output, "w", encoding="utf-8") if output else contextlib.nullcontext(sys.stdout) as stream:
-        offset, total = 0, 0
-        while True:
-            rows = query(log, f.model_copy(update={"offset": offset}))
-            total += (write_jsonl(rows, stream) if fmt == "jsonl"
-                      else write_atna(rows, stream, application_ae=settings.node.ae_title))
-            if len(rows) < f.limit:
-                break
-            offset += f.limit
+        total = export_events(log, f, stream, fmt, application_ae=settings.node.ae_title)
     if output:
         print(f"exported {total} event(s) to {output}", file=sys.stderr)

@@ -53,7 +53,7 @@ def read_hu_slices(
     out = np.empty((len(paths), rows, columns), dtype=np.float32)
 
     def decode_one(k: int) -> None:
-        out[k] = _decode(paths[k], k, rows, columns)
+        out[k] = decode_slice(paths[k], k, rows, columns)
 
     for uid in {str(getattr(h.file_meta, "TransferSyntaxUID", "")) for h in headers if hasattr(h, "file_meta")}:
         if uid:
@@ -90,7 +90,8 @@ def check_plausible_hu(hu: np.ndarray) -> None:
                           code="decode.non_physical_hu")
 
 
-def _decode(path: Path, k: int, rows: int, columns: int) -> np.ndarray:
+def decode_slice(path: Path, k: int, rows: int, columns: int) -> np.ndarray:
+    """One slice in HU (its modality LUT applied), or a DecodeError naming what is wrong with it."""
     try:
         ds = pydicom.dcmread(path)
     except Exception as exc:  # noqa: BLE001 - parser errors of a damaged file

@@ -17,7 +17,7 @@ from medseg.app.serve import Service
 router = APIRouter(prefix="/audit", tags=["audit"])
 
 
-def _iso(when: dt.datetime | None) -> str | None:
+def utc_iso(when: dt.datetime | None) -> str | None:
     """A query's date-time (naive = UTC) as the filter takes it."""
     if when is None:
         return None
@@ -45,7 +45,7 @@ def audit_events(service: ServiceDep, caller: AuditorRole,
                  offset: int = Query(0, ge=0, le=2**31 - 1)) -> AuditPage:
     try:
         f = AuditFilter(study_uid=study, series_uid=series, model=model, action=action, actor=actor,
-                        outcome=outcome, job_id=job_id, since=_iso(since), until=_iso(until), limit=limit,
+                        outcome=outcome, job_id=job_id, since=utc_iso(since), until=utc_iso(until), limit=limit,
                         offset=offset)
         _audit_read(service, caller.actor, "events", f.describe())
         rows = query(service.audit_log, f)

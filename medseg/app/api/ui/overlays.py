@@ -1,0 +1,89 @@
+"""Overlay thumbnails: a few axial slices through each lesion of a result, the CT in a soft-tissue
+window with the SEG's outline drawn on it (server-rendered PNG), so a person sees at a glance
+whether the mask sits on the tumor.
+
+The CT comes from the spool, the mask from the SEG the job wrote (the same two a review is scored
+against: :mod:`medseg.quality.masks`). Lesions are the SEG's connected components, largest first;
+each gets the slices at a quarter, half and three quarters of its extent, cropped around it.
+Rendered PNGs are kept beside the SEG (``overlays/``) and served from there afterwards.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from medseg.core.io.decode import decode_slice
+from medseg.jobs.orm import Job
+from medseg.quality.masks import read_our_seg, source_series
+
+WINDOW_HU = (-160.0, 240.0)  # soft tissue (level 40, width 400)
+SIZE = 192  # pixels of a thumbnail's side
+MAX_LESIONS = 6
+FRACTIONS = (0.25, 0.5, 0.75)
+OUTLINE = (255, 48, 48)
+
+
+def _lesions(spool_root: Path, job: Job):
+    """Source headers (slice order), the SEG's mask on them, its components and their sizes, and
+    the component labels largest first."""
+    headers, _ = source_series(spool_root, job)
+    mask = read_our_seg(job, [str(h.SOPInstanceUID) for h in headers])
+    labels, n = ndimage.label(mask)
+    sizes = ndimage.sum_labels(mask, labels, range(1, n + 1)) if n else []
+    order = sorted(range(1, n + 1), key=lambda i: -sizes[i - 1])[:MAX_LESIONS]
+    return headers, mask, labels, sizes, order
+
+
+def plan(spool_root: Path, job: Job) -> list[dict]:
+    """The lesions of a job's SEG, largest first: rank, voxels, the slices to draw (source order)
+    and their instance numbers (what a viewer shows)."""
+    headers, _, labels, sizes, order = _lesions(spool_root, job)
+    objects = ndimage.find_objects(labels)
+    out = []
+    for rank, label in enumerate(order, start=1):
+        z = objects[label - 1][0]
+        slices = sorted({z.start + int(f * (z.stop - z.start - 1) + 0.5) for f in FRACTIONS})
+        out.append({"lesion": rank, "voxels": int(sizes[label - 1]), "slices": slices,
+                    "instances": [headers[k].get("InstanceNumber", k + 1) for k in slices]})
+    return out
+
+
+def render(spool_root: Path, job: Job, lesion: int, k: int) -> bytes:
+    """The PNG of lesion ``lesion`` (1 = largest) on slice ``k`` (source order), cached."""
+    cache = Path(job.seg_path).parent / "overlays" / f"lesion{lesion}-slice{k}.png"
+    if cache.is_file():
+        return cache.read_bytes()
+    headers, mask, labels, _, order = _lesions(spool_root, job)
+    if not 1 <= lesion <= len(order) or not 0 <= k < len(headers):
+        raise LookupError(f"no lesion {lesion} on slice {k} in this result")
+    h = headers[k]
+    image = decode_slice(Path(h.filename), k, int(h.Rows), int(h.Columns))
+    box = ndimage.find_objects((labels == order[lesion - 1]).astype(np.int32))[0][1:]
+    png = _draw(image, mask[k], box)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_bytes(png)
+    return png
+
+
+def _draw(image: np.ndarray, mask: np.ndarray, box: tuple[slice, slice]) -> bytes:
+    """The CT windowed to grey, every mask outline on the slice in red (the lesion's own and any
+    neighbour's), cropped to a square around the lesion's in-plane box with a margin."""
+    lo, hi = WINDOW_HU
+    grey = (np.clip((image.astype(np.float32) - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    outline = mask & ~ndimage.binary_erosion(mask)
+    rgb[outline] = OUTLINE
+    rows, cols = box
+    centre = ((rows.start + rows.stop) // 2, (cols.start + cols.stop) // 2)
+    half = max(32, int(1.5 * max(rows.stop - rows.start, cols.stop - cols.start)))
+    r0, c0 = max(0, centre[0] - half), max(0, centre[1] - half)
+    crop = rgb[r0:centre[0] + half, c0:centre[1] + half]
+    picture = Image.fromarray(np.ascontiguousarray(crop)).resize((SIZE, SIZE), Image.Resampling.NEAREST)
+    out = io.BytesIO()
+    picture.save(out, format="PNG", optimize=True)
+    return out.getvalue()
