@@ -154,6 +154,13 @@ class LoggingSettings(_Section):
         return None if v == "" else v
 
 
+def _loopback_http(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")
+
+
 class OidcSettings(_Section):
     """JWT bearer tokens from the hospital's identity provider (medseg.app.auth.oidc)."""
 
@@ -169,6 +176,32 @@ class OidcSettings(_Section):
     role_map: dict[str, str] = {}
     #: clock skew allowed on exp / nbf
     leeway_s: float = Field(default=30.0, ge=0, le=300)
+    #: the dashboard's "Log in with the identity provider" (OpenID Connect authorization code flow
+    #: with PKCE): the client registered for it at the provider, and the provider's endpoints. The
+    #: ID tokens it issues name this client as their audience and are accepted beside ``audience``.
+    login_client_id: str = ""
+    authorization_endpoint: str = ""
+    token_endpoint: str = ""
+    #: a confidential client's secret, read from this file (never written in the configuration)
+    login_client_secret_file: Path | None = None
+    #: the callback the provider redirects to, as registered there (default: this request's
+    #: ``/ui/login/oidc/callback``; set it behind a reverse proxy)
+    login_redirect_uri: str = ""
+    login_scopes: str = "openid"
+
+    @model_validator(mode="after")
+    def _login_endpoints(self) -> "OidcSettings":
+        if not self.login_client_id:
+            return self
+        for name in ("authorization_endpoint", "token_endpoint"):
+            url = getattr(self, name)
+            if not url:
+                raise ValueError(f"login_client_id needs {name}")
+            if not (url.startswith("https://") or _loopback_http(url)):
+                raise ValueError(f"{name} must be https:// (plain http only on the loopback interface)")
+        if "openid" not in self.login_scopes.split():
+            raise ValueError("login_scopes must include openid")
+        return self
 
     @model_validator(mode="after")
     def _one_key_source(self) -> "OidcSettings":

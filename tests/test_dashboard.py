@@ -31,15 +31,31 @@ ROLES = ("viewer", "radiologist", "ml-engineer", "auditor")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """``medseg serve`` with 3 studies segmented and sent; one API token per role."""
+    """``medseg serve`` with 3 studies segmented and sent; one API token per role; an OpenID
+    provider on loopback (oidc-provider-mock: authlib's authorization server) for the login."""
+    from oidc_provider_mock import User, run_server_in_thread
+
     tmp = tmp_path_factory.mktemp("dashboard")
     for i in range(STUDIES):
         write_study(tmp / f"study{i}", small_phantom(seed=2600 + i, shape=(40, 128, 128), spacing=(2.5, 1.5, 1.5),
                                                      n_tumors=2))
-    with storescp(tmp / "pacs") as dest_port:
+    users = [User(sub="dr-oidc", claims={"roles": ["radiology-staff"]}), User(sub="visitor", claims={"roles": []})]
+    with storescp(tmp / "pacs") as dest_port, run_server_in_thread(require_nonce=True, user_claims=users) as idp:
+        provider = f"http://127.0.0.1:{idp.server_port}"
+        (tmp / "jwks.json").write_text(httpx.get(f"{provider}/jwks").text)
+        (tmp / "client-secret").write_text("s3cret-of-the-dashboard-client")
         http_port, dicom_port = free_port(), free_port()
         config = tmp / "medseg.toml"
         config.write_text(f"""
+[auth.oidc]
+issuer = "{provider}"
+audience = "medseg-api"
+jwks_file = "{tmp / 'jwks.json'}"
+role_map = {{"radiology-staff" = "radiologist"}}
+login_client_id = "medseg-dashboard"
+login_client_secret_file = "{tmp / 'client-secret'}"
+authorization_endpoint = "{provider}/oauth2/authorize"
+token_endpoint = "{provider}/oauth2/token"
 [service]
 data_dir = "{tmp / 'data'}"
 http_port = {http_port}
@@ -72,7 +88,7 @@ port = {dest_port}
                 return len(studies) == STUDIES and all(s["states"] == {"sent": 1} for s in studies)
 
             wait_for(all_sent, 240, what="every study segmented and sent")
-            yield {"base": base, "tokens": tokens, "data": tmp / "data", "config": config}
+            yield {"base": base, "tokens": tokens, "data": tmp / "data", "config": config, "provider": provider}
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
@@ -297,3 +313,35 @@ def test_auditor_searches_verifies_and_exports(server, browser):
     assert not browser.get_cookies()
     assert events(server["data"], "ui.login")[-1]["outcome"] == "failure"
     shoot(browser, "login")
+
+
+def test_login_through_the_identity_provider(server, browser):
+    """OpenID Connect's code flow: the provider's own login page, back with a code, a verified ID
+    token whose roles claim maps to a role; a person with no role and a denied login get no session."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(server["base"] + "/ui/worklist")
+    click_and_load(browser, browser.find_element(By.ID, "oidc-login"))
+    assert browser.current_url.startswith(server["provider"] + "/oauth2/authorize")
+    shoot(browser, "login-provider")
+    click_and_load(browser, browser.find_element(By.CSS_SELECTOR, "button[value='dr-oidc']"))
+    wait_for(lambda: browser.current_url == server["base"] + "/ui/worklist", 20, what="back on the worklist")
+    assert f"oidc:{server['provider']}#dr-oidc" in browser.find_element(By.CSS_SELECTOR, "header .who").text
+    assert nav(browser) == ["Overview", "Studies", "Models", "Quality", "Worklist"]
+    login = events(server["data"], "ui.login")[-1]
+    assert login["outcome"] == "success" and login["method"] == "oidc" and login["roles"] == ["radiologist"]
+    click_and_load(browser, browser.find_element(By.CSS_SELECTOR, "header .who button"))  # log out
+    assert "/ui/login" in browser.current_url and not [c for c in browser.get_cookies() if c["name"] == "medseg_session"]
+
+    click_and_load(browser, browser.find_element(By.ID, "oidc-login"))
+    click_and_load(browser, browser.find_element(By.CSS_SELECTOR, "button[value='visitor']"))
+    assert "holds no medseg role" in browser.find_element(By.CSS_SELECTOR, "p.msg.bad").text
+    click_and_load(browser, browser.find_element(By.ID, "oidc-login"))
+    click_and_load(browser, browser.find_element(By.CSS_SELECTOR, "button[value='deny']"))
+    assert "access_denied" in browser.find_element(By.CSS_SELECTOR, "p.msg.bad").text
+    assert not [c for c in browser.get_cookies() if c["name"] == "medseg_session"]
+    refused = [e for e in events(server["data"], "ui.login") if e["outcome"] == "failure" and e.get("method") == "oidc"]
+    assert len(refused) == 2
+    # a callback that did not start here (no state cookie, forged code) is refused too
+    forged = httpx.get(f"{server['base']}/ui/login/oidc/callback?code=abc&state=xyz")
+    assert forged.status_code == 401 and "state mismatch" in forged.text

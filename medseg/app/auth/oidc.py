@@ -38,14 +38,19 @@ class JwtVerifier:
             return keys[0].key
         return self._keys[kid].key
 
-    def authenticate(self, token: str) -> Principal | None:
-        """The principal of a valid JWT, or None (bad signature, expired, wrong issuer/audience...)."""
+    def claims(self, token: str) -> dict | None:
+        """The verified claims of a JWT, or None (bad signature, expired, wrong issuer/audience...).
+        The audience is the API's, or the dashboard's login client (its ID tokens)."""
         s = self.settings
+        audiences = [s.audience, *([s.login_client_id] if s.login_client_id else [])]
         try:
-            claims = jwt.decode(token, self._key(token), algorithms=list(s.algorithms), audience=s.audience,
-                                issuer=s.issuer, leeway=s.leeway_s, options={"require": ["exp", "sub", "iss", "aud"]})
+            return jwt.decode(token, self._key(token), algorithms=list(s.algorithms), audience=audiences,
+                              issuer=s.issuer, leeway=s.leeway_s, options={"require": ["exp", "sub", "iss", "aud"]})
         except (jwt.PyJWTError, KeyError):
             return None
+
+    def principal(self, claims: dict) -> Principal:
+        s = self.settings
         values = claims.get(s.roles_claim, [])
         if isinstance(values, str):
             values = values.split()
@@ -55,3 +60,8 @@ class JwtVerifier:
             if name in Role._value2member_map_:
                 roles.add(Role(name))
         return Principal(f"oidc:{claims['iss']}#{claims['sub']}", frozenset(roles))
+
+    def authenticate(self, token: str) -> Principal | None:
+        """The principal of a valid JWT, or None."""
+        claims = self.claims(token)
+        return self.principal(claims) if claims is not None else None

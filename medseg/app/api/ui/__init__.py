@@ -29,7 +29,7 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from medseg.app.api.errors import Problem, problem_for
-from medseg.app.api.ui import audit, models, overview, quality, studies
+from medseg.app.api.ui import audit, models, oidc_login, overview, quality, studies
 from medseg.app.api.ui.render import HERE, page, templates
 from medseg.app.api.ui.session import LoginRequired, PageForbidden, login_url
 from medseg.core.exceptions import MedsegError
@@ -37,7 +37,7 @@ from medseg.core.exceptions import MedsegError
 
 def install(app: FastAPI) -> None:
     app.mount("/ui/static", StaticFiles(directory=HERE / "static"), name="ui-static")
-    for module in (overview, studies, models, quality, audit):
+    for module in (overview, oidc_login, studies, models, quality, audit):
         app.include_router(module.router)
     api_problem, api_domain = app.exception_handlers[Problem], app.exception_handlers[MedsegError]
 

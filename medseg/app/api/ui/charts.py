@@ -22,8 +22,8 @@ class Panel:
 def svg(panels: list[Panel], span: tuple | None = None, width_in: float = 9.0, panel_height_in: float = 2.2) -> str:
     """The panels stacked with one shared time axis (``span``: its first and last time), as an
     ``<svg>`` element."""
-    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib import rc_context
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.figure import Figure  # no pyplot, no backend switch: a Figure renders itself
 
     fig = Figure(figsize=(width_in, panel_height_in * len(panels)))

@@ -10,10 +10,9 @@ from collections import Counter
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse
 
-from medseg import __version__
 from medseg.app.api.deps import ServiceDep, anonymous
 from medseg.app.api.ui import charts
-from medseg.app.api.ui.render import page, templates
+from medseg.app.api.ui.render import login_page, page
 from medseg.app.api.ui.session import Anyone, clear_session, safe_next, set_session
 from medseg.app.auth.roles import READERS
 from medseg.db import utcnow
@@ -24,20 +23,17 @@ WINDOW = dt.timedelta(hours=24)
 
 
 @router.get("/login")
-def login_form(request: Request, next: str = "/ui/"):
-    return templates.TemplateResponse(request, "login.html", {"next": safe_next(next), "version": __version__,
-                                                              "nav": [], "caller": None, "error": None})
+def login_form(request: Request, service: ServiceDep, next: str = "/ui/"):
+    return login_page(request, service, next)
 
 
 @router.post("/login")
 def login(request: Request, service: ServiceDep, token: str = Form("", max_length=8192), next: str = Form("/ui/")):
     principal = service.authenticator.authenticate(token.strip()) if token.strip() else None
     if principal is None:
-        service.events("ui.login", outcome="failure", actor=anonymous(request), reason="token not valid")
-        return templates.TemplateResponse(request, "login.html", {
-            "next": safe_next(next), "version": __version__, "nav": [], "caller": None,
-            "error": "That token is not valid (unknown, revoked or expired)."}, status_code=401)
-    service.events("ui.login", actor=principal.actor, roles=sorted(r.value for r in principal.roles))
+        service.events("ui.login", outcome="failure", actor=anonymous(request), method="token", reason="token not valid")
+        return login_page(request, service, next, "That token is not valid (unknown, revoked or expired).", 401)
+    service.events("ui.login", actor=principal.actor, method="token", roles=sorted(r.value for r in principal.roles))
     response = RedirectResponse(safe_next(next), status_code=303)
     set_session(response, request, token.strip())
     return response

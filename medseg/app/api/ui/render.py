@@ -12,7 +12,7 @@ from fastapi import Request
 from fastapi.templating import Jinja2Templates
 
 from medseg import __version__
-from medseg.app.api.ui.session import csrf_value, ensure_csrf
+from medseg.app.api.ui.session import csrf_value, ensure_csrf, safe_next
 from medseg.app.auth.roles import READERS, Principal, Role
 
 HERE = Path(__file__).parent
@@ -53,3 +53,11 @@ def page(request: Request, template: str, caller: Principal, status_code: int = 
         "csrf": csrf_value(request), **context}, status_code=status_code)
     ensure_csrf(request, response)
     return response
+
+
+def login_page(request: Request, service, next_path: str, error: str | None = None, status_code: int = 200):
+    """The login form: an API token or a JWT, and the identity provider's login where configured."""
+    oidc = service.settings.auth.oidc
+    return templates.TemplateResponse(request, "login.html", {
+        "next": safe_next(next_path), "version": __version__, "nav": [], "caller": None, "error": error,
+        "oidc": bool(oidc and oidc.login_client_id)}, status_code=status_code)
