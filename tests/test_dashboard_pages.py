@@ -1,0 +1,94 @@
+"""The dashboard's pages in process (FastAPI's test client on a running service, no browser): the
+edges a browser test would be slow to reach. The browser tests are in tests/test_dashboard.py."""
+
+from __future__ import annotations
+
+from tests.node_helpers import authorize, events
+from tests.test_dicom_node import running
+
+
+def _login(service, client, name: str, roles) -> str:
+    """A session for a new token holding ``roles``; returns the token."""
+    secret = authorize(service, client, name, roles)
+    del client.headers["Authorization"]  # the dashboard reads its cookie, never the header
+    answer = client.post("/ui/login", data={"token": secret, "next": "/ui/"}, follow_redirects=False)
+    assert answer.status_code == 303, answer.text
+    return secret
+
+
+def test_pages_need_a_session_and_the_login_goes_back_only_to_the_dashboard(tmp_path):
+    with running(tmp_path) as (service, client):
+        del client.headers["Authorization"]
+        answer = client.get("/ui/studies?state=sent", follow_redirects=False)
+        assert answer.status_code == 303 and answer.headers["location"] == "/ui/login?next=%2Fui%2Fstudies%3Fstate%3Dsent"
+        secret = authorize(service, client, "dr-view", ["viewer"])
+        del client.headers["Authorization"]
+        for target in ("https://evil.example/", "//evil.example/ui/", "/ui/\\evil", "/api"):
+            answer = client.post("/ui/login", data={"token": secret, "next": target}, follow_redirects=False)
+            assert answer.headers["location"] == "/ui/", target  # never another site
+        answer = client.post("/ui/login", data={"token": secret, "next": "/ui/models"}, follow_redirects=False)
+        assert answer.headers["location"] == "/ui/models"
+        cookie = next(v for k, v in answer.headers.multi_items() if k == "set-cookie" and v.startswith("medseg_session="))
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/ui" in cookie
+        assert client.get("/ui/models").status_code == 200
+        # the session is the token: revoked, the next page sends the browser back to the login
+        service.tokens.revoke("dr-view", actor="test")
+        assert client.get("/ui/models", follow_redirects=False).status_code == 303
+        assert [e["outcome"] for e in events(service.data_dir, "ui.login")] == ["success"] * 5
+
+
+def test_errors_on_pages_are_pages_with_the_api_status(tmp_path):
+    with running(tmp_path) as (service, client):
+        _login(service, client, "dr-view", ["viewer"])
+        missing = client.get("/ui/studies/1.2.3.4")
+        assert missing.status_code == 404 and "text/html" in missing.headers["content-type"]
+        assert "Study not found" in missing.text and "<nav>" in missing.text
+        assert client.get("/ui/studies/1.2.3.4/jobs/7/lesion1-slice0.png").status_code == 404
+        forbidden = client.get("/ui/audit")
+        assert forbidden.status_code == 403 and "needs the role auditor" in forbidden.text
+        refused = events(service.data_dir, "api.refused")[-1]
+        assert refused["status"] == 403 and refused["actor"] == "token:dr-view"
+        # the API itself still answers problem details
+        api = client.get("/studies/1.2.3.4")
+        assert api.status_code == 401 and api.headers["content-type"] == "application/problem+json"
+
+
+def test_an_admin_or_auditor_lands_on_their_own_pages(tmp_path):
+    with running(tmp_path) as (service, client):
+        _login(service, client, "it-admin", ["admin"])
+        home = client.get("/ui/")
+        assert home.status_code == 200 and "have no dashboard page" in home.text and "/ui/studies" not in home.text
+        _login(service, client, "dr-audit", ["auditor"])
+        home = client.get("/ui/")
+        assert 'href="/ui/audit"' in home.text and 'href="/ui/models"' not in home.text
+
+
+def test_audit_export_as_atna_is_audited(tmp_path):
+    with running(tmp_path) as (service, client):
+        _login(service, client, "dr-audit", ["auditor"])
+        answer = client.get("/ui/audit/export?format=atna&since=2000-01-01T00:00")
+        assert answer.status_code == 200 and answer.headers["content-type"].startswith("application/xml")
+        lines = answer.text.splitlines()
+        assert lines and all(line.startswith("<AuditMessage") for line in lines)
+        exported = events(service.data_dir, "audit.exported")[-1]
+        assert exported["actor"] == "token:dr-audit" and exported["format"] == "atna" and exported["door"] == "ui"
+        bad = client.get("/ui/audit/export?since=yesterday-ish")
+        assert bad.status_code == 400 and "not a date and time" in bad.text
+
+
+def test_without_authentication_every_page_opens_and_forms_still_need_the_csrf_cookie(tmp_path):
+    """[auth] enabled = false (loopback only): no login, every role; the first page sets the CSRF cookie."""
+    with running(tmp_path, settings_extra={"auth": {"enabled": False}}) as (service, client):
+        del client.headers["Authorization"]
+        for path in ("/ui/", "/ui/studies", "/ui/models", "/ui/quality", "/ui/worklist", "/ui/audit"):
+            assert client.get(path).status_code == 200, path
+        csrf = client.cookies.get("medseg_csrf")
+        assert csrf
+        active = service.registry.active("ct-phantom")
+        forged = client.post("/ui/models/ct-phantom/rollback", data={"reason": "x", "to": "2.0.0", "csrf": "nope",
+                                                                     "shown_active": active})
+        assert forged.status_code == 403 and service.registry.active("ct-phantom") == active
+        done = client.post("/ui/models/ct-phantom/rollback", data={"reason": "loopback test", "to": "2.0.0",
+                                                                   "csrf": csrf, "shown_active": active})
+        assert done.status_code == 200 and "Rolled back ct-phantom 2.1.0 to 2.0.0." in done.text
+        assert events(service.data_dir, "model.rolled_back")[-1]["actor"].startswith("api:")
