@@ -74,7 +74,7 @@ def on_call(service) -> dict:
         "failed": sorted((j for j in finished if j.state == "failed"), key=lambda j: j.finished_at, reverse=True)[:20],
         "disk": _disk(service),
         "alerts": [payload(a) for a in service.monitor.store.alerts("firing")],
-        "chart": charts.svg(_throughput(done, since, now), span=(since, now)),
+        "chart": charts.svg(_throughput(done, since), span=(_hour(since), _hour(now) + dt.timedelta(hours=1))),
     }
 
 
@@ -86,13 +86,17 @@ def _disk(service) -> dict:
             "ok": usage.free >= floor}
 
 
-def _throughput(done, since: dt.datetime, now: dt.datetime) -> list[charts.Panel]:
+def _hour(when: dt.datetime) -> dt.datetime:
+    return when.replace(minute=0, second=0, microsecond=0)
+
+
+def _throughput(done, since: dt.datetime) -> list[charts.Panel]:
     """Studies segmented per hour, and the median turnaround (received to SEG written) per hour."""
-    hours = [since.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=h) for h in range(25)]
-    per_hour = Counter(j.finished_at.replace(minute=0, second=0, microsecond=0) for j in done)
+    hours = [_hour(since) + dt.timedelta(hours=h) for h in range(25)]
+    per_hour = Counter(_hour(j.finished_at) for j in done)
     turnaround: dict[dt.datetime, list[float]] = {}
     for j in done:
-        turnaround.setdefault(j.finished_at.replace(minute=0, second=0, microsecond=0), []).append(
+        turnaround.setdefault(_hour(j.finished_at), []).append(
             (j.finished_at - j.created_at).total_seconds())
     times = sorted(turnaround)
     return [charts.Panel("Studies segmented per hour (last 24 h)",
