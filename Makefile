@@ -53,6 +53,7 @@ bench: setup
 	$(BIN)/python bench/audit.py
 	$(BIN)/python bench/review.py
 	$(BIN)/python bench/bundle.py
+	$(BIN)/python bench/dashboard.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pydicom
 import pytest
 
 from tests.conftest import small_phantom, write_study
@@ -88,7 +89,8 @@ port = {dest_port}
                 return len(studies) == STUDIES and all(s["states"] == {"sent": 1} for s in studies)
 
             wait_for(all_sent, 240, what="every study segmented and sent")
-            yield {"base": base, "tokens": tokens, "data": tmp / "data", "config": config, "provider": provider}
+            yield {"base": base, "tokens": tokens, "data": tmp / "data", "config": config, "provider": provider,
+                   "pacs": tmp / "pacs"}
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
@@ -148,7 +150,8 @@ def shoot(driver, name: str) -> Path:
 
 
 def click_and_load(driver, element) -> None:
-    """Click a link or a submit button and wait until the browser has left the old page."""
+    """Click a link or a submit button and wait until the browser has left the old page and
+    loaded the new one (an element looked up in between may belong to neither)."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
@@ -156,6 +159,7 @@ def click_and_load(driver, element) -> None:
     old = driver.find_element(By.TAG_NAME, "html")
     element.click()
     WebDriverWait(driver, 60).until(expected_conditions.staleness_of(old))
+    WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
 def nav(driver) -> list[str]:
@@ -264,17 +268,26 @@ def test_rollback_from_the_models_page_fills_the_radiologists_worklist(server, b
     items = browser.find_elements(By.CSS_SELECTOR, "#worklist form.review")
     assert len(items) == STUDIES
     shoot(browser, "worklist")
+
     def open_items() -> int:
         browser.refresh()
         return len(browser.find_elements(By.CSS_SELECTOR, "#worklist form.review"))
 
-    for left in range(STUDIES, 0, -1):  # accept each as is: the review closes its item once scored
+    for left in range(STUDIES, 0, -1):
         form = browser.find_elements(By.CSS_SELECTOR, "#worklist form.review")[0]
-        form.find_element(By.NAME, "accepted").click()
+        if left == STUDIES:  # the first as a corrected mask: the SEG the PACS received, uploaded by the browser
+            study_uid = form.find_element(By.NAME, "study_uid").get_attribute("value")
+            seg = next(p for p in server["pacs"].glob("SG*") if pydicom.dcmread(p).StudyInstanceUID == study_uid)
+            form.find_element(By.NAME, "mask").send_keys(str(seg))
+        else:  # the others accepted as is
+            form.find_element(By.NAME, "accepted").click()
         form.find_element(By.NAME, "reviewer").send_keys("dr-lee")
         click_and_load(browser, form.find_element(By.CSS_SELECTOR, "button"))
         assert "received" in browser.find_element(By.CSS_SELECTOR, "p.msg.ok").text
         wait_for(lambda n=left - 1: open_items() == n, 60, what="the review scored and its item closed")
+    scored = events(server["data"], "review.scored")
+    assert len(scored) == STUDIES and {e["accepted"] for e in scored} == {True, False}
+    assert all(e["dice"] == 1.0 for e in scored)  # the uploaded mask is the SEG itself: no correction
     assert "Nothing to re-review." in browser.find_element(By.ID, "worklist").text
 
     click_and_load(browser, browser.find_element(By.LINK_TEXT, "Quality"))

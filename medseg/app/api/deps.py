@@ -9,6 +9,7 @@ anonymous ``api:<client address>`` principal holding every role.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
@@ -79,6 +80,16 @@ Radiologist = Annotated[Principal, Depends(require(Role.RADIOLOGIST))]
 MlEngineer = Annotated[Principal, Depends(require(Role.ML_ENGINEER))]
 AuditorRole = Annotated[Principal, Depends(require(Role.AUDITOR))]
 Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
+
+
+def naive_utc(when: dt.datetime | None) -> dt.datetime | None:
+    """A query's date-time as the tables store it: naive UTC (a naive one is taken as UTC)."""
+    if when is None or when.tzinfo is None:
+        return when
+    try:
+        return when.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    except OverflowError:  # e.g. 0001-01-01T00:00+13:00 is before year 1 in UTC
+        raise Problem(400, "Invalid filter", "date-time out of range") from None
 
 
 def check_uid(value: str | None, name: str) -> None:

@@ -39,7 +39,13 @@ class StudySummary(_Out):
     study_uid: str
     jobs: int
     updated_at: str | None
+    received_at: str | None = None
     states: dict[str, int]
+    #: model versions (name/version) that segmented it, or were assigned to it
+    models: list[str] = []
+    calling_aes: list[str] = []
+    #: lesions found by its latest result (None: no result yet)
+    lesions: int | None = None
 
 
 class StudiesPage(_Out):

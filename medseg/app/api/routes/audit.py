@@ -9,7 +9,15 @@ from fastapi import APIRouter, Query
 from pydantic import ValidationError
 
 from audit.query import AuditFilter, query, timeline
-from medseg.app.api.deps import MODEL_REF_PATTERN, UID_PATTERN, AuditorRole, ServiceDep, StudyUID, check_uid
+from medseg.app.api.deps import (
+    MODEL_REF_PATTERN,
+    UID_PATTERN,
+    AuditorRole,
+    ServiceDep,
+    StudyUID,
+    check_uid,
+    naive_utc,
+)
 from medseg.app.api.errors import Problem, first_error
 from medseg.app.api.schemas import NOT_FOUND, AuditHead, AuditPage, Timeline
 from medseg.app.serve import Service
@@ -19,13 +27,8 @@ router = APIRouter(prefix="/audit", tags=["audit"])
 
 def utc_iso(when: dt.datetime | None) -> str | None:
     """A query's date-time (naive = UTC) as the filter takes it."""
-    if when is None:
-        return None
-    try:
-        utc = when.astimezone(dt.timezone.utc).replace(tzinfo=None) if when.tzinfo else when
-    except OverflowError:  # e.g. 0001-01-01T00:00+13:00 is before year 1 in UTC
-        raise Problem(400, "Invalid filter", "date-time out of range") from None
-    return utc.isoformat(timespec="microseconds") + "Z"
+    utc = naive_utc(when)
+    return None if utc is None else utc.isoformat(timespec="microseconds") + "Z"
 
 
 def _audit_read(service: Service, who: str, what: str, filters: dict) -> None:

@@ -5,11 +5,12 @@ DICOM ATNA messages; the export is audited as ``audit.exported``, as the CLI's).
 from __future__ import annotations
 
 import datetime as dt
-import io
+import tempfile
 from typing import Literal
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 
 from audit.export import export as export_events
 from audit.query import AuditFilter
@@ -69,8 +70,10 @@ def export(service: ServiceDep, caller: Auditor, fmt: Literal["jsonl", "atna"] =
     except ValueError as exc:
         raise Problem(400, "Invalid filter", str(exc).splitlines()[0]) from None
     service.events("audit.exported", actor=caller.actor, format=fmt, filter=f.describe(), door="ui")
-    out = io.StringIO()
+    out = tempfile.SpooledTemporaryFile(max_size=16 * 2**20, mode="w+", encoding="utf-8")  # noqa: SIM115 - closed after the send
     export_events(service.audit_log, f, out, fmt, application_ae=service.settings.node.ae_title)
+    out.seek(0)
     name = f"medseg-audit-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}.{'jsonl' if fmt == 'jsonl' else 'atna.xml'}"
-    return Response(out.getvalue(), media_type="application/x-ndjson" if fmt == "jsonl" else "application/xml",
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return StreamingResponse(out, media_type="application/x-ndjson" if fmt == "jsonl" else "application/xml",
+                             headers={"Content-Disposition": f'attachment; filename="{name}"'},
+                             background=BackgroundTask(out.close))

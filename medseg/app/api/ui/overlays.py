@@ -11,6 +11,7 @@ Rendered PNGs are kept beside the SEG (``overlays/``) and served from there afte
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,11 @@ def _lesions(spool_root: Path, job: Job):
 
 def plan(spool_root: Path, job: Job) -> list[dict]:
     """The lesions of a job's SEG, largest first: rank, voxels, the slices to draw (source order)
-    and their instance numbers (what a viewer shows)."""
+    and their instance numbers (what a viewer shows). Kept beside the SEG (a result never changes:
+    new images make a new job)."""
+    cache = Path(job.seg_path).parent / "overlays" / "plan.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
     headers, _, labels, sizes, order = _lesions(spool_root, job)
     objects = ndimage.find_objects(labels)
     out = []
@@ -49,7 +54,9 @@ def plan(spool_root: Path, job: Job) -> list[dict]:
         z = objects[label - 1][0]
         slices = sorted({z.start + int(f * (z.stop - z.start - 1) + 0.5) for f in FRACTIONS})
         out.append({"lesion": rank, "voxels": int(sizes[label - 1]), "slices": slices,
-                    "instances": [headers[k].get("InstanceNumber", k + 1) for k in slices]})
+                    "instances": [int(headers[k].get("InstanceNumber", k + 1)) for k in slices]})
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(out))
     return out
 
 
