@@ -116,7 +116,7 @@ def report(client: httpx.Client, repeats: int) -> None:
     rows = [
         ("one study: first view", 1000 * first_page, f"/studies/{uid}"),
         ("one study: later views", median_ms(client, f"/ui/studies/{uid}", repeats), f"/studies/{uid}"),
-        ("thumbnail: first render", 1000 * statistics.median(cold), None),
+        ("thumbnail: first request", 1000 * statistics.median(cold), None),
         ("thumbnail: cached", 1000 * statistics.median(timed(client, images[0])[0] for _ in range(repeats)), None),
         ("studies list", median_ms(client, "/ui/studies", repeats), "/studies"),
         ("overview", median_ms(client, "/ui/", repeats), "/ready"),
@@ -131,7 +131,7 @@ def report(client: httpx.Client, repeats: int) -> None:
             print(f"{name:28} {ms:9.1f}")
             continue
         peer_ms = median_ms(client, peer, repeats)
-        print(f"{name:28} {ms:9.1f} {'GET ' + peer.split('/1.')[0]:22} {peer_ms:9.1f} {ms / peer_ms:6.1f}x")
+        print(f"{name:28} {ms:9.1f} {'GET ' + peer.replace(uid, '{uid}'):22} {peer_ms:9.1f} {ms / peer_ms:6.1f}x")
 
 
 if __name__ == "__main__":

@@ -92,3 +92,40 @@ def test_without_authentication_every_page_opens_and_forms_still_need_the_csrf_c
                                                                    "csrf": csrf, "shown_active": active})
         assert done.status_code == 200 and "Rolled back ct-phantom 2.1.0 to 2.0.0." in done.text
         assert events(service.data_dir, "model.rolled_back")[-1]["actor"].startswith("api:")
+
+
+def test_overlay_thumbnails_draw_the_seg_outline_on_the_ct(tmp_path):
+    """Each thumbnail is the CT slice with the SEG's outline in red where the lesion is; removed,
+    the overlays are drawn again from the SEG and the spool."""
+    import io
+    import re
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    from tests.conftest import small_phantom, write_study
+    from tests.node_helpers import storescp, storescu
+    from tests.test_dicom_node import jobs_in
+
+    # a phantom in which the suite's model finds a tumor (seed chosen with `medseg segment`)
+    write_study(tmp_path / "study", small_phantom(seed=2600, shape=(40, 128, 128), spacing=(2.5, 1.5, 1.5), n_tumors=2))
+    with storescp(tmp_path / "pacs") as dest_port, running(tmp_path, dest_port) as (service, client):
+        assert storescu(service.dicom_port, sorted((tmp_path / "study").glob("*.dcm"))).returncode == 0
+        job = jobs_in(service, "sent")[0]
+        _login(service, client, "dr-view", ["viewer"])
+        page = client.get(f"/ui/studies/{job.study_uid}")
+        images = re.findall(r'src="(/ui/studies/[^"]+\.png)"', page.text)
+        assert images and job.result["lesion_count"] >= 1
+        for url in images:
+            picture = np.asarray(Image.open(io.BytesIO(client.get(url).content)).convert("RGB"))
+            assert picture.shape == (192, 192, 3)
+            red = (picture[..., 0] == 255) & (picture[..., 1] == 48) & (picture[..., 2] == 48)
+            assert red.any() and not red.all()  # an outline, drawn on a grey CT
+            grey = picture[~red]
+            assert (grey[:, 0] == grey[:, 1]).all() and grey[:, 0].std() > 5  # the CT, not a blank square
+        overlays = (tmp_path / "data" / "results" / str(job.id) / "overlays")
+        first = client.get(images[0]).content
+        shutil.rmtree(overlays)
+        assert client.get(images[0]).content == first and (overlays / "plan.json").is_file()
+        assert client.get(images[0].replace("lesion1-", "lesion9-")).status_code == 404

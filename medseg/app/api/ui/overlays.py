@@ -40,41 +40,46 @@ def _lesions(spool_root: Path, job: Job):
     return headers, mask, labels, sizes, order
 
 
+def _folder(job: Job) -> Path:
+    return Path(job.seg_path).parent / "overlays"
+
+
 def plan(spool_root: Path, job: Job) -> list[dict]:
     """The lesions of a job's SEG, largest first: rank, voxels, the slices to draw (source order)
-    and their instance numbers (what a viewer shows). Kept beside the SEG (a result never changes:
-    new images make a new job)."""
-    cache = Path(job.seg_path).parent / "overlays" / "plan.json"
+    and their instance numbers (what a viewer shows). The first call draws every thumbnail while
+    the SEG and the series are loaded; plan and PNGs are kept beside the SEG (a result never
+    changes: new images make a new job)."""
+    cache = _folder(job) / "plan.json"
     if cache.is_file():
         return json.loads(cache.read_text())
-    headers, _, labels, sizes, order = _lesions(spool_root, job)
+    headers, mask, labels, sizes, order = _lesions(spool_root, job)
     objects = ndimage.find_objects(labels)
-    out = []
+    out, pixels = [], {}
+    _folder(job).mkdir(parents=True, exist_ok=True)
     for rank, label in enumerate(order, start=1):
-        z = objects[label - 1][0]
+        z, rows, cols = objects[label - 1]
         slices = sorted({z.start + int(f * (z.stop - z.start - 1) + 0.5) for f in FRACTIONS})
+        for k in slices:
+            if k not in pixels:
+                h = headers[k]
+                pixels[k] = decode_slice(Path(h.filename), k, int(h.Rows), int(h.Columns))
+            (_folder(job) / f"lesion{rank}-slice{k}.png").write_bytes(_draw(pixels[k], mask[k], (rows, cols)))
         out.append({"lesion": rank, "voxels": int(sizes[label - 1]), "slices": slices,
                     "instances": [int(headers[k].get("InstanceNumber", k + 1)) for k in slices]})
-    cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(out))
     return out
 
 
 def render(spool_root: Path, job: Job, lesion: int, k: int) -> bytes:
-    """The PNG of lesion ``lesion`` (1 = largest) on slice ``k`` (source order), cached."""
-    cache = Path(job.seg_path).parent / "overlays" / f"lesion{lesion}-slice{k}.png"
-    if cache.is_file():
-        return cache.read_bytes()
-    headers, mask, labels, _, order = _lesions(spool_root, job)
-    if not 1 <= lesion <= len(order) or not 0 <= k < len(headers):
+    """The PNG of lesion ``lesion`` (1 = largest) on slice ``k`` (source order), as drawn by
+    :func:`plan` (run again if the overlays were removed)."""
+    path = _folder(job) / f"lesion{lesion}-slice{k}.png"
+    if not path.is_file():
+        (_folder(job) / "plan.json").unlink(missing_ok=True)
+        plan(spool_root, job)
+    if not path.is_file():
         raise LookupError(f"no lesion {lesion} on slice {k} in this result")
-    h = headers[k]
-    image = decode_slice(Path(h.filename), k, int(h.Rows), int(h.Columns))
-    box = ndimage.find_objects((labels == order[lesion - 1]).astype(np.int32))[0][1:]
-    png = _draw(image, mask[k], box)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_bytes(png)
-    return png
+    return path.read_bytes()
 
 
 def _draw(image: np.ndarray, mask: np.ndarray, box: tuple[slice, slice]) -> bytes:
