@@ -30,14 +30,15 @@ OUTLINE = (255, 48, 48)
 
 
 def _lesions(spool_root: Path, job: Job):
-    """Source headers (slice order), the SEG's mask on them, its components and their sizes, and
-    the component labels largest first."""
+    """Source headers (slice order), the SEG's mask on them, its components' bounding boxes and
+    sizes, and the component labels largest first."""
     headers, _ = source_series(spool_root, job)
     mask = read_our_seg(job, [str(h.SOPInstanceUID) for h in headers])
-    labels, n = ndimage.label(mask)
-    sizes = ndimage.sum_labels(mask, labels, range(1, n + 1)) if n else []
-    order = sorted(range(1, n + 1), key=lambda i: -sizes[i - 1])[:MAX_LESIONS]
-    return headers, mask, labels, sizes, order
+    labels, _ = ndimage.label(mask)
+    boxes = ndimage.find_objects(labels)
+    sizes = [int(np.count_nonzero(labels[box] == i)) for i, box in enumerate(boxes, start=1)]  # within each box only
+    order = sorted(range(1, len(boxes) + 1), key=lambda i: -sizes[i - 1])[:MAX_LESIONS]
+    return headers, mask, boxes, sizes, order
 
 
 def _folder(job: Job) -> Path:
@@ -52,12 +53,11 @@ def plan(spool_root: Path, job: Job) -> list[dict]:
     cache = _folder(job) / "plan.json"
     if cache.is_file():
         return json.loads(cache.read_text())
-    headers, mask, labels, sizes, order = _lesions(spool_root, job)
-    objects = ndimage.find_objects(labels)
+    headers, mask, boxes, sizes, order = _lesions(spool_root, job)
     out, pixels = [], {}
     _folder(job).mkdir(parents=True, exist_ok=True)
     for rank, label in enumerate(order, start=1):
-        z, rows, cols = objects[label - 1]
+        z, rows, cols = boxes[label - 1]
         slices = sorted({z.start + int(f * (z.stop - z.start - 1) + 0.5) for f in FRACTIONS})
         for k in slices:
             if k not in pixels:
