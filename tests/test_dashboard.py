@@ -246,6 +246,7 @@ def test_rollback_from_the_models_page_fills_the_radiologists_worklist(server, b
     assert "2.1.0 → 2.0.0" in report and f"({STUDIES})" in report
     assert browser.find_element(By.ID, "active-version").text == "2.0.0"
     assert len(browser.find_elements(By.CSS_SELECTOR, "#rollback-report table tr")) == STUDIES + 1
+    assert "rolled back (gate passed) by token:dr-ml-engineer" in browser.find_element(By.ID, "version-2.0.0").text
     shoot(browser, "models-rollback")
     browser.refresh()  # the browser posts the form again: refused, the page was made for 2.1.0
     assert "the active version changed since this page was loaded" in browser.find_element(By.CSS_SELECTOR, "p.msg.bad").text

@@ -23,19 +23,18 @@ def _versions(service, caller) -> list[dict]:
     name = service.context.default_model_name
     active, shadow = service.registry.active(name), service.registry.shadow(name)
     # the gate's outcomes are in the audit trail: read (and audited) for this model's versions only
-    service.events("audit.read", actor=caller.actor, what="events", filter={"action": "model.*"}, door="ui")
-    gates: dict[str, list] = {}
-    for e in query(service.audit_log, AuditFilter(action="model.*", limit=1000)):
-        if e.event.action in GATE_ACTIONS and e.event.model and e.event.model.startswith(f"{name}:"):
-            gates.setdefault(e.event.model.split(":", 1)[1], []).append(e)
+    service.events("audit.read", actor=caller.actor, what="events", filter={"action": list(GATE_ACTIONS),
+                                                                             "model": f"{name}:*"}, door="ui")
     out = []
     for version in reversed(service.registry.versions(name)):
+        gates = sorted((e for action in GATE_ACTIONS for e in query(service.audit_log, AuditFilter(
+            action=action, model=f"{name}:{version}", limit=1000))), key=lambda e: e.seq, reverse=True)
         folder = service.registry.path(name, version)
         m = ModelManifest.load(folder)
         card = folder / "MODEL_CARD.md"
         out.append({"version": version, "active": version == active, "shadow": version == shadow, "manifest": m,
                     "card": card.read_text(encoding="utf-8") if card.is_file() else "",
-                    "gates": list(reversed(gates.get(version, [])))[:5],
+                    "gates": gates[:5],
                     "shadow_report": service.context.shadow.compare(f"{name}/{version}") if version != active else None})
     return out
 
