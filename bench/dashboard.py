@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.conftest import small_phantom, write_study  # noqa: E402 - after the path
-from tests.node_helpers import free_port, storescp, storescu, wait_for  # noqa: E402
+from tests.node_helpers import free_port, node_toml, storescp, storescu, wait_for  # noqa: E402
 
 
 def timed(client: httpx.Client, url: str) -> tuple[float, httpx.Response]:
@@ -71,17 +71,7 @@ http_port = {http}
 poll_interval_s = 0.2
 [auth]
 enabled = false
-[node]
-port = {dicom}
-allowed_calling_aets = ["TESTPACS"]
-quiet_period_s = 1
-disk_floor_mb = 0
-[[node.destinations]]
-name = "pacs"
-ae_title = "TESTPACS"
-host = "127.0.0.1"
-port = {dest_port}
-""")
+""" + node_toml(dicom, dest_port))
             log = open(work / "serve.log", "w")  # noqa: SIM115 - closed below
             proc = subprocess.Popen([sys.executable, "-m", "medseg", "serve", "--config", str(work / "medseg.toml")],
                                     stdout=log, stderr=subprocess.STDOUT)

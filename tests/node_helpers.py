@@ -23,6 +23,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def node_toml(dicom_port: int, dest_port: int, extra: str = "") -> str:
+    """The ``[node]`` section of a test service: DICOM on ``dicom_port``, TESTPACS allowed in, a 1 s
+    quiet period, no disk floor, and one destination ``pacs`` (a storescp on ``dest_port``)."""
+    return f"""
+[node]
+port = {dicom_port}
+allowed_calling_aets = ["TESTPACS"]
+quiet_period_s = 1
+disk_floor_mb = 0
+{extra}
+[[node.destinations]]
+name = "pacs"
+ae_title = "TESTPACS"
+host = "127.0.0.1"
+port = {dest_port}
+"""
+
+
 def wait_for(predicate, timeout: float = 60.0, interval: float = 0.2, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

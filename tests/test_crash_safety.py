@@ -18,7 +18,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
 from tests.conftest import small_phantom, write_study
-from tests.node_helpers import events, free_port, storescp, storescu, wait_for
+from tests.node_helpers import events, free_port, node_toml, storescp, storescu, wait_for
 
 pytestmark = pytest.mark.model
 
@@ -35,18 +35,7 @@ http_port = {self.http_port}
 poll_interval_s = 0.1
 [auth]
 enabled = false  # loopback only; this test is about durability (authentication: tests/test_auth.py)
-[node]
-port = {self.dicom_port}
-allowed_calling_aets = ["TESTPACS"]
-quiet_period_s = 1
-disk_floor_mb = 0
-{node_extra}
-[[node.destinations]]
-name = "pacs"
-ae_title = "TESTPACS"
-host = "127.0.0.1"
-port = {dest_port}
-""")
+""" + node_toml(self.dicom_port, dest_port, node_extra))
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:

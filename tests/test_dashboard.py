@@ -22,7 +22,7 @@ import pydicom
 import pytest
 
 from tests.conftest import small_phantom, write_study
-from tests.node_helpers import events, free_port, storescp, storescu, wait_for
+from tests.node_helpers import events, free_port, node_toml, storescp, storescu, wait_for
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 SHOTS = Path(os.environ.get("MEDSEG_SCREENSHOTS", Path(__file__).resolve().parents[1] / "build" / "screenshots"))
@@ -61,17 +61,7 @@ token_endpoint = "{provider}/oauth2/token"
 data_dir = "{tmp / 'data'}"
 http_port = {http_port}
 poll_interval_s = 0.2
-[node]
-port = {dicom_port}
-allowed_calling_aets = ["TESTPACS"]
-quiet_period_s = 1
-disk_floor_mb = 0
-[[node.destinations]]
-name = "pacs"
-ae_title = "TESTPACS"
-host = "127.0.0.1"
-port = {dest_port}
-""")
+""" + node_toml(dicom_port, dest_port))
         medseg = [sys.executable, "-m", "medseg"]
         tokens = {role: subprocess.run([*medseg, "tokens", "create", f"dr-{role}", "--role", role, "--config", str(config)],
                                        capture_output=True, text=True, check=True).stdout.strip() for role in ROLES}

@@ -19,7 +19,7 @@ from audit import AuditEvent
 from medseg.app import logs
 from medseg.config import LoggingSettings
 from tests.conftest import PHI_ID, PHI_NAME, small_phantom, write_study
-from tests.node_helpers import events, free_port, storescp, storescu, wait_for
+from tests.node_helpers import events, free_port, node_toml, storescp, storescu, wait_for
 
 
 def stored(seq=7, **fields):
@@ -107,17 +107,7 @@ enabled = false  # loopback only; the log is under test here
 [logging]
 format = "{fmt}"
 file = "{log_file}"
-[node]
-port = {dicom_port}
-allowed_calling_aets = ["TESTPACS"]
-quiet_period_s = 1
-disk_floor_mb = 0
-[[node.destinations]]
-name = "pacs"
-ae_title = "TESTPACS"
-host = "127.0.0.1"
-port = {dest_port}
-""")
+""" + node_toml(dicom_port, dest_port))
         proc = subprocess.Popen([sys.executable, "-m", "medseg", "serve", "--config", str(config)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:

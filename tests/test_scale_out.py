@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.conftest import small_phantom, write_study
-from tests.node_helpers import free_port, postgres_database, rabbitmq_vhost, storescp, storescu, wait_for
+from tests.node_helpers import free_port, node_toml, postgres_database, rabbitmq_vhost, storescp, storescu, wait_for
 
 pytestmark = pytest.mark.model
 
@@ -43,17 +43,7 @@ broker_url = "{broker_url}"
 poll_interval_s = 0.2
 [auth]
 enabled = false  # loopback only; authentication has its own tests (tests/test_auth.py)
-[node]
-port = {ports['dicom']}
-allowed_calling_aets = ["TESTPACS"]
-quiet_period_s = 1
-disk_floor_mb = 0
-[[node.destinations]]
-name = "pacs"
-ae_title = "TESTPACS"
-host = "127.0.0.1"
-port = {dest_port}
-""")
+""" + node_toml(ports['dicom'], dest_port))
     return config, ports
 
 

@@ -74,11 +74,14 @@ def check_csrf(request: Request, value: str) -> None:
                                              "session; reload the page and submit it again"))
 
 
-def set_session(response, request: Request, token: str) -> None:
-    secure = request.url.scheme == "https"
-    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict", secure=secure, path=COOKIE_PATH)
-    response.set_cookie(CSRF_COOKIE, secrets.token_urlsafe(24), httponly=True, samesite="strict", secure=secure,
+def _cookie(response, request: Request, name: str, value: str) -> None:
+    response.set_cookie(name, value, httponly=True, samesite="strict", secure=request.url.scheme == "https",
                         path=COOKIE_PATH)
+
+
+def set_session(response, request: Request, token: str) -> None:
+    _cookie(response, request, SESSION_COOKIE, token)
+    _cookie(response, request, CSRF_COOKIE, secrets.token_urlsafe(24))
 
 
 def clear_session(response) -> None:
@@ -98,8 +101,7 @@ def csrf_value(request: Request) -> str:
 
 def ensure_csrf(request: Request, response) -> None:
     if CSRF_COOKIE not in request.cookies:
-        response.set_cookie(CSRF_COOKIE, csrf_value(request), httponly=True, samesite="strict",
-                            secure=request.url.scheme == "https", path=COOKIE_PATH)
+        _cookie(response, request, CSRF_COOKIE, csrf_value(request))
 
 
 def safe_next(path: str | None) -> str:
