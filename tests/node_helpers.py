@@ -95,7 +95,7 @@ def orthanc(folder: Path, modalities: dict):
                             stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{http_port}"
-        wait_for(lambda: _ok(url + "/system"), 60, what="Orthanc to start")
+        wait_for(lambda: http_ok(url + "/system"), 60, what="Orthanc to start")
         yield url, dicom_port, "ORTHANC"
     finally:
         proc.kill()
@@ -103,7 +103,8 @@ def orthanc(folder: Path, modalities: dict):
         log.close()
 
 
-def _ok(url: str) -> bool:
+def http_ok(url: str) -> bool:
+    """Whether a GET of ``url`` answers 200 (False while the server is not up yet)."""
     try:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:

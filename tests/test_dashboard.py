@@ -22,7 +22,7 @@ import pydicom
 import pytest
 
 from tests.conftest import small_phantom, write_study
-from tests.node_helpers import events, free_port, node_toml, storescp, storescu, wait_for
+from tests.node_helpers import events, free_port, http_ok, node_toml, storescp, storescu, wait_for
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 SHOTS = Path(os.environ.get("MEDSEG_SCREENSHOTS", Path(__file__).resolve().parents[1] / "build" / "screenshots"))
@@ -69,7 +69,7 @@ poll_interval_s = 0.2
         proc = subprocess.Popen([*medseg, "serve", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{http_port}"
         try:
-            wait_for(lambda: _ok(f"{base}/ready"), 180, what="medseg serve to be ready")
+            wait_for(lambda: http_ok(f"{base}/ready"), 180, what="medseg serve to be ready")
             for i in range(STUDIES):
                 assert storescu(dicom_port, sorted((tmp / f"study{i}").glob("*.dcm"))).returncode == 0
             engineer = {"Authorization": f"Bearer {tokens['ml-engineer']}"}
@@ -85,13 +85,6 @@ poll_interval_s = 0.2
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
             log.close()
-
-
-def _ok(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture
