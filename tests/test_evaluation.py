@@ -1,4 +1,4 @@
-"""The quality definitions of medseg/evaluation.py on hand-made masks (numbers worked out by hand)."""
+"""The quality definitions of medseg/core/scoring.py on hand-made masks (numbers worked out by hand)."""
 
 import numpy as np
 import pytest
@@ -49,3 +49,10 @@ def test_summary_separates_empty_studies_and_pools_global_dice():
     assert summary["false_positive_lesions_per_study"] == 0.25
     assert summary["lesion_sensitivity_ge_10mm"] == 1.0  # the 10-voxel cube is 12.4 mm; the 2-voxel one is not counted
     assert summary["lesion_sensitivity_all"] == 0.5
+    # Dice 1.0 and 0.0: t(1) = 12.71, half-width 12.71 * 0.707 / sqrt(2) = 6.35, clipped to the range
+    assert summary["mean_dice_ci95"] == [0.0, 1.0]
+    # 1 of 2 lesions, Wilson 95 % (z = 1.96, n = 2, p = 0.5): centre (p + z^2/2n) / (1 + z^2/n) = 0.5,
+    # half-width z * sqrt(p(1-p)/n + z^2/4n^2) / (1 + z^2/n) = 0.4055
+    assert summary["lesion_sensitivity_all_ci95"] == [0.0945, 0.9055]
+    one = summarize([perfect])
+    assert one["mean_dice"] == 1.0 and one["mean_dice_ci95"] is None  # one study gives no interval

@@ -3,7 +3,7 @@
 Windows per model version: the **long window** is the last ``window_reviews`` reviews within
 ``window_days``; the **short window** is its newest ``short_window_reviews``.
 
-Intervals (``confidence``, default 95 %):
+Intervals (``confidence``, default 95 %; computed by ``medseg.core.stats``, as ``medseg evaluate`` does):
 
 * means of per-review numbers (Dice, voxel FN rate): Student's t interval, ``mean +- t * s / sqrt(n)``,
   clipped to the metric's range [0, 1] (for n = 2 the raw t interval of Dice 0.2 and 0.9 is
@@ -33,45 +33,11 @@ objective by a margin ``m`` with per-review standard deviation ``s``, condition 
 from __future__ import annotations
 
 import datetime as dt
-import math
 import statistics
 from dataclasses import asdict, dataclass
 
 from medseg.config import SLO_METRICS, MonitoringSettings, SLOSettings
-
-
-@dataclass(frozen=True)
-class Estimate:
-    value: float | None
-    low: float | None
-    high: float | None
-    n: int  # reviews (means) or lesions (sensitivity) behind the value
-
-    def as_dict(self) -> dict:
-        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
-
-
-def mean_ci(values: list[float], confidence: float, bounds: tuple[float, float] = (0.0, 1.0)) -> Estimate:
-    """Mean and Student's t interval, clipped to ``bounds`` (the metric's range)."""
-    if not values:
-        return Estimate(None, None, None, 0)
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return Estimate(mean, None, None, 1)
-    from scipy import stats  # here, not at import: a second of start-up for every CLI command
-
-    half = stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-    lo, hi = bounds
-    return Estimate(mean, max(lo, mean - half), min(hi, mean + half), len(values))
-
-
-def proportion_ci(successes: int, trials: int, confidence: float) -> Estimate:
-    if trials == 0:
-        return Estimate(None, None, None, 0)
-    from scipy import stats
-
-    ci = stats.binomtest(successes, trials).proportion_ci(confidence_level=confidence, method="wilson")
-    return Estimate(successes / trials, float(ci.low), float(ci.high), trials)
+from medseg.core.stats import Estimate, mean_ci, proportion_ci
 
 
 def estimate(reviews, metric: str, confidence: float) -> Estimate:

@@ -56,7 +56,7 @@ lower chest and upper abdomen (the negatives).
 (apices, shoulders, base of the neck; {chosen.get('whole_ct_false_positives', '-')} with the chosen filters).
 
 **Measured on** (never trained or chosen on):
-- {sts.get('cases', 0)} held-out sarcomas: mean Dice **{sts.get('mean_dice', '-')}** ({per_case}).
+- {sts.get('cases', 0)} held-out sarcomas: mean Dice **{sts.get('mean_dice', '-')}** ({_ci(sts, 'mean_dice_ci95')}{per_case}).
 - Slices {fov['measuring_slices'][0]}-{fov['measuring_slices'][1] - 1} of the whole CT (mid chest): **{measure.get('false_positive_lesions', '-')} false-positive
   lesion(s)** ({measure.get('false_positive_ml', '-')} mL); its one lung nodule (2.67 mL, >= 2 of 4 readers): {nodule}.
 - {phantoms.get('studies', 0)} synthetic phantoms: mean Dice {phantoms.get('mean_dice', '-')}, {phantoms.get('false_positive_lesions_per_study', '-')} false-positive
@@ -120,7 +120,7 @@ schedule then follows the iteration count instead of the clock, so expect close,
 weights). Phantom seeds {m.training.get('phantom_seeds')}
 were used for training; held-out seeds and real cases are listed under `metrics`.
 {chr(10) + "**Amended.** " + m.training["amended"] + "." + chr(10) if m.training.get("amended") else ""}
-**Held-out metrics** (full pipeline, source grid; definitions in `medseg/evaluation.py`):
+**Held-out metrics** (full pipeline, source grid; definitions in `medseg/core/scoring.py`):
 ```json
 {metrics}
 ```
@@ -131,3 +131,9 @@ weights sha256), or import a MONAI bundle; the weights' sha256 is checked before
 Real tumor data: soft-tissue sarcoma CT from TCIA (Vallières et al. 2015, CC BY 3.0; see
 `tests/data/sts-ct/README.md`).
 """
+
+
+def _ci(metrics: dict, key: str) -> str:
+    """``95 % CI a-b; `` where the metrics carry that interval (versions measured before they did not)."""
+    interval = metrics.get(key)
+    return f"95 % CI {interval[0]:.2f}-{interval[1]:.2f}; per case " if interval else ""

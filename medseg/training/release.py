@@ -19,6 +19,7 @@ from medseg.core.phantom import generate_phantom
 from medseg.core.pipeline.segment import segment
 from medseg.core.pipeline.spec import PipelineSpec
 from medseg.core.scoring import evaluate_case, summarize
+from medseg.core.stats import REPORT_CONFIDENCE, mean_ci, proportion_ci
 from medseg.models.manifest import ArchitectureSpec, InputSpec, ModelManifest, WeightsSpec
 from medseg.training.calibration import calibrate_lesion_filters, calibrate_on_real_ct
 from medseg.training.checkpoint import CHECKPOINT_FILE
@@ -122,10 +123,13 @@ def evaluate(network: torch.nn.Module, spec: PipelineSpec, cfg: TrainConfig,
         results["holdout_real_sts"] = {
             "cases": len(per_case),
             "mean_dice": round(float(np.mean(list(per_case.values()))), 4),
+            "mean_dice_ci95": mean_ci(list(per_case.values()), REPORT_CONFIDENCE).interval(),
             "per_case_dice": {k: round(v, 4) for k, v in per_case.items()},
             # the same detection rule as reviews (>= 10 % of a tumor's voxels called): what the
             # lesion-sensitivity SLOs of a real-CT model are compared with
             "lesion_sensitivity": round(sum(hit for _, hit in lesions) / len(lesions), 4) if lesions else None,
+            "lesion_sensitivity_ci95": proportion_ci(sum(hit for _, hit in lesions), len(lesions),
+                                                     REPORT_CONFIDENCE).interval(),
             "lesion_sensitivity_ge_10mm": _sensitivity([hit for d, hit in lesions if d >= 10.0]),
         }
     return results
