@@ -388,6 +388,39 @@ def test_an_organ_model_speaks_of_its_task_not_of_tumors(tmp_path):
     assert data["task"] == {"title": "spleen", "finding": "structure"}
     (entry,) = data["segments"]
     assert (entry["label"], entry["name"], entry["code"][1]) == (1, "spleen", "78961009")
+
+    # the site's acceptance run (`medseg evaluate --cases`) runs the bundle's own pipeline: with the
+    # version's own result as one case's reference it scores 1.0; the phantom's tumors (label 1)
+    # as the other's score what `dice` of the two masks says
+    import nibabel as nib
+
+    from medseg.core.io.nifti import read_nifti
+    from medseg.core.scoring import dice
+
+    study = tmp_path / "labelled"
+    assert run("phantom", "--out", study, "--seed", "3", "--slices", "24", "--size", "64", "--tumors", "2").returncode == 0
+    assert run("segment", study / "image.nii.gz", "--out", tmp_path / "nifti-out", "--model", version).returncode == 0
+    for case, reference in (("own", tmp_path / "nifti-out" / "mask.nii.gz"), ("tumors", study / "truth.nii.gz")):
+        (tmp_path / "cases" / case).mkdir(parents=True)
+        shutil.copyfile(study / "image.nii.gz", tmp_path / "cases" / case / "image.nii.gz")
+        shutil.copyfile(reference, tmp_path / "cases" / case / "mask.nii.gz")
+    result = run("evaluate", "--model", version, "--cases", tmp_path / "cases")
+    assert result.returncode == 0, result.stderr
+    site = json.loads(result.stdout)["site_cases"]
+    ours, truth = (read_nifti(tmp_path / "cases" / c / "mask.nii.gz").array for c in ("own", "tumors"))
+    assert ours.any() and truth.any(), "both references hold the label"
+    assert site["per_case"]["own"]["dice"] == 1.0
+    assert site["per_case"]["tumors"]["dice"] == pytest.approx(dice(ours, truth), abs=1e-4)
+    spleen = site["per_label"]["spleen"]
+    assert spleen["cases"] == 2 and spleen["mean_dice"] == pytest.approx((1.0 + dice(ours, truth)) / 2, abs=1e-4)
+    assert site["model"] == "spleen-ct-segmentation:" + version.name and "holdout_phantoms" not in result.stdout
+
+    # a mask on another grid is the case's fault, in one line
+    cropped = nib.load(study / "truth.nii.gz")
+    nib.save(nib.Nifti1Image(np.asarray(cropped.dataobj)[:-1], cropped.affine), tmp_path / "cases" / "tumors" / "mask.nii.gz")
+    result = run("evaluate", "--model", version, "--cases", tmp_path / "cases")
+    assert result.returncode == 2 and "[evaluate.mask_grid]" in result.stderr and "case tumors" in result.stderr
+    assert "Traceback" not in result.stderr
     assert entry["components"] == data["lesion_count"]
     assert entry["volume_ml"] == pytest.approx(data["total_volume_ml"], abs=1e-3)
 

@@ -108,6 +108,34 @@ def test_reported_holdout_metrics_are_reproduced_through_the_cli(shipped_model, 
 
 
 @pytest.mark.model
+def test_a_sites_acceptance_run_scores_its_cases_and_records_no_case_names(segmented, phantom_case, shipped_model,
+                                                                          tmp_path):
+    """`medseg evaluate --cases`: the phantom as a site's labelled case (its folder named like a
+    patient); the Dice of the case is the Dice of `medseg segment`'s mask; --write-metrics adds the
+    summary to what the manifest already reported, and leaves the case's name out of the manifest."""
+    case = tmp_path / "cases" / "DOE_JOHN"
+    case.mkdir(parents=True)
+    shutil.copyfile(phantom_case / "image.nii.gz", case / "image.nii.gz")
+    shutil.copyfile(phantom_case / "truth.nii.gz", case / "mask.nii.gz")
+    model = tmp_path / "ct-phantom" / "9.0.0"
+    shutil.copytree(shipped_model, model)
+    before = json.loads((model / "manifest.json").read_text())["metrics"]
+    result = subprocess.run([EXE, "evaluate", "--model", str(model), "--cases", str(tmp_path / "cases"), "--write-metrics"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    site = json.loads(result.stdout)["site_cases"]
+    expected = dice(read_nifti(segmented[0] / "mask.nii.gz").array, read_nifti(phantom_case / "truth.nii.gz").array)
+    assert site["per_case"]["DOE_JOHN"]["dice"] == pytest.approx(expected, abs=0.01)
+    assert site["studies"] == 1 and site["mean_dice_ci95"] is None  # one case gives no interval
+    assert "per_label" not in site  # one lesion label: the foreground is the label
+    written = (model / "manifest.json").read_text()
+    after = json.loads(written)["metrics"]
+    assert after["holdout_phantoms"] == before["holdout_phantoms"]
+    assert after["site_cases"]["mean_dice"] == site["mean_dice"] and "DOE_JOHN" not in written
+    assert "site_cases" in (model / "MODEL_CARD.md").read_text()
+
+
+@pytest.mark.model
 def test_segment_nifti_in_gives_nifti_out_on_the_same_grid(segmented, phantom_case, tmp_path):
     out = tmp_path / "nifti-result"
     result = subprocess.run([EXE, "segment", str(phantom_case / "image.nii.gz"), "--out", str(out)],

@@ -56,3 +56,24 @@ def test_summary_separates_empty_studies_and_pools_global_dice():
     assert summary["lesion_sensitivity_all_ci95"] == [0.0945, 0.9055]
     one = summarize([perfect])
     assert one["mean_dice"] == 1.0 and one["mean_dice_ci95"] is None  # one study gives no interval
+
+
+def test_site_cases_are_found_by_their_file_names_and_a_half_case_is_refused(tmp_path):
+    from medseg.core.exceptions import InputError
+    from medseg.quality.acceptance import find_cases
+
+    with pytest.raises(InputError) as empty:
+        find_cases(tmp_path)
+    assert empty.value.code == "evaluate.no_cases"
+    for name, files in (("b", ("CT_image.nii.gz", "CT_mask.nii.gz")), ("a", ("image.nii.gz", "label.nii.gz")),
+                        ("notes", ())):
+        (tmp_path / name).mkdir()
+        for f in files:
+            (tmp_path / name / f).write_bytes(b"")
+    assert [(n, i.name, m.name) for n, i, m in find_cases(tmp_path)] == [
+        ("a", "image.nii.gz", "label.nii.gz"), ("b", "CT_image.nii.gz", "CT_mask.nii.gz")]
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "image.nii.gz").write_bytes(b"")
+    with pytest.raises(InputError) as half:
+        find_cases(tmp_path)
+    assert half.value.code == "evaluate.case_incomplete" and "c hold an image without a mask" in half.value.message

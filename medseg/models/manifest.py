@@ -244,7 +244,7 @@ class ModelManifest(_Frozen):
         """medseg's pipeline for this version; an imported bundle has none (it runs its own)."""
         if self.inference.engine != "medseg":
             raise ModelError(f"{self.ref}: an imported MONAI bundle runs its own pipeline, not medseg's "
-                             "(medseg evaluate measures medseg's own models)", code="model.engine")
+                             "(medseg evaluate measures it on the site's own cases, --cases, not on medseg's held-out sets)", code="model.engine")
         sx, sy, sz = self.input.spacing_xyz_mm
         return PipelineSpec(
             spacing_zyx=(sz, sy, sx),

@@ -56,15 +56,21 @@ def train(
 
 def evaluate(
     model: Optional[str] = typer.Option(None, help="model folder or <name>/<version>"),
-    phantoms: int = typer.Option(20, min=0, help="held-out phantoms (seeds from 900000)"),
+    phantoms: Optional[int] = typer.Option(
+        None, min=0, help="held-out phantoms (seeds from 900000); default 20, or 0 with --cases"),
     sts_dir: Optional[Path] = typer.Option(None, help="real STS cases; only the held-out ones are used"),
     full_fov_dir: Optional[Path] = typer.Option(
         None, help="the whole chest CT: false-positive lesions on its measuring slab (never trained on)"),
+    cases: Optional[Path] = typer.Option(
+        None, help="the site's own labelled cases: one folder per case with image.nii.gz and mask.nii.gz "
+                   "(or CT_image.nii.gz and CT_mask.nii.gz); any model, a MONAI bundle's too"),
     write_metrics: bool = typer.Option(False, help="record the measured metrics in manifest.json and MODEL_CARD.md"),
 ) -> None:
-    """Measure a model on held-out phantoms (and held-out real cases) through the full pipeline."""
+    """Measure a model on held-out phantoms, held-out real cases or the site's own cases, through
+    the full pipeline."""
     from medseg.config import get_settings
     from medseg.models.store import load_model
+    from medseg.quality.acceptance import evaluate_cases
     from medseg.training.config import TrainConfig
     from medseg.training.model_card import model_card
     from medseg.training.release import evaluate as run
@@ -72,14 +78,22 @@ def evaluate(
     settings = get_settings()
     model_dir = settings.model_dir(model)
     loaded = load_model(model_dir)
+    phantoms = phantoms if phantoms is not None else (0 if cases else 20)
     config = TrainConfig(out=Path("."), holdout_phantoms=phantoms, sts_dir=sts_dir, full_fov_dir=full_fov_dir)
     with progress("evaluating") as stage:
-        metrics = run(loaded.network, loaded.manifest.pipeline_spec(), config, progress=stage)
+        site = evaluate_cases(loaded, cases, progress=stage) if cases else None
+        held_out = phantoms or sts_dir or full_fov_dir  # medseg's own held-out sets: its own models only
+        metrics = run(loaded.network, loaded.manifest.pipeline_spec(), config, progress=stage) if held_out else {}
+    if site is not None:
+        metrics["site_cases"] = site
     stdout.print(json.dumps(metrics, indent=2))
     if write_metrics:  # a <name>/<version> is written in the site's model store, never the shipped copy
         if not Path(model or settings.default_model).is_dir():
             model_dir = settings.model_catalog().writable(loaded.manifest.name, loaded.manifest.version)
-        manifest = loaded.manifest.model_copy(update={"metrics": metrics})
+        if site is not None:  # case folders may be named after patients: the manifest travels, names do not
+            metrics["site_cases"] = {k: v for k, v in site.items() if k != "per_case"}
+        # measured here over what was measured before: an acceptance run keeps the held-out metrics
+        manifest = loaded.manifest.model_copy(update={"metrics": {**loaded.manifest.metrics, **metrics}})
         manifest.dump(model_dir)
         (model_dir / "MODEL_CARD.md").write_text(model_card(manifest))
 
