@@ -404,9 +404,12 @@ def test_an_organ_model_speaks_of_its_task_not_of_tumors(tmp_path):
         (tmp_path / "cases" / case).mkdir(parents=True)
         shutil.copyfile(study / "image.nii.gz", tmp_path / "cases" / case / "image.nii.gz")
         shutil.copyfile(reference, tmp_path / "cases" / case / "mask.nii.gz")
-    result = run("evaluate", "--model", version, "--cases", tmp_path / "cases")
+    result = run("evaluate", "--model", version, "--cases", tmp_path / "cases", "--write-metrics")
     assert result.returncode == 0, result.stderr
     site = json.loads(result.stdout)["site_cases"]
+    recorded = ModelManifest.load(version).metrics["site_cases"]
+    assert recorded == {k: v for k, v in site.items() if k != "per_case"}
+    assert not (version / "MODEL_CARD.md").exists(), "no card of medseg's training is written for a bundle"
     ours, truth = (read_nifti(tmp_path / "cases" / c / "mask.nii.gz").array for c in ("own", "tumors"))
     assert ours.any() and truth.any(), "both references hold the label"
     assert site["per_case"]["own"]["dice"] == 1.0

@@ -95,5 +95,6 @@ def evaluate(
         # measured here over what was measured before: an acceptance run keeps the held-out metrics
         manifest = loaded.manifest.model_copy(update={"metrics": {**loaded.manifest.metrics, **metrics}})
         manifest.dump(model_dir)
-        (model_dir / "MODEL_CARD.md").write_text(model_card(manifest))
+        if "recipe" in manifest.training:  # the card of a model medseg trained; a bundle keeps its authors' docs
+            (model_dir / "MODEL_CARD.md").write_text(model_card(manifest))
 
