@@ -129,3 +129,18 @@ def test_overlay_thumbnails_draw_the_seg_outline_on_the_ct(tmp_path):
         shutil.rmtree(overlays)
         assert client.get(images[0]).content == first and (overlays / "plan.json").is_file()
         assert client.get(images[0].replace("lesion1-", "lesion9-")).status_code == 404
+
+
+def test_the_models_page_states_each_measured_mean_dice_with_its_interval(tmp_path):
+    """The shipped real-CT model: its held-out mean Dice with the 95 % interval its manifest records."""
+    import json
+
+    from tests.conftest import REPO
+
+    metrics = json.loads((REPO / "models" / "ct-tumor" / "3.0.0" / "manifest.json").read_text())["metrics"]
+    low, high = metrics["holdout_real_sts"]["mean_dice_ci95"]
+    with running(tmp_path, settings_extra={"default_model": "ct-tumor/3.0.0"}) as (service, client):
+        _login(service, client, "ml", ["ml-engineer"])
+        text = client.get("/ui/models").text
+        mean = metrics["holdout_real_sts"]["mean_dice"]
+        assert f"holdout real sts</th><td>mean Dice {mean} (95 % CI {low:.2f}–{high:.2f})" in text
