@@ -412,7 +412,7 @@ def test_an_organ_model_speaks_of_its_task_not_of_tumors(tmp_path):
     assert not (version / "MODEL_CARD.md").exists(), "no card of medseg's training is written for a bundle"
     ours, truth = (read_nifti(tmp_path / "cases" / c / "mask.nii.gz").array for c in ("own", "tumors"))
     assert ours.any() and truth.any(), "both references hold the label"
-    assert site["per_case"]["own"]["dice"] == 1.0
+    assert site["per_case"]["own"]["dice"] == 1.0 and site["per_case"]["own"]["per_label_dice"] == {"spleen": 1.0}
     assert site["per_case"]["tumors"]["dice"] == pytest.approx(dice(ours, truth), abs=1e-4)
     spleen = site["per_label"]["spleen"]
     assert spleen["cases"] == 2 and spleen["mean_dice"] == pytest.approx((1.0 + dice(ours, truth)) / 2, abs=1e-4)

@@ -61,9 +61,10 @@ def evaluate_cases(model, root: Path, progress: Callable[[str], None] | None = N
 
     report = progress or (lambda stage: None)
     manifest = model.manifest
+    per_label = manifest.task.finding == "structure" or len(manifest.labels) > 1
     cases = find_cases(root)
     results: dict[str, dict] = {}
-    scored, masks = [], []
+    scored, label_dice = [], {spec.name: [] for spec in manifest.labels}
     for i, (name, image_path, mask_path) in enumerate(cases, 1):
         report(f"case {i} of {len(cases)}")
         image, reference = read_nifti(image_path), read_nifti(mask_path)
@@ -74,16 +75,20 @@ def evaluate_cases(model, root: Path, progress: Callable[[str], None] | None = N
         out = model.segment(image).mask.array
         case = evaluate_case(out, truth, image.voxel_volume_ml)
         scored.append(case)
-        masks.append((out, truth))
         results[name] = case.as_dict()
+        if per_label:  # a label counts for the cases whose reference or result holds it
+            held = {spec.name: dice(out == spec.value, truth == spec.value) for spec in manifest.labels
+                    if (out == spec.value).any() or (truth == spec.value).any()}
+            results[name]["per_label_dice"] = {k: round(v, 4) for k, v in held.items()}
+            for label, value in held.items():
+                label_dice[label].append(value)
     summary = {"model": manifest.ref, **summarize(scored), "per_case": results}
-    if manifest.task.finding == "structure" or len(manifest.labels) > 1:
-        summary["per_label"] = {spec.name: _label_summary(masks, spec.value) for spec in manifest.labels}
+    if per_label:
+        summary["per_label"] = {label: _mean(values) for label, values in label_dice.items()}
     return summary
 
 
-def _label_summary(masks: list[tuple[np.ndarray, np.ndarray]], value: int) -> dict:
-    values = [dice(out == value, truth == value) for out, truth in masks if (out == value).any() or (truth == value).any()]
+def _mean(values: list[float]) -> dict:
     estimate = mean_ci(values, REPORT_CONFIDENCE)
     return {"cases": len(values), "mean_dice": None if estimate.value is None else round(estimate.value, 4),
             "mean_dice_ci95": estimate.interval()}
