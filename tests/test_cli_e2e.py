@@ -111,12 +111,20 @@ def test_reported_holdout_metrics_are_reproduced_through_the_cli(shipped_model, 
 def test_a_sites_acceptance_run_scores_its_cases_and_records_no_case_names(segmented, phantom_case, shipped_model,
                                                                           tmp_path):
     """`medseg evaluate --cases`: the phantom as a site's labelled case (its folder named like a
-    patient); the Dice of the case is the Dice of `medseg segment`'s mask; --write-metrics adds the
-    summary to what the manifest already reported, and leaves the case's name out of the manifest."""
+    patient), twice, once with its mask's axes swapped and reversed; the Dice of the case is the
+    Dice of `medseg segment`'s mask; --write-metrics adds the summary to what the manifest already
+    reported, and leaves the cases' names out of the manifest."""
     case = tmp_path / "cases" / "DOE_JOHN"
     case.mkdir(parents=True)
     shutil.copyfile(phantom_case / "image.nii.gz", case / "image.nii.gz")
     shutil.copyfile(phantom_case / "truth.nii.gz", case / "mask.nii.gz")
+    # the same case with its mask saved by another tool: first two axes swapped, the first reversed
+    (tmp_path / "cases" / "DOE_JANE").mkdir()
+    shutil.copyfile(phantom_case / "image.nii.gz", tmp_path / "cases" / "DOE_JANE" / "image.nii.gz")
+    truth = nib.load(phantom_case / "truth.nii.gz")
+    moved = np.asarray(truth.dataobj).transpose(1, 0, 2)[::-1]  # moved[i, j, k] = truth[j, n - 1 - i, k]
+    swap_flip = np.array([[0, 1, 0, 0], [-1, 0, 0, truth.shape[1] - 1], [0, 0, 1, 0], [0, 0, 0, 1]], float)
+    nib.save(nib.Nifti1Image(moved, truth.affine @ swap_flip), tmp_path / "cases" / "DOE_JANE" / "mask.nii.gz")
     model = tmp_path / "ct-phantom" / "9.0.0"
     shutil.copytree(shipped_model, model)
     before = json.loads((model / "manifest.json").read_text())["metrics"]
@@ -126,12 +134,13 @@ def test_a_sites_acceptance_run_scores_its_cases_and_records_no_case_names(segme
     site = json.loads(result.stdout)["site_cases"]
     expected = dice(read_nifti(segmented[0] / "mask.nii.gz").array, read_nifti(phantom_case / "truth.nii.gz").array)
     assert site["per_case"]["DOE_JOHN"]["dice"] == pytest.approx(expected, abs=0.01)
-    assert site["studies"] == 1 and site["mean_dice_ci95"] is None  # one case gives no interval
+    assert site["per_case"]["DOE_JANE"] == site["per_case"]["DOE_JOHN"]  # the same voxels, in another order
+    assert site["studies"] == 2 and site["mean_dice_ci95"] == [site["mean_dice"]] * 2  # two equal cases: no spread
     assert "per_label" not in site  # one lesion label: the foreground is the label
     written = (model / "manifest.json").read_text()
     after = json.loads(written)["metrics"]
     assert after["holdout_phantoms"] == before["holdout_phantoms"]
-    assert after["site_cases"]["mean_dice"] == site["mean_dice"] and "DOE_JOHN" not in written
+    assert after["site_cases"]["mean_dice"] == site["mean_dice"] and "DOE_J" not in written
     assert "site_cases" in (model / "MODEL_CARD.md").read_text()
 
 

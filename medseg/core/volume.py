@@ -120,6 +120,18 @@ def canonical_reorientation(affine: np.ndarray) -> Reorientation:
     return Reorientation(perm=tuple(best), flips=flips)  # type: ignore[arg-type]
 
 
+def on_grid(source: Volume, target: Volume, atol_mm: float = 0.01) -> np.ndarray | None:
+    """``source``'s voxel values on ``target``'s grid when the two grids are the same voxels up to
+    axis order and direction (a mask saved by another tool, another NIfTI convention); values are
+    moved, never interpolated, so labels stay labels. None when the grids differ otherwise."""
+    mine, theirs = canonical_reorientation(target.affine), canonical_reorientation(source.affine)
+    array = theirs.apply(source.array)
+    if array.shape != mine.apply(np.empty(target.shape, bool)).shape or not np.allclose(
+            mine.apply_affine(target.affine, target.shape), theirs.apply_affine(source.affine, source.shape), atol=atol_mm):
+        return None
+    return np.ascontiguousarray(mine.invert(array))
+
+
 # --- NIfTI (RAS, index order i, j, k) <-> Volume (LPS, index order k, r, c) ---
 
 

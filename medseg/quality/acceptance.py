@@ -9,6 +9,8 @@ NIfTI on the same grid (the layout of the TCIA sarcoma crops and of the gate's r
 * image: ``CT_image.nii.gz``, ``image.nii.gz`` or ``image.nii``;
 * mask: ``CT_mask.nii.gz``, ``mask.nii.gz``, ``label.nii.gz``, ``mask.nii`` or ``label.nii``;
   label values are the model's (``manifest.labels``); for a lesion model any value above 0 is tumor.
+  The mask's voxels must be the image's, in any axis order and direction (``core.volume.on_grid``,
+  as for a radiologist's corrected NIfTI): values are moved, never resampled.
 
 Each case runs the version's own pipeline (``LoadedModel.segment``: medseg's, or the bundle's).
 A lesion model is scored as ``medseg evaluate`` scores its held-out cases (Dice of the foreground,
@@ -26,6 +28,7 @@ import numpy as np
 from medseg.core.exceptions import InputError
 from medseg.core.scoring import dice, evaluate_case, summarize
 from medseg.core.stats import REPORT_CONFIDENCE, mean_ci
+from medseg.core.volume import on_grid
 
 IMAGE_NAMES = ("CT_image.nii.gz", "image.nii.gz", "image.nii")
 MASK_NAMES = ("CT_mask.nii.gz", "mask.nii.gz", "label.nii.gz", "mask.nii", "label.nii")
@@ -68,10 +71,11 @@ def evaluate_cases(model, root: Path, progress: Callable[[str], None] | None = N
     for i, (name, image_path, mask_path) in enumerate(cases, 1):
         report(f"case {i} of {len(cases)}")
         image, reference = read_nifti(image_path), read_nifti(mask_path)
-        if reference.shape != image.shape or not np.allclose(reference.affine, image.affine, atol=1e-3):
+        truth = on_grid(reference, image)
+        if truth is None:
             raise InputError(f"case {name}: the mask is not on the image's grid (shape {reference.shape} vs "
-                             f"{image.shape}, or another position)", code="evaluate.mask_grid")
-        truth = np.rint(reference.array).astype(np.int32)
+                             f"{image.shape}, or another spacing, position or orientation)", code="evaluate.mask_grid")
+        truth = np.rint(truth).astype(np.int32)
         out = model.segment(image).mask.array
         case = evaluate_case(out, truth, image.voxel_volume_ml)
         scored.append(case)

@@ -15,7 +15,7 @@ import pydicom
 from medseg.core.exceptions import MedsegError, ReviewError
 from medseg.core.io.geometry import sort_and_check
 from medseg.core.io.scan import scan_folder
-from medseg.core.volume import Volume, canonical_reorientation
+from medseg.core.volume import Volume, on_grid
 from medseg.jobs.orm import Job
 
 
@@ -75,13 +75,9 @@ def nifti_mask(data: bytes, target: Volume) -> np.ndarray:
             volume = read_nifti(path)
         except MedsegError as exc:
             raise ReviewError(f"the corrected mask is not a usable NIfTI: {exc.message}", code="review.unreadable") from None
-    mine, theirs = canonical_reorientation(target.affine), canonical_reorientation(volume.affine)
-    canon_target = mine.apply_affine(target.affine, target.shape)
-    canon_theirs = theirs.apply_affine(volume.affine, volume.shape)
-    array = theirs.apply(volume.array)
-    if array.shape != mine.apply(np.empty(target.shape, bool)).shape or not np.allclose(canon_target, canon_theirs,
-                                                                                      atol=0.01):
+    array = on_grid(volume, target)
+    if array is None:
         raise ReviewError(f"the NIfTI mask is not on the source grid (shape {volume.shape} vs {target.shape}, or "
                           "different spacing/origin/orientation); export it on the original series",
                           code="review.geometry")
-    return np.ascontiguousarray(mine.invert(array) > 0)
+    return array > 0
