@@ -388,6 +388,8 @@ def test_an_organ_model_speaks_of_its_task_not_of_tumors(tmp_path):
     assert data["task"] == {"title": "spleen", "finding": "structure"}
     (entry,) = data["segments"]
     assert (entry["label"], entry["name"], entry["code"][1]) == (1, "spleen", "78961009")
+    assert entry["components"] == data["lesion_count"]
+    assert entry["volume_ml"] == pytest.approx(data["total_volume_ml"], abs=1e-3)
 
     # the site's acceptance run (`medseg evaluate --cases`) runs the bundle's own pipeline: with the
     # version's own result as one case's reference it scores 1.0; the phantom's tumors (label 1)
@@ -424,8 +426,6 @@ def test_an_organ_model_speaks_of_its_task_not_of_tumors(tmp_path):
     result = run("evaluate", "--model", version, "--cases", tmp_path / "cases")
     assert result.returncode == 2 and "[evaluate.mask_grid]" in result.stderr and "case tumors" in result.stderr
     assert "Traceback" not in result.stderr
-    assert entry["components"] == data["lesion_count"]
-    assert entry["volume_ml"] == pytest.approx(data["total_volume_ml"], abs=1e-3)
 
 
 @pytest.mark.parametrize("task,label", [("tumor", "AI_TUMOR_SEG"), ("spleen", "AI_SPLEEN_SEG"),
