@@ -134,15 +134,20 @@ def shoot(driver, name: str) -> Path:
 
 def click_and_load(driver, element) -> None:
     """Click a link or a submit button and wait until the browser has left the old page and
-    loaded the new one (an element looked up in between may belong to neither)."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
+    loaded the new one (an element looked up in between may belong to neither).
+
+    The old page is marked, and the wait is for a complete document without the mark. Selenium's
+    ``staleness_of`` on the old page's element is not used: while the document is being replaced,
+    ChromeDriver 156 may answer it with an "unknown error" (a node "does not belong to the
+    document") instead of a stale element, which failed a CI run. Such answers in the middle of a
+    navigation are retried until the new page is there."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    old = driver.find_element(By.TAG_NAME, "html")
+    driver.execute_script("document.documentElement.dataset.leaving = 'yes'")
     element.click()
-    WebDriverWait(driver, 60).until(expected_conditions.staleness_of(old))
-    WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.readyState") == "complete")
+    WebDriverWait(driver, 60, ignored_exceptions=(WebDriverException,)).until(lambda d: d.execute_script(
+        "return document.readyState === 'complete' && document.documentElement.dataset.leaving === undefined"))
 
 
 def nav(driver) -> list[str]:
