@@ -145,6 +145,27 @@ def test_a_sites_acceptance_run_scores_its_cases_and_records_no_case_names(segme
 
 
 @pytest.mark.model
+def test_an_acceptance_run_on_a_pacs_export_scores_the_seg_made_by_hand(segmented, phantom_case, tmp_path):
+    """A DICOM case as a PACS exports it: the series, the reader's SEG and medseg's own SEG of it
+    side by side. The reference is the reader's, and the case scores what `medseg segment`'s mask
+    scores against the truth."""
+    case = tmp_path / "cases" / "DOE_RICHARD"
+    shutil.copytree(phantom_case / "dicom", case / "images")
+    shutil.copyfile(phantom_case / "truth_seg.dcm", case / "reference.dcm")
+    shutil.copyfile(segmented[0] / "seg.dcm", case / "ai_result.dcm")
+    result = subprocess.run([EXE, "evaluate", "--cases", str(tmp_path / "cases")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    scored = json.loads(result.stdout)["site_cases"]["per_case"]["DOE_RICHARD"]
+    expected = dice(read_nifti(segmented[0] / "mask.nii.gz").array, read_nifti(phantom_case / "truth.nii.gz").array)
+    assert scored["dice"] == pytest.approx(expected, abs=1e-4) and "ignored_segments" not in scored
+    (case / "reference.dcm").unlink()  # only the AI result is left: no reference
+    refused = subprocess.run([EXE, "evaluate", "--cases", str(tmp_path / "cases")], capture_output=True, text=True)
+    assert refused.returncode == 2 and refused.stdout == "" and "Traceback" not in refused.stderr
+    assert "case DOE_RICHARD: only 1 AI result SEG(s) of medseg" in refused.stderr
+    assert "[evaluate.case_incomplete]" in refused.stderr
+
+
+@pytest.mark.model
 def test_segment_nifti_in_gives_nifti_out_on_the_same_grid(segmented, phantom_case, tmp_path):
     out = tmp_path / "nifti-result"
     result = subprocess.run([EXE, "segment", str(phantom_case / "image.nii.gz"), "--out", str(out)],

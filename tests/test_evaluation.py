@@ -1,5 +1,7 @@
 """The quality definitions of medseg/core/scoring.py on hand-made masks (numbers worked out by hand)."""
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -77,3 +79,79 @@ def test_site_cases_are_found_by_their_file_names_and_a_half_case_is_refused(tmp
     with pytest.raises(InputError) as half:
         find_cases(tmp_path)
     assert half.value.code == "evaluate.case_incomplete" and "c hold an image without a mask" in half.value.message
+
+
+def _dicom_case(folder, references: int = 1, ai_result: bool = False, phantom=None):
+    """A site's DICOM case: a phantom series and ``references`` hand-made SEGs of its tumors
+    (plus an AI result SEG beside them, as a PACS export holds both)."""
+    from medseg.core.labels import LabelSpec
+    from medseg.core.seg import write_seg
+    from tests.conftest import small_phantom, write_study
+
+    phantom = phantom or small_phantom()
+    datasets = write_study(folder / "series", phantom)
+    tumor = LabelSpec.model_validate({"value": 1, "name": "Tumor", "category": {"value": "49755003", "scheme": "SCT",
+                                      "meaning": "Morphologically Abnormal Structure"},
+                                      "type": {"value": "108369006", "scheme": "SCT", "meaning": "Neoplasm"}})
+    mask = (phantom.truth.array > 0).astype(np.uint8)
+    for i in range(references):
+        write_seg(folder / f"reference{i}.dcm", mask, datasets, [tumor], model_name="reader", model_version="1",
+                  ground_truth=True)
+    if ai_result:
+        write_seg(folder / "ai.dcm", np.zeros_like(mask), datasets, [tumor], model_name="m", model_version="1")
+    return phantom
+
+
+def test_a_dicom_case_is_its_series_and_the_seg_made_by_hand(tmp_path, shipped_model):
+    """The reference of a DICOM case is the SEG not made AUTOMATIC, on the series it references;
+    a second hand-made SEG, or none, is refused with the case's name."""
+    from medseg.core.exceptions import InputError
+    from medseg.models.manifest import ModelManifest
+    from medseg.quality.acceptance import dicom_case, find_cases
+
+    manifest = ModelManifest.load(shipped_model)
+    phantom = _dicom_case(tmp_path / "cases" / "DOE_JOHN", ai_result=True)
+    assert [(n, m) for n, _, m in find_cases(tmp_path / "cases")] == [("DOE_JOHN", None)]
+    volume, truth, ignored = dicom_case("DOE_JOHN", tmp_path / "cases" / "DOE_JOHN", manifest)
+    assert ignored == [] and np.array_equal(truth, phantom.truth.array > 0)  # the reference, not the empty AI SEG
+    assert np.abs(volume.array - phantom.image.array).max() <= 1.0
+
+    _dicom_case(tmp_path / "two", references=2)
+    with pytest.raises(InputError) as two:
+        dicom_case("DOE_JANE", tmp_path / "two", manifest)
+    assert two.value.code == "evaluate.case_ambiguous" and two.value.message.startswith("case DOE_JANE: 2 SEGs")
+    (tmp_path / "none").mkdir()
+    shutil.copytree(tmp_path / "two" / "series", tmp_path / "none" / "series")
+    with pytest.raises(InputError) as none:
+        dicom_case("DOE_JIM", tmp_path / "none", manifest)
+    assert none.value.code == "evaluate.case_incomplete" and "without a SEG" in none.value.message
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "notes.txt").write_text("not DICOM")
+    with pytest.raises(InputError) as text:
+        dicom_case("DOE_JOE", tmp_path / "text", manifest)
+    assert text.value.code == "input.no_dicom" and text.value.message.startswith("case DOE_JOE: ")
+
+
+def test_a_sites_segments_become_the_models_labels_by_name_or_code():
+    """A lesion model takes every segment as the lesion; any other model a segment of its label's
+    name, else of its label's coded type; a segment matching none is left out and named."""
+    from medseg.core.labels import LabelSpec
+    from medseg.quality.acceptance import reference_labels
+    from medseg.quality.masks import Segment
+
+    def label(value, name, code):
+        return LabelSpec.model_validate({"value": value, "name": name,
+                                         "category": {"value": "123037004", "scheme": "SCT", "meaning": "Anatomical Structure"},
+                                         "type": {"value": code, "scheme": "SCT", "meaning": name}})
+
+    liver, spleen = label(1, "Liver", "10200004"), label(2, "Spleen", "78961009")
+    pixels = np.zeros((2, 3, 3, 3), bool)
+    pixels[0, 0, 0, 0] = pixels[0, 1, 1, 1] = pixels[1, 2, 2, 2] = True
+    segments = [Segment(1, "SPLEEN ", ("0", "99X"), "MANUAL"), Segment(2, "Leber", ("10200004", "SCT"), "MANUAL"),
+                Segment(3, "Kidney", ("64033007", "SCT"), "MANUAL")]
+    truth, ignored = reference_labels(pixels, segments, [liver, spleen], "structure")
+    assert truth[0, 0, 0] == 2 and truth[0, 1, 1] == 1 and truth[1, 2, 2] == 0 and ignored == [3]
+    lesions, none = reference_labels(pixels, segments, [label(1, "Tumor", "108369006")], "lesion")
+    assert none == [] and lesions.sum() == 3  # every segment is tumor
+    single, _ = reference_labels(pixels[..., :1], [Segment(1, "Milz", ("0", "99X"), "MANUAL")], [spleen], "structure")
+    assert single[0, 0, 0] == 2  # one segment, one label: that label, whatever its name

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,29 +39,54 @@ def read_our_seg(job: Job, uids: list[str]) -> np.ndarray:
     return read_seg_mask(Path(job.seg_path), uids) > 0
 
 
-def seg_mask(data: bytes, series_uid: str, uids: list[str], shape) -> np.ndarray:
-    """Foreground of every segment of a corrected SEG, on the source instances ``uids`` (slice order)."""
+@dataclass(frozen=True)
+class Segment:
+    """One segment of a SEG: its number, label and coded property type, and how it was made."""
+
+    number: int
+    label: str
+    type_code: tuple[str, str]  # (CodeValue, CodingSchemeDesignator) of SegmentedPropertyTypeCodeSequence
+    algorithm_type: str  # AUTOMATIC, SEMIAUTOMATIC or MANUAL
+
+
+def seg_segments(data: bytes, series_uid: str, uids: list[str], shape) -> tuple[np.ndarray, list[Segment]]:
+    """Every segment of a SEG on the source instances ``uids`` (slice order): (k, r, c, segments) bool, and
+    the segments in that order. A SEG of other images, or of other frames, is refused: never resampled."""
     import highdicom as hd
 
     try:
         seg = hd.seg.Segmentation.from_dataset(pydicom.dcmread(io.BytesIO(data)), copy=False)
-    except Exception as exc:  # noqa: BLE001 - any damage: the reviewer gets one line
-        raise ReviewError(f"the corrected mask is not a readable DICOM SEG ({type(exc).__name__})",
+    except Exception as exc:  # noqa: BLE001 - any damage: the user gets one line
+        raise ReviewError(f"the mask is not a readable DICOM SEG ({type(exc).__name__})",
                           code="review.unreadable") from None
     series = {str(item.SeriesInstanceUID) for item in seg.get("ReferencedSeriesSequence", [])}
     referenced = {str(item.ReferencedSOPInstanceUID) for item in seg.get("ReferencedSeriesSequence", [])
                   for item in item.get("ReferencedInstanceSequence", [])}
     if series_uid not in series or not referenced <= set(uids):
-        raise ReviewError("the corrected SEG references other images than the series our result was made on "
+        raise ReviewError("the SEG references other images than the series it is compared on "
                           "(a different series or slices); it cannot be compared without resampling",
                           code="review.geometry")
     if (int(seg.Rows), int(seg.Columns)) != tuple(shape[1:]):
-        raise ReviewError(f"the corrected SEG has {seg.Rows}x{seg.Columns} frames, the source {shape[1]}x{shape[2]}",
+        raise ReviewError(f"the SEG has {seg.Rows}x{seg.Columns} frames, the source {shape[1]}x{shape[2]}",
                           code="review.geometry")
+    segments = [Segment(int(item.SegmentNumber), str(item.get("SegmentLabel", "")),
+                        _type_code(item), str(item.get("SegmentAlgorithmType", "")))
+                for item in sorted(seg.SegmentSequence, key=lambda item: int(item.SegmentNumber))]
     pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=False,
+                                               segment_numbers=[s.number for s in segments],
                                                assert_missing_frames_are_empty=True)
     threshold = 0.5 if str(seg.SegmentationType) == "FRACTIONAL" else 0
-    return (np.asarray(pixels) > threshold).any(axis=-1)
+    return np.asarray(pixels) > threshold, segments
+
+
+def _type_code(item) -> tuple[str, str]:
+    codes = item.get("SegmentedPropertyTypeCodeSequence", [])
+    return (str(codes[0].CodeValue), str(codes[0].CodingSchemeDesignator)) if codes else ("", "")
+
+
+def seg_mask(data: bytes, series_uid: str, uids: list[str], shape) -> np.ndarray:
+    """Foreground of every segment of a corrected SEG, on the source instances ``uids`` (slice order)."""
+    return seg_segments(data, series_uid, uids, shape)[0].any(axis=-1)
 
 
 def nifti_mask(data: bytes, target: Volume) -> np.ndarray:

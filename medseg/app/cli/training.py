@@ -63,7 +63,8 @@ def evaluate(
         None, help="the whole chest CT: false-positive lesions on its measuring slab (never trained on)"),
     cases: Optional[Path] = typer.Option(
         None, help="the site's own labelled cases: one folder per case with image.nii.gz and mask.nii.gz "
-                   "(or CT_image.nii.gz and CT_mask.nii.gz); any model, a MONAI bundle's too"),
+                   "(or CT_image.nii.gz and CT_mask.nii.gz), or with a DICOM series and its reference SEG; "
+                   "any model, a MONAI bundle's too"),
     write_metrics: bool = typer.Option(False, help="record the measured metrics in manifest.json and MODEL_CARD.md"),
 ) -> None:
     """Measure a model on held-out phantoms, held-out real cases or the site's own cases, through
@@ -81,7 +82,8 @@ def evaluate(
     phantoms = phantoms if phantoms is not None else (0 if cases else 20)
     config = TrainConfig(out=Path("."), holdout_phantoms=phantoms, sts_dir=sts_dir, full_fov_dir=full_fov_dir)
     with progress("evaluating") as stage:
-        site = evaluate_cases(loaded, cases, progress=stage) if cases else None
+        site = (evaluate_cases(loaded, cases, progress=stage, rules=settings.selection,
+                               tolerances=settings.geometry) if cases else None)
         held_out = phantoms or sts_dir or full_fov_dir  # medseg's own held-out sets: its own models only
         metrics = run(loaded.network, loaded.manifest.pipeline_spec(), config, progress=stage) if held_out else {}
     if site is not None:
