@@ -53,3 +53,36 @@ def test_real_tumor_nifti_and_dicom_doors_agree_and_reproduce_the_reported_dice(
                    capture_output=True)
     seg_mask = read_seg_mask(dicom_out / "seg.dcm", [d.SOPInstanceUID for d in datasets])
     assert dice(seg_mask, mask.array) > 0.98
+
+
+def test_an_acceptance_run_scores_a_real_case_alike_as_nifti_and_as_a_pacs_export(tmp_path):
+    """The real-CT default model on its gate's real case (STS_006, held out), once as the NIfTI pair
+    and once as a DICOM series with the expert outline as a hand-made SEG beside medseg's own
+    result: both score the Dice the manifest reports for that case."""
+    import shutil
+
+    from medseg.core.seg import write_seg
+    from medseg.models.store import load_model
+    from medseg.quality.acceptance import evaluate_cases
+    from tests.conftest import REPO
+
+    model = load_model(REPO / "models" / "ct-tumor" / "3.0.0")
+    reported = model.manifest.metrics["holdout_real_sts"]["per_case_dice"]["STS_006"]
+    folder = model.path
+    nifti = tmp_path / "cases" / "case_a"
+    nifti.mkdir(parents=True)
+    shutil.copyfile(folder / "reference_image.nii.gz", nifti / "image.nii.gz")
+    shutil.copyfile(folder / "reference_truth.nii.gz", nifti / "mask.nii.gz")
+    image, expert = read_nifti(folder / "reference_image.nii.gz"), read_nifti(folder / "reference_truth.nii.gz")
+    datasets = ct_datasets(image.with_array(np.rint(image.array)), patient_name=PHI_NAME, patient_id=PHI_ID)
+    pacs = tmp_path / "cases" / "case_b"
+    write_series(datasets, pacs / "CT")
+    write_seg(pacs / "reader.dcm", (expert.array > 0).astype(np.uint8), datasets, model.manifest.labels,
+              model_name="reader", model_version="1", ground_truth=True)
+    write_seg(pacs / "medseg.dcm", np.zeros(expert.shape, np.uint8), datasets, model.manifest.labels,
+              model_name="ct-tumor", model_version="3.0.0")
+
+    site = evaluate_cases(model, tmp_path / "cases")
+    assert site["per_case"]["case_a"]["dice"] == pytest.approx(reported, abs=0.005)
+    assert site["per_case"]["case_b"]["dice"] == pytest.approx(reported, abs=0.01)  # HU rounded to integers
+    assert site["studies"] == 2 and site["lesion_sensitivity_all"] == 1.0
