@@ -223,11 +223,14 @@ def test_a_real_ct_run_chooses_its_filters_on_real_validation_data_and_says_what
     assert manifest["postprocess"]["voxel_threshold"] == chosen["voxel_threshold"] in VOXEL_THRESHOLD_CANDIDATES
     metrics = manifest["metrics"]
     assert list(metrics["holdout_real_sts"]["per_case_dice"]) == ["STS_002"]
+    # the stand-in STS_002 is STS_006: the expert outlined 260.2 mL (the model card lists it with its Dice)
+    assert metrics["holdout_real_sts"]["per_case_tumor_ml"] == {"STS_002": 260.2}
     assert metrics["full_fov_measure"]["slices"] == [120, 215]
     card = (out / "MODEL_CARD.md").read_text()
     for said in ("**Not for clinical use.**", "soft-tissue sarcomas of the extremities", "STS_001",
                  "slices 0-119 of one whole chest CT", "slices 215-274", "Slices 120-214", "**Where it fails.**",
-                 "lung nodules (it never saw one)", f"mean Dice **{metrics['holdout_real_sts']['mean_dice']}**", "--resume"):
+                 "lung nodules (it never saw one)", f"mean Dice **{metrics['holdout_real_sts']['mean_dice']}**", "--resume",
+                 f"smallest first (Dice): STS_002 260.2 mL: {metrics['holdout_real_sts']['per_case_dice']['STS_002']:.2f}."):
         assert said in card, said
 
 

@@ -114,17 +114,20 @@ def evaluate(network: torch.nn.Module, spec: PipelineSpec, cfg: TrainConfig,
         report("the whole chest CT's measuring slab")
         results["full_fov_measure"] = measure_full_fov(network, spec, cfg.full_fov_dir)
     if cfg.sts_dir is not None:
-        per_case, lesions = {}, []
+        per_case, tumor_ml, lesions = {}, {}, []
         for name, image, truth in sts_cases(cfg.sts_dir, holdout=True):
             report(f"held-out sarcoma {name}")
             out = segment(image, network, spec)
             case = evaluate_case(out.mask.array, truth.array, image.voxel_volume_ml)
             per_case[name], lesions = case.dice, lesions + case.reference_lesions
+            tumor_ml[name] = round(float((truth.array > 0).sum()) * image.voxel_volume_ml, 1)
         results["holdout_real_sts"] = {
             "cases": len(per_case),
             "mean_dice": round(float(np.mean(list(per_case.values()))), 4),
             "mean_dice_ci95": mean_ci(list(per_case.values()), REPORT_CONFIDENCE).interval(),
             "per_case_dice": {k: round(v, 4) for k, v in per_case.items()},
+            # the expert's tumor volume: where the model fails by size (the model card lists it)
+            "per_case_tumor_ml": tumor_ml,
             # the same detection rule as reviews (>= 10 % of a tumor's voxels called): what the
             # lesion-sensitivity SLOs of a real-CT model are compared with
             "lesion_sensitivity": round(sum(hit for _, hit in lesions) / len(lesions), 4) if lesions else None,
