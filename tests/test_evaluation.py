@@ -147,11 +147,11 @@ def test_a_sites_segments_become_the_models_labels_by_name_or_code():
     liver, spleen = label(1, "Liver", "10200004"), label(2, "Spleen", "78961009")
     pixels = np.zeros((2, 3, 3, 3), bool)
     pixels[0, 0, 0, 0] = pixels[0, 1, 1, 1] = pixels[1, 2, 2, 2] = True
-    segments = [Segment(1, "SPLEEN ", ("0", "99X"), "MANUAL"), Segment(2, "Leber", ("10200004", "SCT"), "MANUAL"),
-                Segment(3, "Kidney", ("64033007", "SCT"), "MANUAL")]
+    segments = [Segment(1, "SPLEEN ", ("0", "99X")), Segment(2, "Leber", ("10200004", "SCT")),
+                Segment(3, "Kidney", ("64033007", "SCT"))]
     truth, ignored = reference_labels(pixels, segments, [liver, spleen], "structure")
     assert truth[0, 0, 0] == 2 and truth[0, 1, 1] == 1 and truth[1, 2, 2] == 0 and ignored == [3]
     lesions, none = reference_labels(pixels, segments, [label(1, "Tumor", "108369006")], "lesion")
     assert none == [] and lesions.sum() == 3  # every segment is tumor
-    single, _ = reference_labels(pixels[..., :1], [Segment(1, "Milz", ("0", "99X"), "MANUAL")], [spleen], "structure")
+    single, _ = reference_labels(pixels[..., :1], [Segment(1, "Milz", ("0", "99X"))], [spleen], "structure")
     assert single[0, 0, 0] == 2  # one segment, one label: that label, whatever its name

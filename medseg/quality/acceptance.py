@@ -17,13 +17,13 @@ of it, the reference. The series measured is the one the SEG references (not the
 choice), read with the node's rules. A reference made by hand is told from a result filed beside
 it: a SEG medseg made (``Manufacturer`` medseg, every segment AUTOMATIC) is never the reference; of
 the other SEGs the only one is, and of several the one whose segments are not all AUTOMATIC
-(``SegmentAlgorithmType``); more than one such is refused (``evaluate.case_ambiguous``). Segments become the model's labels (:func:`reference_labels`): for a
-lesion model every segment is the lesion (a reader may outline each tumor as its own segment); for
-any other model a segment is the label of the same name (``SegmentLabel``, any case) or, failing
-that, of the same coded property type (``SegmentedPropertyTypeCodeSequence``); a SEG with one
-segment for a one-label model is that label. Segments matching no label are not scored, and the
-case's result lists their numbers (``ignored_segments``); a SEG of which no segment matches is
-refused (``evaluate.seg_labels``).
+(``SegmentAlgorithmType``); more than one such is refused (``evaluate.case_ambiguous``).
+Segments become the model's labels (:func:`reference_labels`): for a lesion model every segment is
+the lesion (a reader may outline each tumor as its own segment); for any other model a segment is
+the label of the same name (``SegmentLabel``, any case) or, failing that, of the same coded
+property type (``SegmentedPropertyTypeCodeSequence``); a SEG with one segment for a one-label model
+is that label. Segments matching no label are not scored, and the case's result lists their
+numbers (``ignored_segments``); a SEG of which no segment matches is refused (``evaluate.seg_labels``).
 
 Each case runs the version's own pipeline (``LoadedModel.segment``: medseg's, or the bundle's).
 A lesion model is scored as ``medseg evaluate`` scores its held-out cases (Dice of the foreground,
@@ -148,7 +148,7 @@ def dicom_case(name: str, folder: Path, manifest, rules=None, tolerances=None) -
     except MedsegError as exc:
         raise _in_case(name, exc) from None
     truth, ignored = reference_labels(pixels, segments, manifest.labels, manifest.task.finding)
-    if not ignored or len(ignored) < len(segments):
+    if len(ignored) < len(segments):
         return study.volume, truth, ignored
     raise InputError(f"case {name}: no segment of the SEG matches a label of {manifest.ref} (segments "
                      f"{', '.join(f'{s.number} {s.label!r}' for s in segments[:4])}; labels "
@@ -170,9 +170,9 @@ def _reference_seg(name: str, segs: list[tuple[Path, object]]) -> tuple[Path, ob
     if not candidates:
         found = f"only {len(segs)} AI result SEG(s) of medseg" if segs else "DICOM files without a SEG"
         raise InputError(f"case {name}: {found}: the reference mask is missing", code="evaluate.case_incomplete")
-    by_hand = [(path, header) for path, header in candidates if not _automatic(header)]
     if len(candidates) == 1:
         return candidates[0]
+    by_hand = [(path, header) for path, header in candidates if not _automatic(header)]
     if len(by_hand) != 1:
         raise InputError(f"case {name}: {len(candidates)} SEGs and {len(by_hand)} of them made by hand (not "
                          "AUTOMATIC): keep the one reference in the folder", code="evaluate.case_ambiguous")

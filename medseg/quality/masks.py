@@ -41,12 +41,11 @@ def read_our_seg(job: Job, uids: list[str]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Segment:
-    """One segment of a SEG: its number, label and coded property type, and how it was made."""
+    """One segment of a SEG: its number, label and coded property type."""
 
     number: int
     label: str
     type_code: tuple[str, str]  # (CodeValue, CodingSchemeDesignator) of SegmentedPropertyTypeCodeSequence
-    algorithm_type: str  # AUTOMATIC, SEMIAUTOMATIC or MANUAL
 
 
 def seg_segments(data: bytes, series_uid: str, uids: list[str], shape) -> tuple[np.ndarray, list[Segment]]:
@@ -69,8 +68,7 @@ def seg_segments(data: bytes, series_uid: str, uids: list[str], shape) -> tuple[
     if (int(seg.Rows), int(seg.Columns)) != tuple(shape[1:]):
         raise ReviewError(f"the SEG has {seg.Rows}x{seg.Columns} frames, the source {shape[1]}x{shape[2]}",
                           code="review.geometry")
-    segments = [Segment(int(item.SegmentNumber), str(item.get("SegmentLabel", "")),
-                        _type_code(item), str(item.get("SegmentAlgorithmType", "")))
+    segments = [Segment(int(item.SegmentNumber), str(item.get("SegmentLabel", "")), _type_code(item))
                 for item in sorted(seg.SegmentSequence, key=lambda item: int(item.SegmentNumber))]
     pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=False,
                                                segment_numbers=[s.number for s in segments],
