@@ -266,22 +266,6 @@ def _read(path: Path) -> dict:
         raise BundleError(f"bundle config {path.name} is not valid YAML ({type(exc).__name__})") from None
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-    """``id=value`` as ``monai.bundle run --id value`` reads it: a Python literal (``False``, ``1.5``,
-    ``[96, 96, 96]``) where it is one, else the text (``cpu``, ``$torch.device('cpu')``)."""
-    import ast
-
-    cid, sep, value = text.partition("=")
-    if not sep or not re.fullmatch(r"[A-Za-z0-9_]+(#[A-Za-z0-9_]+)*", cid.strip()):
-        raise BundleError(f"--override must be ID=VALUE with a config id such as dints_space#device, not {text!r}",
-                          code="bundle.bad_override")
-    try:
-        parsed = value if value[:1] in "$@%" else ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        parsed = value
-    return cid.strip(), parsed
-
-
 def _extra_files(bundle: Path) -> list[Path]:
     """The files of the bundle's ``models/`` besides the weights that its config may load (DiNTS'
     architecture code ``search_code_*.pt``): copied with the version and checksummed. TorchScript

@@ -145,10 +145,12 @@ def import_bundle_cmd(path: Path = typer.Argument(..., help="MONAI bundle folder
                           None, help="what the model segments, for SEG titles and summaries (default: from its labels)"),
                       config: Optional[Path] = ConfigOpt) -> None:
     """Import a MONAI bundle as a model version that runs the bundle's own pipeline, with a gate reference."""
-    from medseg.models.bundle import import_bundle, parse_override
+    from medseg.models.bundle_overrides import parse_override
+
+    overrides = dict(parse_override(item) for item in override)  # a malformed one is refused before any import
+    from medseg.models.bundle import import_bundle
 
     ctx = open_context(config)
-    overrides = dict(parse_override(item) for item in override)
     m = import_bundle(path, ctx.registry.catalog.site, name=name, version=version, trust=trust, overrides=overrides,
                       task_title=task)
     uncoded = list(m.provenance.uncoded_labels) if m.provenance else []
