@@ -95,7 +95,7 @@ def test_code_expressions_need_trust(tmp_path):
 def test_overrides_are_kept_applied_and_trusted_like_the_config(tmp_path):
     """--override sets a config value as `monai.bundle run --ID VALUE` does: recorded in the version,
     applied when it runs; a `$` value needs --trust; an id that names no place, or no id, is refused."""
-    from medseg.models.bundle_overrides import parse_override
+    from medseg.models.bundle_checks import parse_override
     from medseg.models.store import load_model
 
     assert parse_override("inferer#sw_batch_size=4") == ("inferer#sw_batch_size", 4)

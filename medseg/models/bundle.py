@@ -60,6 +60,7 @@ from medseg.models.bundle_pipeline import (
     retired_args,
     without_io,
 )
+from medseg.models.bundle_checks import check_task
 from medseg.models.codes import NEOPLASM, label_codes
 from medseg.models.store import sha256_file
 from medseg.models.manifest import (
@@ -171,7 +172,7 @@ def import_bundle(bundle: Path, models_root: Path, *, name: str | None = None, v
         raise BundleError(f"not a MONAI bundle: {Path(exc.filename).relative_to(bundle)} missing") from None
     except json.JSONDecodeError as exc:
         raise BundleError(f"bundle config is not valid JSON ({exc.msg}, line {exc.lineno})") from None
-    _check_task(metadata)
+    check_task(metadata)
     if not isinstance(config, dict) or any(k not in config for k in RUN_IDS):
         raise BundleError(f"{config_file.name} must define {', '.join(RUN_IDS)} (what medseg runs)")
     overrides = dict(overrides or {})
@@ -316,28 +317,3 @@ def _input_spec(config: dict, parser) -> InputSpec:
                      window_hu=(float(low), float(high)) if low is not None and high is not None else None,
                      roi_size_zyx=tuple(int(x) for x in reversed(list(roi))) if roi is not None else None,
                      orientation=str(axcodes) if axcodes else "as stored")
-
-
-def _check_task(metadata: dict) -> None:
-    """Refuse, before anything is read or written, a bundle that is not 3D single-channel CT
-    segmentation (``metadata.json`` ``network_data_format``): medseg feeds one CT series and
-    writes a SEG, so a multi-channel input or a non-image output could only be wrong."""
-    fmt = metadata.get("network_data_format", {})
-    inputs, outputs = fmt.get("inputs", {}), fmt.get("outputs", {})
-    for key, spec in inputs.items():
-        channels = int(spec.get("num_channels", 1) or 1)
-        if channels != 1:
-            raise BundleError(f"the bundle's input {key!r} has {channels} channels; medseg segments single-channel "
-                              "CT (one series per study)", code="bundle.multi_channel")
-        modality = str(spec.get("modality", "CT") or "CT")
-        if modality.upper() != "CT":
-            raise BundleError(f"the bundle's input {key!r} is {modality}; medseg segments CT",
-                              code="bundle.not_ct")
-    pred = outputs.get("pred", {})
-    kind = str(pred.get("type", "image") or "image")
-    if kind != "image":
-        raise BundleError(f"the bundle's output 'pred' is of type {kind!r} (detection or classification), not a "
-                          "segmentation image; medseg imports segmentation models only",
-                          code="bundle.not_segmentation")
-
-

@@ -145,9 +145,10 @@ def import_bundle_cmd(path: Path = typer.Argument(..., help="MONAI bundle folder
                           None, help="what the model segments, for SEG titles and summaries (default: from its labels)"),
                       config: Optional[Path] = ConfigOpt) -> None:
     """Import a MONAI bundle as a model version that runs the bundle's own pipeline, with a gate reference."""
-    from medseg.models.bundle_overrides import parse_override
+    from medseg.models.bundle_checks import check_metadata, parse_override
 
-    overrides = dict(parse_override(item) for item in override)  # a malformed one is refused before any import
+    overrides = dict(parse_override(item) for item in override)  # refused at once, before torch and MONAI load
+    check_metadata(path)
     from medseg.models.bundle import import_bundle
 
     ctx = open_context(config)
