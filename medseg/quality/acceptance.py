@@ -142,7 +142,7 @@ def dicom_case(name: str, folder: Path, manifest, rules=None, tolerances=None) -
                          code="evaluate.case_incomplete")
     try:
         rules = (rules or SelectionRules()).model_copy(update={"series_uid": referenced[0]})
-        study = load_study(folder, rules, tolerances)
+        study = load_study(folder, rules, tolerances, scan=scan)
         uids = [str(h.SOPInstanceUID) for h in study.volume.source]
         pixels, segments = seg_segments(seg_path.read_bytes(), referenced[0], uids, study.volume.shape)
     except MedsegError as exc:

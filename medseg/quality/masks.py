@@ -1,6 +1,7 @@
 """The masks a review compares: our SEG, the radiologist's corrected SEG or NIfTI, on the source
-series' grid read back from the spool. Imported only when a review is scored (pydicom, highdicom,
-nibabel), never by the doors that store one.
+series' grid read back from the spool; and the segments of any SEG (``seg_segments``), which an
+acceptance run (``medseg.quality.acceptance``) reads too. Imported only when a mask is scored
+(pydicom, highdicom, nibabel), never by the doors that store one.
 """
 
 from __future__ import annotations

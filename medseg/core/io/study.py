@@ -9,7 +9,7 @@ from medseg.core.io.decode import check_plausible_hu, read_hu_slices
 from medseg.core.io.geometry import sort_and_check
 from medseg.core.io.nifti import is_nifti, read_nifti
 from medseg.core.io.rules import GeometryTolerances, SelectionRules
-from medseg.core.io.scan import scan_folder
+from medseg.core.io.scan import ScanResult, scan_folder
 from medseg.core.io.selection import SeriesDecision, select_series
 from medseg.core.volume import Volume
 
@@ -27,14 +27,17 @@ def load_study(
     path: Path,
     rules: SelectionRules | None = None,
     tolerances: GeometryTolerances | None = None,
+    *,
+    scan: ScanResult | None = None,
 ) -> LoadedStudy:
-    """Load the series to segment: validate geometry first, then decode to HU."""
+    """Load the series to segment: validate geometry first, then decode to HU. ``scan``: the
+    folder's headers where the caller has already read them (they are not read twice)."""
     path = Path(path)
     if is_nifti(path):
         volume = read_nifti(path)
         check_plausible_hu(volume.array)
         return LoadedStudy(volume, "nifti")
-    scan = scan_folder(path)
+    scan = scan or scan_folder(path)
     series, decisions = select_series(scan.series, rules or SelectionRules())
     order, affine = sort_and_check(series.headers, tolerances or GeometryTolerances())
     headers = [series.headers[i] for i in order]
