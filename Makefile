@@ -3,6 +3,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.medseg-installed
+# pytorch-ignite, which only the tests' oracle needs (`python -m monai.bundle run` of a zoo bundle's
+# evaluator config), lives in its own folder, put on PYTHONPATH by those tests alone: `import monai`
+# imports ignite wherever it is installed (1.1-1.8 s in every process that segments), and a
+# production install does not have it, so neither does the environment the suite and the benchmarks run.
+ORACLE := $(VENV)/oracle
 # CPU build of torch that pip finds on these machines; GPU hosts install torch>=2.3 from pyproject instead.
 TORCH  ?= torch==2.13.0
 DEBS   := dcmtk dicom3tools orthanc openssl chromium chromium-driver
@@ -23,6 +28,7 @@ $(STAMP): pyproject.toml constraints.txt | system-packages
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/pip install -q -c constraints.txt --no-deps --target $(ORACLE) pytorch-ignite
 	touch $(STAMP)
 
 # The main job on the embedded default: `medseg serve` (DICOM node + worker + HTTP API, SQLite and a

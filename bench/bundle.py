@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 BUNDLE = REPO / "tests" / "data" / "monai-bundles" / "spleen_ct_segmentation"
 
 from common import timed  # noqa: E402  (bench/, the script's own folder, is on sys.path)
+from tests.conftest import monai_bundle_env  # noqa: E402 - after the path
 
 
 def main() -> None:
@@ -77,7 +78,7 @@ def main() -> None:
     runs: dict[str, list[tuple[float, float]]] = {"monai": [], "medseg": []}
     for _ in range(args.repeats):
         shutil.rmtree(work / "monai", ignore_errors=True)
-        runs["monai"].append(timed(monai_cmd))
+        runs["monai"].append(timed(monai_cmd, monai_bundle_env()))
         runs["medseg"].append(timed(medseg_cmd, env))
     monai_s, monai_mb = (statistics.median(x) for x in zip(*runs["monai"]))
     medseg_s, medseg_mb = (statistics.median(x) for x in zip(*runs["medseg"]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,9 @@ PHANTOM_MODEL = "ct-phantom/2.1.0"
 os.environ["MEDSEG_DEFAULT_MODEL"] = PHANTOM_MODEL
 SHIPPED_MODEL = REPO / "models" / PHANTOM_MODEL
 TEST_DATA = Path(__file__).resolve().parent / "data"
+#: pytorch-ignite, which `python -m monai.bundle run` needs for a zoo bundle's evaluator config, is
+#: installed apart from the product (Makefile: ORACLE) so that no medseg process imports it
+ORACLE_PATH = Path(sys.prefix) / "oracle"
 PHI_NAME = "TEST^PHI_SENTINEL"
 PHI_ID = "PHI_SENTINEL_ID_0042"
 
@@ -33,6 +37,14 @@ def strict_pydicom():
     config.writing_validation_mode = pydicom.config.RAISE
     yield
     config.writing_validation_mode = saved
+
+
+def monai_bundle_env() -> dict[str, str]:
+    """The environment of the oracle, `python -m monai.bundle run`: this one with ignite importable."""
+    if not (ORACLE_PATH / "ignite").is_dir():
+        raise RuntimeError(f"pytorch-ignite is not in {ORACLE_PATH}: run `make setup`")
+    path = os.pathsep.join(filter(None, (str(ORACLE_PATH), os.environ.get("PYTHONPATH"))))
+    return {**os.environ, "PYTHONPATH": path}
 
 
 def small_phantom(seed=7, shape=(24, 64, 64), spacing=(3.0, 3.0, 3.0), orientation="supine", n_tumors=2):

@@ -13,7 +13,7 @@ import pytest
 
 from medseg.models import gate
 from medseg.models.manifest import ModelManifest
-from tests.conftest import REPO
+from tests.conftest import REPO, monai_bundle_env
 
 pytestmark = pytest.mark.model
 SOURCE = REPO / "models" / "ct-phantom" / "1.0.0"
@@ -322,7 +322,7 @@ def _monai_bundle_run(tmp_path: Path, bundle: Path, overrides: dict) -> np.ndarr
          "--meta_file", str(bundle / "configs" / "metadata.json"), "--bundle_root", str(bundle),
          "--datalist", datalist, "--output_dir", str(tmp_path / "monai"), "--device", "$torch.device('cpu')",
          "--evaluator#amp", "False", "--dataloader#num_workers", "0", *args],
-        capture_output=True, text=True)
+        capture_output=True, text=True, env=monai_bundle_env())
     assert monai_run.returncode == 0, monai_run.stderr[-2000:]
     (written,) = (tmp_path / "monai").rglob("*.nii.gz")
     return read_nifti(written).array.astype(np.uint8)
