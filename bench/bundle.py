@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 BUNDLE = REPO / "tests" / "data" / "monai-bundles" / "spleen_ct_segmentation"
 
 from common import timed  # noqa: E402  (bench/, the script's own folder, is on sys.path)
+
 from tests.conftest import monai_bundle_env  # noqa: E402 - after the path
 
 

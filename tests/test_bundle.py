@@ -13,6 +13,7 @@ import pytest
 
 from medseg.models import gate
 from medseg.models.manifest import ModelManifest
+from tests.cli_helpers import medseg
 from tests.conftest import REPO, monai_bundle_env
 
 pytestmark = pytest.mark.model
@@ -57,9 +58,8 @@ def make_bundle(root: Path, roi="@roi_size", extra: dict | None = None) -> Path:
 
 
 def _cli(tmp_path, store, *args):
-    env = {"MEDSEG_SERVICE__DATA_DIR": str(tmp_path / "data"), "MEDSEG_MODELS_ROOT": str(store), "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, "-m", "medseg", "models", "import-bundle", *map(str, args)],
-                          capture_output=True, text=True, env=env)
+    env = {"MEDSEG_SERVICE__DATA_DIR": str(tmp_path / "data"), "MEDSEG_MODELS_ROOT": str(store)}
+    return medseg("models", "import-bundle", *args, env=env)
 
 
 def test_bundle_becomes_a_model_version_that_runs_the_bundles_own_pipeline(tmp_path):
@@ -370,9 +370,8 @@ def test_an_organ_model_speaks_of_its_task_not_of_tumors(tmp_path):
     manifest = ModelManifest.load(version)
     assert (manifest.task.title, manifest.task.finding) == ("spleen", "structure")
 
-    env = {"MEDSEG_SERVICE__DATA_DIR": str(tmp_path / "data"), "MEDSEG_MODELS_ROOT": str(store), "PATH": "/usr/bin:/bin"}
-    run = lambda *args: subprocess.run([sys.executable, "-m", "medseg", *map(str, args)], capture_output=True,  # noqa: E731
-                                       text=True, env=env)
+    env = {"MEDSEG_SERVICE__DATA_DIR": str(tmp_path / "data"), "MEDSEG_MODELS_ROOT": str(store)}
+    run = lambda *args: medseg(*args, env=env)  # noqa: E731
     assert run("phantom", "--out", tmp_path / "study", "--seed", "3", "--slices", "24", "--size", "64").returncode == 0
     result = run("segment", tmp_path / "study" / "dicom", "--out", tmp_path / "out", "--model", version)
     assert result.returncode == 0, result.stderr

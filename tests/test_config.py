@@ -47,11 +47,26 @@ def test_import_is_instant_and_side_effect_free():
 
 
 @pytest.mark.parametrize("module", ["medseg.config", "medseg.models.manifest", "medseg.core.pipeline.spec",
-                                    "medseg.app.cli.main"])
+                                    "medseg.app.cli.main", "medseg.jobs.runner", "medseg.app.serve"])
 def test_specs_and_the_cli_entry_import_no_torch(module):
     """A manifest can be read and validated, and the CLI can parse its arguments, without torch or MONAI
-    (import-linter checks the static imports; this checks what actually loads)."""
+    (import-linter checks the static imports; this checks what actually loads). The runner and the
+    service load them with the first model: a process of the api role never does."""
     assert not {"torch", "monai"} & set(_heavy_after_import(module))
+
+
+def test_segment_refuses_a_bad_input_before_loading_torch(tmp_path):
+    """`medseg segment` reads the study before it imports torch and MONAI (about 4 s): an empty folder
+    is refused at once, with its one-line error."""
+    (tmp_path / "empty").mkdir()
+    code = ("import sys\nfrom medseg.app.cli.main import main\n"
+            "sys.argv = ['medseg', 'segment', sys.argv[1], '--out', sys.argv[2]]\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n"
+            "    print(exc.code, sorted(m for m in ('torch', 'monai') if m in sys.modules))\n")
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "empty"), str(tmp_path / "out")],
+                         capture_output=True, text=True)
+    assert run.stdout.strip() == "2 []", (run.stdout, run.stderr)
+    assert "[input.empty]" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_the_probe_sees_torch_where_it_is_loaded():

@@ -24,6 +24,7 @@ from medseg.config import NodeSettings, ServiceSettings, Settings
 from medseg.models import gate
 from medseg.models.manifest import ModelManifest
 from medseg.models.store import build_network
+from tests.cli_helpers import medseg
 from tests.conftest import REPO
 from tests.node_helpers import authorize, events, free_port, storescp, storescu, wait_for
 
@@ -84,8 +85,8 @@ def store(tmp_path) -> Path:
 
 def _cli(tmp_path, store, *args):
     env = {"MEDSEG_SERVICE__DATA_DIR": str(tmp_path / "data"), "MEDSEG_MODELS_ROOT": str(store),
-           "MEDSEG_DEFAULT_MODEL": "ct-phantom/1.1.0", "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, "-m", "medseg", "models", *args], capture_output=True, text=True, env=env)
+           "MEDSEG_DEFAULT_MODEL": "ct-phantom/1.1.0"}
+    return medseg("models", *args, env=env)
 
 
 def test_promote_and_rollback_through_the_gate(tmp_path, store):

@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from audit.recorder import Recorder
 from medseg.config import Settings
@@ -21,7 +21,9 @@ from medseg.jobs.orm import Job
 from medseg.jobs.store import JobStore
 from medseg.models.registry import Registry, split_ref
 from medseg.models.shadow import ShadowStore
-from medseg.models.store import LoadedModel, load_model, resolve_device
+
+if TYPE_CHECKING:  # torch and MONAI load with the first model (a process of the api role never loads them)
+    from medseg.models.store import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,8 @@ class Worker:
     def model(self, ref: str) -> LoadedModel:
         with self._models_lock:
             if ref not in self._models:
+                from medseg.models.store import load_model, resolve_device
+
                 loaded = load_model(self.settings.model_dir(ref), device=resolve_device(self.settings.device))
                 self._models[ref] = loaded
                 m = loaded.manifest
