@@ -4,7 +4,7 @@ The case in tests/data is one of the eight held out of training (medseg.training
 """
 
 import json
-import subprocess
+import os
 
 import numpy as np
 import pytest
@@ -13,8 +13,8 @@ from medseg.core.io.nifti import read_nifti
 from medseg.core.seg import read_seg_mask
 from medseg.training.config import STS_HOLDOUT
 from medseg.training.ct_writer import ct_datasets, write_series
+from tests.cli_helpers import medseg
 from tests.conftest import PHI_ID, PHI_NAME, TEST_DATA, dice
-from tests.test_cli_e2e import EXE
 
 CASES = sorted(p for p in (TEST_DATA / "sts-ct").glob("STS_*") if p.is_dir())
 
@@ -35,8 +35,8 @@ def test_real_tumor_nifti_and_dicom_doors_agree_and_reproduce_the_reported_dice(
     expert = read_nifti(case / "CT_mask.nii.gz").array
 
     nifti_out = tmp_path / "nifti"
-    subprocess.run([EXE, "segment", str(case / "CT_image.nii.gz"), "--out", str(nifti_out)], check=True,
-                   capture_output=True)
+    done = medseg("segment", case / "CT_image.nii.gz", "--out", nifti_out, env=dict(os.environ))
+    assert done.returncode == 0, done.stderr
     mask = read_nifti(nifti_out / "mask.nii.gz")
     assert mask.shape == image.shape and np.allclose(mask.affine, image.affine, atol=1e-4)
     measured = json.loads((shipped_model / "manifest.json").read_text())["metrics"]["holdout_real_sts"]
@@ -49,8 +49,8 @@ def test_real_tumor_nifti_and_dicom_doors_agree_and_reproduce_the_reported_dice(
     datasets = ct_datasets(image.with_array(np.rint(image.array)), patient_name=PHI_NAME, patient_id=PHI_ID)
     write_series(datasets, tmp_path / "dicom")
     dicom_out = tmp_path / "dicom-out"
-    subprocess.run([EXE, "segment", str(tmp_path / "dicom"), "--out", str(dicom_out)], check=True,
-                   capture_output=True)
+    done = medseg("segment", tmp_path / "dicom", "--out", dicom_out, env=dict(os.environ))
+    assert done.returncode == 0, done.stderr
     seg_mask = read_seg_mask(dicom_out / "seg.dcm", [d.SOPInstanceUID for d in datasets])
     assert dice(seg_mask, mask.array) > 0.98
 
