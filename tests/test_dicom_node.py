@@ -261,7 +261,7 @@ def test_four_concurrent_associations(tmp_path):
             results[i] = storescu(service.dicom_port, sorted(folders[i].glob("*.dcm")), calling_ae=aets[i])
 
         def read_audit():  # API reads are audited too: a third kind of concurrent writer
-            while not reading.is_set():
+            while not reading.wait(0.02):  # not a busy loop: it would starve the node and the worker of the GIL
                 assert client.get("/audit", params={"limit": 5}).status_code == 200
         threads = [threading.Thread(target=push, args=(i,)) for i in range(4)]
         reader = threading.Thread(target=read_audit)

@@ -18,8 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -30,6 +28,7 @@ from medseg.core.seg import write_seg
 from medseg.models import gate
 from medseg.quality.worklist import Worklist
 from medseg.training.config import TUMOR_LABEL
+from tests.cli_helpers import medseg
 from tests.conftest import PHANTOM_MODEL, SHIPPED_MODEL, small_phantom, write_study
 from tests.node_helpers import events, settled, storescu, wait_for
 from tests.test_dicom_node import running
@@ -76,9 +75,8 @@ def sent(service, n):
 
 
 def cli(service, *args):
-    env = {**os.environ, "MEDSEG_SERVICE__DATA_DIR": str(service.data_dir),
-           "MEDSEG_MODELS_ROOT": str(service.settings.models_root)}
-    return subprocess.run([sys.executable, "-m", "medseg", *args], capture_output=True, text=True, env=env)
+    return medseg(*args, env={**os.environ, "MEDSEG_SERVICE__DATA_DIR": str(service.data_dir),
+                              "MEDSEG_MODELS_ROOT": str(service.settings.models_root)})
 
 
 def test_degraded_model_is_caught_by_reviews_and_rolled_back(tmp_path, models_root):

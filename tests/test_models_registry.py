@@ -244,7 +244,7 @@ def test_rollback_while_a_job_runs(tmp_path, store, study_dir):
 
     from tests.conftest import small_phantom, write_study
 
-    slow = _derive(store / "ct-phantom", "1.0.1", manifest=lambda d: d["inference"].update(overlap=0.96, sw_batch_size=1))
+    slow = _derive(store / "ct-phantom", "1.0.1", manifest=lambda d: d["inference"].update(overlap=0.94, sw_batch_size=1))
     other = tmp_path / "other"
     write_study(other, small_phantom(seed=77, shape=(16, 48, 48), n_tumors=1))
     with storescp(tmp_path / "pacs") as dest_port:
