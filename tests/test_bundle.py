@@ -151,6 +151,8 @@ def test_torchscript_and_mismatched_weights_are_refused(tmp_path):
 
 
 ZOO = REPO / "tests" / "data" / "monai-bundles"
+#: what TopologySearch(...).decode() returns for DINTS_SPACE (how it was made is in the file)
+DINTS_SEARCH_CODE = ZOO / "dints_search_code.json"
 
 
 @pytest.mark.parametrize("bundle,code", [("renalStructures_CECT_segmentation", "bundle.multi_channel"),
@@ -284,12 +286,11 @@ def _zoo_bundle_with_weights(tmp_path: Path, name: str, overrides: dict) -> Path
     (bundle / "models").mkdir()
     torch.manual_seed(0)
     if name == "pancreas_ct_dints_segmentation":  # the searched architecture: the zoo's is a download
-        from monai.networks.nets import TopologySearch
-
-        node_a, code_a, code_c, code_a_max = TopologySearch(
-            channel_mul=overrides.get("dints_space#channel_mul", 1), num_blocks=overrides.get("dints_space#num_blocks", 12),
-            num_depths=4, use_downsample=True, device="cpu").decode()
-        torch.save({"node_a": node_a, "arch_code_a": code_a, "arch_code_a_max": code_a_max, "arch_code_c": code_c},
+        code = json.loads(DINTS_SEARCH_CODE.read_text())
+        assert {k: overrides[f"dints_space#{k}"] for k in ("channel_mul", "num_blocks")} == \
+            {"channel_mul": 0.25, "num_blocks": 4}, "the kept search code was decoded for DINTS_SPACE"
+        torch.save({k: np.array(code[k]["values"], dtype=code[k]["dtype"])
+                    for k in ("node_a", "arch_code_a", "arch_code_a_max", "arch_code_c")},
                    bundle / "models" / "search_code_18590.pt")
     config = next((bundle / "configs").glob("inference.*"))
     from medseg.models.bundle import _read
