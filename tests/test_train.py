@@ -60,7 +60,7 @@ def test_train_writes_a_loadable_self_describing_model(tmp_path, capsys):
 def test_filter_sweep_scores_exactly_what_postprocess_would(shipped_model):
     """The calibration derives every filter pair's Dice from one component table per study."""
     loaded = load_model(shipped_model)
-    # the flip check changes the probabilities, not how they are filtered; off, this runs 4x faster
+    # the flip check changes the probabilities, not how they are filtered; off, this runs about 3x faster
     spec = dataclasses.replace(loaded.manifest.pipeline_spec(), flip_check=False)
     seen = set()
     for seed in (VALIDATION_PHANTOM_SEED0, VALIDATION_PHANTOM_SEED0 + 6, VALIDATION_PHANTOM_SEED0 + 7):
