@@ -8,6 +8,8 @@ import pytest
 from medseg.core.exceptions import ChecksumError, ModelError
 from medseg.models.manifest import ModelManifest
 from medseg.models.store import load_model, sha256_file
+from medseg.training.model_card import GENERALISATION_GAP, model_card
+from tests.conftest import REPO
 from tests.test_bad_input import run_cli
 
 
@@ -26,6 +28,29 @@ def test_shipped_model_describes_itself_and_loads(shipped_model):
     assert manifest.metrics["holdout_phantoms"]["studies"] >= 10
     loaded = load_model(shipped_model)
     assert not loaded.network.training
+
+
+@pytest.mark.parametrize("folder", sorted(p.relative_to(REPO / "models").as_posix()
+                                           for p in (REPO / "models").glob("*/*") if p.is_dir()))
+def test_every_committed_model_card_is_what_its_manifest_says(folder):
+    """A card edited by hand, or left behind by a manifest re-measured without --write-metrics, fails."""
+    model = REPO / "models" / folder
+    assert (model / "MODEL_CARD.md").read_text() == model_card(ModelManifest.load(model))
+
+
+def test_the_real_ct_card_says_how_far_held_out_cases_fall_from_training_cases():
+    """ct-tumor 3.0.0 outlines its own 16 training sarcomas far better than unseen ones: the card says
+    so from its own numbers, and what that means for the next version."""
+    manifest = ModelManifest.load(REPO / "models" / "ct-tumor" / "3.0.0")
+    training = manifest.metrics["real_sts_seen"]["training"]
+    held_out = manifest.metrics["holdout_real_sts"]
+    assert training["cases"] == len(manifest.training["real_training_cases"]) == 16
+    assert list(training["per_case_dice"]) == manifest.training["real_training_cases"]
+    assert training["mean_dice"] - held_out["mean_dice"] > GENERALISATION_GAP
+    card = model_card(manifest)
+    assert (f"on its 16 training sarcomas mean Dice {training['mean_dice']:.2f} (lowest {training['min_dice']:.2f})"
+            f", on its 4 validation sarcomas") in card
+    assert "it has learned its training cases more than sarcoma" in card
 
 
 def test_tampered_weights_fail_the_checksum_before_loading(model_copy, study_dir, tmp_path, capsys):

@@ -232,7 +232,15 @@ def test_a_real_ct_run_chooses_its_filters_on_real_validation_data_and_says_what
     # the stand-in STS_002 is STS_006: the expert outlined 260.2 mL (the model card lists it with its Dice)
     assert metrics["holdout_real_sts"]["per_case_tumor_ml"] == {"STS_002": 260.2}
     assert metrics["full_fov_measure"]["slices"] == [120, 215]
+    # its own training and validation cases, measured apart; all are the same image here, so the
+    # part a case is named in changes nothing, and the card finds no gap to warn of
+    held_out = metrics["holdout_real_sts"]["per_case_dice"]["STS_002"]
+    seen = metrics["real_sts_seen"]
+    assert seen["training"]["per_case_dice"] == {"STS_001": held_out}
+    assert seen["validation"]["per_case_dice"] == {name: held_out for name in STS_VALIDATION}
+    assert seen["validation"]["mean_dice"] == pytest.approx(chosen["mean_dice"], abs=1e-4)  # as the filters scored
     card = (out / "MODEL_CARD.md").read_text()
+    assert f"on its 1 training sarcomas mean Dice {held_out:.2f}" in card and "about as well on unseen" in card
     for said in ("**Not for clinical use.**", "soft-tissue sarcomas of the extremities", "STS_001",
                  "slices 0-119 of one whole chest CT", "slices 215-274", "Slices 120-214", "**Where it fails.**",
                  "lung nodules (it never saw one)", f"mean Dice **{metrics['holdout_real_sts']['mean_dice']}**", "--resume",

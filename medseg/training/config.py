@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -121,5 +122,15 @@ def sts_cases(sts_dir: Path, holdout: bool, validation: tuple[str, ...] = (),
         else:
             wanted = (case.name in validation) == (part == "validation")
         if wanted:
-            out.append((case.name, read_nifti(case / "CT_image.nii.gz"), read_nifti(case / "CT_mask.nii.gz")))
+            out.append(_sts_case(case))
     return out
+
+
+def named_sts_cases(sts_dir: Path, names: Sequence[str]) -> list[tuple[str, Volume, Volume]]:
+    """The cases ``names`` (a model's own training or validation cases, from its manifest), each
+    one that ``sts_dir`` holds: another copy of the collection may lack some."""
+    return [_sts_case(Path(sts_dir) / name) for name in names if (Path(sts_dir) / name).is_dir()]
+
+
+def _sts_case(case: Path) -> tuple[str, Volume, Volume]:
+    return case.name, read_nifti(case / "CT_image.nii.gz"), read_nifti(case / "CT_mask.nii.gz")

@@ -58,7 +58,9 @@ def evaluate(
     model: Optional[str] = typer.Option(None, help="model folder or <name>/<version>"),
     phantoms: Optional[int] = typer.Option(
         None, min=0, help="held-out phantoms (seeds from 900000); default 20, or 0 with --cases"),
-    sts_dir: Optional[Path] = typer.Option(None, help="real STS cases; only the held-out ones are used"),
+    sts_dir: Optional[Path] = typer.Option(
+        None, help="real STS cases: the held-out ones measure the model; its own training and validation "
+                   "cases are measured apart (real_sts_seen)"),
     full_fov_dir: Optional[Path] = typer.Option(
         None, help="the whole chest CT: false-positive lesions on its measuring slab (never trained on)"),
     cases: Optional[Path] = typer.Option(
@@ -85,7 +87,10 @@ def evaluate(
         site = (evaluate_cases(loaded, cases, progress=stage, rules=settings.selection,
                                tolerances=settings.geometry) if cases else None)
         held_out = phantoms or sts_dir or full_fov_dir  # medseg's own held-out sets: its own models only
-        metrics = run(loaded.network, loaded.manifest.pipeline_spec(), config, progress=stage) if held_out else {}
+        trained = loaded.manifest.training  # its own training and validation cases, measured apart
+        seen = {"training": trained.get("real_training_cases", []), "validation": trained.get("real_validation_cases", [])}
+        metrics = run(loaded.network, loaded.manifest.pipeline_spec(), config, progress=stage,
+                      seen=seen) if held_out else {}
     if site is not None:
         metrics["site_cases"] = site
     stdout.print(json.dumps(metrics, indent=2))
