@@ -255,12 +255,37 @@ def test_a_real_ct_run_without_its_validation_cases_is_refused(tmp_path, capsys)
     from tests.test_training_data import _stand_in
 
     sts = tmp_path / "sts"
-    shutil.copytree(TEST_DATA / "sts-ct" / "STS_006", sts / "STS_001")
+    for name in ("STS_001", "STS_002"):  # a training case and a held-out one, no validation case
+        shutil.copytree(TEST_DATA / "sts-ct" / "STS_006", sts / name)
     code, _, err = run_cli(
         ["train", "--out", tmp_path / "m", "--phantoms", "0", "--sts-dir", sts, "--sts-fraction", "0.6",
          "--sts-validation", "--full-fov-dir", _stand_in(tmp_path / "fov"), "--full-fov-fraction", "0.4",
          "--iterations", "2"], capsys)
     assert code == 2 and "[train.no_validation_cases]" in err and ", ".join(STS_VALIDATION) in err
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_an_sts_dir_without_the_held_out_cases_is_refused_before_any_work(command, shipped_model, tmp_path, capsys):
+    """A mistyped --sts-dir used to train on phantoms alone, or measure nothing, and exit 0; with
+    --write-metrics it replaced the reported held-out numbers with empty ones."""
+    import shutil
+
+    from tests.conftest import TEST_DATA
+
+    only_training = tmp_path / "sts"
+    shutil.copytree(TEST_DATA / "sts-ct" / "STS_006", only_training / "STS_001")
+    model = shutil.copytree(shipped_model, tmp_path / "model")
+    reported = (model / "manifest.json").read_text()
+    for where, why in ((tmp_path / "typo", "not a folder of STS_* cases"), (tmp_path, "not a folder of STS_* cases"),
+                       (only_training, "holds none of the held-out cases (STS_002, ")):
+        args = (["train", "--out", tmp_path / "m", "--phantoms", "2", "--iterations", "1"] if command == "train"
+                else ["evaluate", "--model", model, "--phantoms", "2", "--write-metrics"])
+        code, _, err = run_cli([*args, "--sts-dir", where], capsys)
+        assert code == 2 and why in err and "[sts.no_cases]" in err, err
+        assert "preparing" not in err and "phantom 1 of 2" not in err  # refused before any work
+        assert len(err.strip().splitlines()) == 1
+    assert (model / "manifest.json").read_text() == reported
+    assert not (tmp_path / "m" / "model.pt").exists()
 
 
 def test_restored_second_moments_keep_their_tiny_values_and_never_fall_below_the_squared_mean(tmp_path):

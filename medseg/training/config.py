@@ -9,6 +9,7 @@ from typing import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from medseg.core.exceptions import InputError
 from medseg.core.io.nifti import read_nifti
 from medseg.core.labels import CodeSpec, LabelSpec
 from medseg.core.volume import Volume
@@ -114,7 +115,7 @@ def sts_cases(sts_dir: Path, holdout: bool, validation: tuple[str, ...] = (),
     """The held-out cases (``holdout``), else the training cases less ``validation`` (``part``
     "train") or the ``validation`` cases only (``part`` "validation")."""
     out = []
-    for case in sorted(p for p in Path(sts_dir).glob("STS_*") if p.is_dir()):
+    for case in _case_folders(sts_dir):
         if holdout:
             wanted = case.name in STS_HOLDOUT
         elif case.name in STS_HOLDOUT:
@@ -124,6 +125,24 @@ def sts_cases(sts_dir: Path, holdout: bool, validation: tuple[str, ...] = (),
         if wanted:
             out.append(_sts_case(case))
     return out
+
+
+def require_holdout(sts_dir: Path) -> None:
+    """Refuse, before any work, a ``--sts-dir`` without the held-out cases: a model measured on none
+    of them has no held-out number to report, and ``--write-metrics`` would replace the one it had."""
+    if not any(case.name in STS_HOLDOUT for case in _case_folders(sts_dir)):
+        raise InputError(f"--sts-dir {Path(sts_dir).name}: holds none of the held-out cases ({', '.join(STS_HOLDOUT)})",
+                         code="sts.no_cases")
+
+
+def _case_folders(sts_dir: Path) -> list[Path]:
+    """The ``STS_*`` case folders of ``sts_dir``; a path that is no folder, or holds none, is refused."""
+    root = Path(sts_dir)
+    cases = sorted(p for p in root.glob("STS_*") if p.is_dir()) if root.is_dir() else []
+    if not cases:
+        raise InputError(f"--sts-dir {root.name}: not a folder of STS_* cases (CT_image.nii.gz, CT_mask.nii.gz)",
+                         code="sts.no_cases")
+    return cases
 
 
 def named_sts_cases(sts_dir: Path, names: Sequence[str]) -> list[tuple[str, Volume, Volume]]:

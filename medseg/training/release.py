@@ -30,6 +30,7 @@ from medseg.training.config import (
     TUMOR_LABEL,
     TrainConfig,
     named_sts_cases,
+    require_holdout,
     sts_cases,
 )
 from medseg.training.model_card import model_card
@@ -111,6 +112,8 @@ def evaluate(network: torch.nn.Module, spec: PipelineSpec, cfg: TrainConfig,
     ``real_sts_seen``: never a measure of the model, but how far the held-out score falls from
     what it does on cases it knows (the model card says what the gap means)."""
     report = progress or (lambda stage: None)
+    if cfg.sts_dir is not None:
+        require_holdout(cfg.sts_dir)  # before the phantoms, not after them
     results: dict = {}
     cases = []
     for i in range(cfg.holdout_phantoms):

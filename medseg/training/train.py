@@ -31,7 +31,7 @@ from medseg.core.volume import Volume
 from medseg.models.manifest import ModelManifest
 from medseg.models.store import build_network
 from medseg.training.checkpoint import CHECKPOINT_FILE, read_checkpoint, restore, save_checkpoint
-from medseg.training.config import PER_CHUNK, STS_HOLDOUT, TrainConfig, sts_cases
+from medseg.training.config import PER_CHUNK, STS_HOLDOUT, TrainConfig, require_holdout, sts_cases
 from medseg.training.real_ct import TRAIN_SLICES, NegativeVolume, full_fov
 from medseg.training.release import finish, manifest_stub, spec_for
 
@@ -120,6 +120,13 @@ def train(cfg: TrainConfig, report: Callable[[str], None] = print, *, resume: bo
     spec = spec_for(cfg)
     started = time.perf_counter()
 
+    if cfg.sts_dir is not None:  # both used at the end: refused now, not after hours of training
+        require_holdout(cfg.sts_dir)
+        missing = [name for name in cfg.sts_validation if not (cfg.sts_dir / name).is_dir()]
+        if missing:  # the filters are chosen on them
+            raise TrainingError(f"{cfg.sts_dir}: validation case(s) {', '.join(missing)} not found",
+                                code="train.no_validation_cases")
+
     report(f"preparing {cfg.phantoms} training phantoms")
     phantom_cases = []
     for i in range(cfg.phantoms):
@@ -127,10 +134,6 @@ def train(cfg: TrainConfig, report: Callable[[str], None] = print, *, resume: bo
         ph = generate_phantom(seed, n_tumors=int(np.random.default_rng(seed + 17).integers(2, 9)))
         phantom_cases.append(_case(ph.image, ph.truth, spec))
     real_cases, train_sts = [], []
-    missing = [name for name in cfg.sts_validation if cfg.sts_dir is not None and not (cfg.sts_dir / name).is_dir()]
-    if missing:  # checked before training: the filters are chosen on them at the end
-        raise TrainingError(f"{cfg.sts_dir}: validation case(s) {', '.join(missing)} not found",
-                            code="train.no_validation_cases")
     if cfg.sts_dir is not None and cfg.sts_fraction > 0:
         train_sts = sts_cases(cfg.sts_dir, holdout=False, validation=cfg.sts_validation)
         report(f"preparing {len(train_sts)} real STS training cases (held out: {len(STS_HOLDOUT)})")
