@@ -265,9 +265,12 @@ def test_a_real_ct_run_without_its_validation_cases_is_refused(tmp_path, capsys)
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate"])
-def test_an_sts_dir_without_the_held_out_cases_is_refused_before_any_work(command, shipped_model, tmp_path, capsys):
-    """A mistyped --sts-dir used to train on phantoms alone, or measure nothing, and exit 0; with
-    --write-metrics it replaced the reported held-out numbers with empty ones."""
+def test_data_folders_that_cannot_serve_the_recipe_are_refused_before_any_work(command, shipped_model, tmp_path,
+                                                                               capsys):
+    """A mistyped --sts-dir used to train on phantoms alone, or measure nothing, and exit 0 (with
+    --write-metrics replacing the reported held-out numbers with empty ones); a mistyped
+    --full-fov-dir failed after the phantoms were made, naming only a file; a share of patches from
+    a folder not given was silently dropped from the recipe."""
     import shutil
 
     from tests.conftest import TEST_DATA
@@ -276,12 +279,22 @@ def test_an_sts_dir_without_the_held_out_cases_is_refused_before_any_work(comman
     shutil.copytree(TEST_DATA / "sts-ct" / "STS_006", only_training / "STS_001")
     model = shutil.copytree(shipped_model, tmp_path / "model")
     reported = (model / "manifest.json").read_text()
-    for where, why in ((tmp_path / "typo", "not a folder of STS_* cases"), (tmp_path, "not a folder of STS_* cases"),
-                       (only_training, "holds none of the held-out cases (STS_002, ")):
+    refused = [
+        (["--sts-dir", tmp_path / "typo"], "--sts-dir typo: not a folder of STS_* cases", "sts.no_cases"),
+        (["--sts-dir", tmp_path], "not a folder of STS_* cases", "sts.no_cases"),
+        (["--sts-dir", only_training], "holds none of the held-out cases (STS_002, ", "sts.no_cases"),
+        (["--full-fov-dir", tmp_path / "typo"], "--full-fov-dir typo: LIDC-IDRI-0314/CT_image.nii.gz and "
+                                                "nodule_readers.nii.gz not found", "full_fov.not_found"),
+    ]
+    if command == "train":
+        refused += [(["--full-fov-fraction", "0.3"], "--full-fov-fraction given without the data folder", "train.invalid"),
+                    (["--sts-fraction", "0.5", "--sts-validation"], "--sts-fraction, --sts-validation given without",
+                     "train.invalid")]
+    for options, why, error in refused:
         args = (["train", "--out", tmp_path / "m", "--phantoms", "2", "--iterations", "1"] if command == "train"
                 else ["evaluate", "--model", model, "--phantoms", "2", "--write-metrics"])
-        code, _, err = run_cli([*args, "--sts-dir", where], capsys)
-        assert code == 2 and why in err and "[sts.no_cases]" in err, err
+        code, _, err = run_cli([*args, *options], capsys)
+        assert code == 2 and why in err and f"[{error}]" in err, err
         assert "preparing" not in err and "phantom 1 of 2" not in err  # refused before any work
         assert len(err.strip().splitlines()) == 1
     assert (model / "manifest.json").read_text() == reported

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medseg.core.exceptions import InputError
 from medseg.core.io.nifti import read_nifti
 from medseg.core.pipeline.segment import preprocess
 from medseg.core.pipeline.spec import PipelineSpec
@@ -51,6 +52,15 @@ def slab(volume: Volume, slices: tuple[int, int]) -> Volume:
     affine = volume.affine.copy()
     affine[:3, 3] = volume.affine[:3, :3] @ np.array([start, 0.0, 0.0]) + volume.affine[:3, 3]
     return Volume(np.ascontiguousarray(volume.array[start:stop]), affine)
+
+
+def require_full_fov(root: Path) -> None:
+    """Refuse, before any work, a ``--full-fov-dir`` that does not hold the whole chest CT."""
+    folder = Path(root) / FULL_FOV_CASE
+    missing = [name for name in ("CT_image.nii.gz", "nodule_readers.nii.gz") if not (folder / name).is_file()]
+    if missing:
+        raise InputError(f"--full-fov-dir {Path(root).name}: {FULL_FOV_CASE}/{' and '.join(missing)} not found "
+                         f"(the whole chest CT of ../shared/data/full-fov-ct)", code="full_fov.not_found")
 
 
 def whole_ct(root: Path) -> tuple[Volume, Volume]:

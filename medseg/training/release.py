@@ -34,7 +34,7 @@ from medseg.training.config import (
     sts_cases,
 )
 from medseg.training.model_card import model_card
-from medseg.training.real_ct import MEASURE_SLICES, TRAIN_SLICES, VALIDATION_SLICES, full_fov
+from medseg.training.real_ct import MEASURE_SLICES, TRAIN_SLICES, VALIDATION_SLICES, full_fov, require_full_fov
 
 
 def spec_for(cfg: TrainConfig) -> PipelineSpec:
@@ -112,8 +112,10 @@ def evaluate(network: torch.nn.Module, spec: PipelineSpec, cfg: TrainConfig,
     ``real_sts_seen``: never a measure of the model, but how far the held-out score falls from
     what it does on cases it knows (the model card says what the gap means)."""
     report = progress or (lambda stage: None)
+    if cfg.full_fov_dir is not None:  # before the phantoms, not after them
+        require_full_fov(cfg.full_fov_dir)
     if cfg.sts_dir is not None:
-        require_holdout(cfg.sts_dir)  # before the phantoms, not after them
+        require_holdout(cfg.sts_dir)
     results: dict = {}
     cases = []
     for i in range(cfg.holdout_phantoms):

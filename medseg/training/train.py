@@ -32,7 +32,7 @@ from medseg.models.manifest import ModelManifest
 from medseg.models.store import build_network
 from medseg.training.checkpoint import CHECKPOINT_FILE, read_checkpoint, restore, save_checkpoint
 from medseg.training.config import PER_CHUNK, STS_HOLDOUT, TrainConfig, require_holdout, sts_cases
-from medseg.training.real_ct import TRAIN_SLICES, NegativeVolume, full_fov
+from medseg.training.real_ct import TRAIN_SLICES, NegativeVolume, full_fov, require_full_fov
 from medseg.training.release import finish, manifest_stub, spec_for
 
 
@@ -120,6 +120,14 @@ def train(cfg: TrainConfig, report: Callable[[str], None] = print, *, resume: bo
     spec = spec_for(cfg)
     started = time.perf_counter()
 
+    unused = [option for option, given, needs in (
+        ("--sts-fraction", cfg.sts_fraction > 0, cfg.sts_dir), ("--sts-validation", cfg.sts_validation, cfg.sts_dir),
+        ("--full-fov-fraction", cfg.full_fov_fraction > 0, cfg.full_fov_dir)) if given and needs is None]
+    if unused:  # a recipe that would silently train on less than it says
+        raise TrainingError(f"{', '.join(unused)} given without the data folder it takes from "
+                            f"(--sts-dir, --full-fov-dir)", code="train.invalid")
+    if cfg.full_fov_dir is not None:
+        require_full_fov(cfg.full_fov_dir)
     if cfg.sts_dir is not None:  # both used at the end: refused now, not after hours of training
         require_holdout(cfg.sts_dir)
         missing = [name for name in cfg.sts_validation if not (cfg.sts_dir / name).is_dir()]
