@@ -309,6 +309,8 @@ def _listening(tmp_path):
     (["phantom", "--out", "{tmp}/p", "--orientation", "upside"],
      "Invalid value for --orientation: 'upside' is not one of 'supine', 'prone'"),
     (["phantom", "--out", "{tmp}/a-file"], "medseg: error: --out {tmp}/a-file: exists and is not a folder [cli.out_not_folder]"),
+    (["phantom", "--out", "{tmp}/p", "--seed", "-5"], "Invalid value for '--seed': Input should be greater than or equal to 0"),
+    (["train", "--out", "{tmp}/m", "--seed", "-1"], "Invalid value for '--seed': Input should be greater than or equal to 0"),
     (["segment", "{tmp}", "--out", "{tmp}/a-file"], "exists and is not a folder [cli.out_not_folder]"),
     (["audit", "query", "--since", "last tuesday", "-c", "{tmp}/busy.toml"],
      "medseg: error: --since: not a time: 'last tuesday' (use 30m, 24h, 7d, 2w, today, yesterday or an ISO 8601"),

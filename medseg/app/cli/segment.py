@@ -82,7 +82,7 @@ def _summary(result, out_dir: Path) -> None:
 
 def phantom(
     out: Path = typer.Option(..., "--out", "-o", help="output folder"),
-    seed: int = typer.Option(0, help="random seed: same seed, same study"),
+    seed: int = typer.Option(0, min=0, help="random seed: same seed, same study"),
     slices: Optional[int] = typer.Option(None, min=2, help="number of slices"),
     size: Optional[int] = typer.Option(None, min=16, help="rows = columns"),
     slice_thickness: Optional[float] = typer.Option(None, min=0.1, help="slice spacing in mm"),

@@ -27,7 +27,7 @@ def train(
     holdout_phantoms: int = typer.Option(20, min=0),
     validation_phantoms: int = typer.Option(40, min=1, help="phantoms (seeds from 800000) that choose the lesion filters"),
     flip_check: bool = typer.Option(True, help="re-predict candidate lesions on the 8 axis flips of their window"),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, min=0),
     version: str = typer.Option("1.0.0"),
     name: str = typer.Option("ct-tumor"),
     patch_zyx: tuple[int, int, int] = typer.Option((32, 64, 64), help="training patch (slices, rows, columns) on "
