@@ -212,10 +212,11 @@ def test_a_real_ct_run_chooses_its_filters_on_real_validation_data_and_says_what
         ["train", "--out", out, "--version", "9.9.7", "--phantoms", "0", "--holdout-phantoms", "1", "--sts-dir", sts,
          "--sts-fraction", "0.6", "--sts-validation", "--full-fov-dir", fov, "--full-fov-fraction", "0.4",
          "--iterations", "4", "--minutes", "5", "--patch-zyx", "16", "32", "32", "--batch-size", "2",
-         "--no-flip-check"], capsys)  # the check is tested elsewhere; off, this test runs in half the time
+         "--no-flip-check", "--augment"], capsys)  # the check is tested elsewhere; off, this test runs in half the time
     assert code == 0, err
     manifest = json.loads((out / "manifest.json").read_text())
     training = manifest["training"]
+    assert training["config"]["augment"] is True and "in-plane rotation, scaling and gamma" in training["recipe"]
     assert training["real_training_cases"] == ["STS_001"] and training["real_validation_cases"] == list(STS_VALIDATION)
     assert training["full_fov"] == {"case": "LIDC-IDRI-0314", "training_slices": [0, 120],
                                     "validation_slices": [215, 275], "measuring_slices": [120, 215]}
@@ -244,6 +245,7 @@ def test_a_real_ct_run_chooses_its_filters_on_real_validation_data_and_says_what
     for said in ("**Not for clinical use.**", "soft-tissue sarcomas of the extremities", "STS_001",
                  "slices 0-119 of one whole chest CT", "slices 215-274", "Slices 120-214", "**Where it fails.**",
                  "lung nodules (it never saw one)", f"mean Dice **{metrics['holdout_real_sts']['mean_dice']}**", "--resume",
+                 "--batch-size 2 --augment --chunk-minutes M",
                  f"smallest first (Dice): STS_002 260.2 mL: {metrics['holdout_real_sts']['per_case_dice']['STS_002']:.2f}."):
         assert said in card, said
 

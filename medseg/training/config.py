@@ -70,6 +70,9 @@ class TrainConfig(BaseModel):
     #: scored worse in the same 28 minutes, with the check (validation 0.608 against 0.676;
     #: held-out phantoms mean Dice 0.461 against 0.497, false positives per study 0.4 against 0.05)
     mirror_axes: tuple[int, ...] = (2,)
+    #: in-plane rotation, scaling and gamma on a share of the patches (medseg.training.augment); off
+    #: for every committed version, so that each reproduces as it was trained
+    augment: bool = False
     spacing_xyz_mm: tuple[float, float, float] = (1.5, 1.5, 3.0)
     window_hu: tuple[float, float] = (-200.0, 300.0)
     channels: tuple[int, ...] = (16, 32, 64, 128, 256)

@@ -71,7 +71,7 @@ images. Its false-positive rate on whole CTs was measured on one patient.{_by_si
 **Reproduce.** `medseg train --out models/{m.name}/{m.version} --version {m.version} --phantoms {cfg.get('phantoms')}
 --sts-dir ../shared/data/sts-ct --sts-fraction {cfg.get('sts_fraction')} --sts-validation --full-fov-dir ../shared/data/full-fov-ct
 --full-fov-fraction {cfg.get('full_fov_fraction')} --minutes {cfg.get('minutes')} --iterations {cfg.get('iterations')} --patch-zyx {' '.join(map(str, cfg.get('patch_zyx', [])))}
---batch-size {cfg.get('batch_size')} --chunk-minutes M`, then `medseg train --out models/{m.name}/{m.version} --resume
+--batch-size {cfg.get('batch_size')}{' --augment' if cfg.get('augment') else ''} --chunk-minutes M`, then `medseg train --out models/{m.name}/{m.version} --resume
 --chunk-minutes M` until the budget is spent (the recipe, schedule, random state and mined
 negatives are in the checkpoint). The budget is time, so expect close, not identical, weights.
 {chr(10) + "**Amended.** " + t["amended"] + "." + chr(10) if t.get("amended") else ""}{_gate_reference(m)}

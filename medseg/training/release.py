@@ -83,7 +83,8 @@ def finish(network: torch.nn.Module, cfg: TrainConfig, record: dict,
                 "recipe": "cross-entropy + per-patch tumor Dice (patches with tumor), AdamW, cosine LR with 50-iteration "
                           f"warm-up; random patches ({cfg.foreground_fraction:.0%} centred on a tumor, each tumor alike, "
                           f"{cfg.sts_fraction:.0%} from real cases); training phantoms carry 2-8 tumors each; "
-                          f"mirroring along patch axes {list(cfg.mirror_axes)} (z, y, x), intensity jitter",
+                          f"mirroring along patch axes {list(cfg.mirror_axes)} (z, y, x), intensity jitter"
+                          + ("; in-plane rotation, scaling and gamma (medseg.training.augment)" if cfg.augment else ""),
                 "config": json.loads(cfg.model_dump_json(exclude={"out", "sts_dir", "full_fov_dir", *PER_CHUNK})),
                 "full_fov": {"case": "LIDC-IDRI-0314", "training_slices": list(TRAIN_SLICES),
                              "validation_slices": list(VALIDATION_SLICES),

@@ -33,6 +33,8 @@ def train(
     patch_zyx: tuple[int, int, int] = typer.Option((32, 64, 64), help="training patch (slices, rows, columns) on "
                                                   "the model grid; also the inference window"),
     batch_size: int = typer.Option(8, min=1),
+    augment: bool = typer.Option(False, help="rotate, scale and gamma-change a share of the patches "
+                                             "(medseg.training.augment)"),
     chunk_minutes: Optional[float] = typer.Option(
         None, min=0.1, help="stop after this long with OUT/checkpoint.pt (resumable); --minutes is the whole budget"),
     resume: bool = typer.Option(False, "--resume", help="continue OUT/checkpoint.pt with the recipe recorded in it "
@@ -48,7 +50,7 @@ def train(
                          full_fov_fraction=full_fov_fraction, iterations=iterations, minutes=minutes, phantoms=phantoms,
                          holdout_phantoms=holdout_phantoms, validation_phantoms=validation_phantoms, flip_check=flip_check, seed=seed,
                          version=version, name=name, chunk_minutes=chunk_minutes, patch_zyx=patch_zyx,
-                         batch_size=batch_size)
+                         batch_size=batch_size, augment=augment)
     manifest = run(config, report=lambda line: err.print(line), resume=resume)
     if manifest is not None:
         stdout.print(json.dumps(manifest.metrics, indent=2))
