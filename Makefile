@@ -60,6 +60,7 @@ bench: setup
 	$(BIN)/python bench/review.py
 	$(BIN)/python bench/bundle.py
 	$(BIN)/python bench/dashboard.py
+	$(BIN)/python bench/train_step.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache

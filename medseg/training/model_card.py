@@ -164,8 +164,8 @@ def _fit(metrics: dict) -> str:
     if training["mean_dice"] - held_out["mean_dice"] > GENERALISATION_GAP:
         line += ("The network outlines the tumors it was trained on far better than unseen ones: it has learned "
                  "its training cases more than sarcoma. More iterations of the same recipe fit those cases "
-                 "further; more training cases, and augmentation that makes them look like more, are what "
-                 "would narrow the gap.")
+                 "further without helping unseen ones; more, and more varied, training cases are what would "
+                 "narrow the gap.")
     else:
         line += ("It does about as well on unseen sarcomas as on its training cases: it has not learned its "
                  "cases by heart; where both are low it underfits, and more training or a larger network "
