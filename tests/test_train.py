@@ -250,6 +250,38 @@ def test_a_real_ct_run_chooses_its_filters_on_real_validation_data_and_says_what
         assert said in card, said
 
 
+def test_an_unfinished_run_is_scored_on_its_validation_and_training_cases_never_held_out(tmp_path, capsys):
+    """`medseg evaluate --run`: how a chunked run is doing, measured the way its end will choose
+    its filters, on the stand-ins of the test above; no held-out case is read."""
+    import shutil
+
+    from tests.conftest import TEST_DATA
+    from tests.test_training_data import _stand_in
+
+    sts = tmp_path / "sts"
+    for name in ("STS_001", *STS_VALIDATION, "STS_002"):
+        shutil.copytree(TEST_DATA / "sts-ct" / "STS_006", sts / name)
+    out = tmp_path / "run"
+    code, _, err = run_cli(
+        ["train", "--out", out, "--phantoms", "0", "--sts-dir", sts, "--sts-fraction", "0.6", "--sts-validation",
+         "--full-fov-dir", _stand_in(tmp_path / "fov"), "--full-fov-fraction", "0.4", "--minutes", "5",
+         "--chunk-minutes", "0.1", "--patch-zyx", "16", "32", "32", "--batch-size", "2", "--no-flip-check"], capsys)
+    assert code == 0 and "continue with --resume" in err, err
+    shutil.rmtree(sts / "STS_002")  # were the held-out case read, scoring would fail
+    code, stdout, err = run_cli(["evaluate", "--run", out], capsys)
+    assert code == 0, err
+    scored = json.loads(stdout)
+    assert scored["iteration"] > 0 and scored["recipe"] == {"augment": False, "minutes": 5.0, "seed": 0}
+    seen = scored["real_sts_seen"]
+    assert list(seen["validation"]["per_case_dice"]) == sorted(STS_VALIDATION)
+    assert seen["validation"]["mean_dice"] == pytest.approx(scored["chosen"]["mean_dice"], abs=1e-4)
+    # the one training case is the same image as every validation case: the same Dice through segment()
+    assert seen["training"]["per_case_dice"]["STS_001"] == pytest.approx(seen["validation"]["mean_dice"], abs=2e-3)
+    assert "holdout_real_sts" not in scored and (out / "checkpoint.pt").is_file()  # the run goes on as it was
+    code, _, err = run_cli(["evaluate", "--run", out, "--write-metrics"], capsys)
+    assert code == 2 and "[evaluate.run_alone]" in err
+
+
 def test_a_real_ct_run_without_its_validation_cases_is_refused(tmp_path, capsys):
     import shutil
 

@@ -9,7 +9,7 @@ from typing import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from medseg.core.exceptions import InputError
+from medseg.core.exceptions import InputError, TrainingError
 from medseg.core.io.nifti import read_nifti
 from medseg.core.labels import CodeSpec, LabelSpec
 from medseg.core.volume import Volume
@@ -136,6 +136,15 @@ def require_holdout(sts_dir: Path) -> None:
     if not any(case.name in STS_HOLDOUT for case in _case_folders(sts_dir)):
         raise InputError(f"--sts-dir {Path(sts_dir).name}: holds none of the held-out cases ({', '.join(STS_HOLDOUT)})",
                          code="sts.no_cases")
+
+
+def require_validation(sts_dir: Path, names: Sequence[str]) -> None:
+    """Refuse, before any work, an ``--sts-dir`` that lacks a validation case: the lesion filters are
+    chosen on all of them."""
+    missing = [name for name in names if not (Path(sts_dir) / name).is_dir()]
+    if missing:
+        raise TrainingError(f"{sts_dir}: validation case(s) {', '.join(missing)} not found",
+                            code="train.no_validation_cases")
 
 
 def _case_folders(sts_dir: Path) -> list[Path]:

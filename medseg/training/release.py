@@ -15,14 +15,16 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from medseg.core.exceptions import TrainingError
 from medseg.core.phantom import generate_phantom
 from medseg.core.pipeline.segment import segment
 from medseg.core.pipeline.spec import PipelineSpec
 from medseg.core.scoring import evaluate_case, summarize
 from medseg.core.stats import REPORT_CONFIDENCE, mean_ci, proportion_ci
 from medseg.models.manifest import ArchitectureSpec, InputSpec, ModelManifest, WeightsSpec
+from medseg.models.store import build_network
 from medseg.training.calibration import calibrate_lesion_filters, calibrate_on_real_ct
-from medseg.training.checkpoint import CHECKPOINT_FILE
+from medseg.training.checkpoint import CHECKPOINT_FILE, read_checkpoint
 from medseg.training.config import (
     HOLDOUT_PHANTOM_SEED0,
     PER_CHUNK,
@@ -31,6 +33,7 @@ from medseg.training.config import (
     TrainConfig,
     named_sts_cases,
     require_holdout,
+    require_validation,
     sts_cases,
 )
 from medseg.training.model_card import model_card
@@ -152,6 +155,41 @@ def evaluate(network: torch.nn.Module, spec: PipelineSpec, cfg: TrainConfig,
         results["real_sts_seen"] = {
             part: _dice_summary(_score_sts(network, spec, found, part, report)[0]) for part, found in known.items()}
     return results
+
+
+def score_run(out: Path, sts_dir: Path | None = None, full_fov_dir: Path | None = None,
+              progress: Callable[[str], None] | None = None) -> dict:
+    """An unfinished run (``out/checkpoint.pt``) scored as its end would be: the lesion filters chosen
+    on its validation sarcomas and slab, then Dice on its validation and its training cases
+    (``real_sts_seen``). Never on the held-out cases: when to stop a run, or which checkpoint to
+    keep, is a choice, and choices are made on validation data. ``sts_dir`` and ``full_fov_dir``
+    replace the folders the run recorded (they may lie elsewhere on this machine)."""
+    report = progress or (lambda stage: None)
+    payload = read_checkpoint(out)
+    if payload is None:
+        raise TrainingError(f"{out}: no {CHECKPOINT_FILE} of an unfinished run", code="train.no_checkpoint")
+    folders = {k: v for k, v in (("sts_dir", sts_dir), ("full_fov_dir", full_fov_dir)) if v is not None}
+    cfg = TrainConfig.model_validate({**payload["config"], "out": out, **folders})
+    if cfg.sts_dir is None or not cfg.sts_validation or cfg.full_fov_dir is None:
+        raise TrainingError(f"{out}: the run has no real validation cases and whole CT to be scored on",
+                            code="train.no_validation_cases")
+    require_validation(cfg.sts_dir, cfg.sts_validation)
+    require_full_fov(cfg.full_fov_dir)
+    network = build_network(manifest_stub(cfg))
+    network.load_state_dict(payload["network"])
+    network.eval()
+    report("choosing the lesion filters on the validation cases")
+    calibration = calibrate_on_real_ct(
+        network, spec_for(cfg), sts_cases(cfg.sts_dir, holdout=False, validation=cfg.sts_validation, part="validation"),
+        full_fov(cfg.full_fov_dir, "validation"))
+    chosen = calibration["chosen"]
+    spec = spec_for(cfg.model_copy(update={k: chosen[k] for k in ("min_peak_probability", "min_lesion_ml", "voxel_threshold")}))
+    training = sts_cases(cfg.sts_dir, holdout=False, validation=cfg.sts_validation)
+    return {"iteration": payload["iteration"], "trained_minutes": round(payload["train_seconds"] / 60, 1),
+            "recipe": {"augment": cfg.augment, "minutes": cfg.minutes, "seed": cfg.seed},
+            "chosen": chosen, "whole_ct_false_positive_budget": calibration["whole_ct_false_positive_budget"],
+            "real_sts_seen": {"training": _dice_summary(_score_sts(network, spec, training, "training", report)[0]),
+                              "validation": _dice_summary(calibration["per_case_dice"])}}
 
 
 def _score_sts(network: torch.nn.Module, spec: PipelineSpec, cases: list, part: str,

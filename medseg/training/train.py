@@ -32,7 +32,7 @@ from medseg.models.manifest import ModelManifest
 from medseg.models.store import build_network
 from medseg.training.augment import PatchAugment
 from medseg.training.checkpoint import CHECKPOINT_FILE, read_checkpoint, restore, save_checkpoint
-from medseg.training.config import PER_CHUNK, STS_HOLDOUT, TrainConfig, require_holdout, sts_cases
+from medseg.training.config import PER_CHUNK, STS_HOLDOUT, TrainConfig, require_holdout, require_validation, sts_cases
 from medseg.training.real_ct import TRAIN_SLICES, NegativeVolume, full_fov, require_full_fov
 from medseg.training.release import finish, manifest_stub, spec_for
 
@@ -144,10 +144,7 @@ def train(cfg: TrainConfig, report: Callable[[str], None] = print, *, resume: bo
         require_full_fov(cfg.full_fov_dir)
     if cfg.sts_dir is not None:  # both used at the end: refused now, not after hours of training
         require_holdout(cfg.sts_dir)
-        missing = [name for name in cfg.sts_validation if not (cfg.sts_dir / name).is_dir()]
-        if missing:  # the filters are chosen on them
-            raise TrainingError(f"{cfg.sts_dir}: validation case(s) {', '.join(missing)} not found",
-                                code="train.no_validation_cases")
+        require_validation(cfg.sts_dir, cfg.sts_validation)
 
     report(f"preparing {cfg.phantoms} training phantoms")
     phantom_cases = []

@@ -70,9 +70,15 @@ def evaluate(
                    "(or CT_image.nii.gz and CT_mask.nii.gz), or with a DICOM series and its reference SEG; "
                    "any model, a MONAI bundle's too"),
     write_metrics: bool = typer.Option(False, help="record the measured metrics in manifest.json and MODEL_CARD.md"),
+    run_dir: Optional[Path] = typer.Option(
+        None, "--run", help="an unfinished `medseg train` run (its folder with checkpoint.pt): filters chosen on its "
+                            "validation cases, Dice on them and on its training cases, never on held-out ones"),
 ) -> None:
     """Measure a model on held-out phantoms, held-out real cases or the site's own cases, through
-    the full pipeline."""
+    the full pipeline; or score an unfinished training run on its own validation and training cases."""
+    if run_dir is not None:
+        _score_run(run_dir, sts_dir, full_fov_dir, other=bool(model or cases or write_metrics or phantoms))
+        return
     from medseg.config import get_settings
     from medseg.models.store import load_model
     from medseg.quality.acceptance import evaluate_cases
@@ -107,3 +113,15 @@ def evaluate(
         if "recipe" in manifest.training:  # the card of a model medseg trained; a bundle keeps its authors' docs
             (model_dir / "MODEL_CARD.md").write_text(model_card(manifest))
 
+
+
+def _score_run(run_dir: Path, sts_dir: Optional[Path], full_fov_dir: Optional[Path], other: bool) -> None:
+    from medseg.core.exceptions import InputError
+    from medseg.training.release import score_run
+
+    if other:  # a run is not a model version: nothing to record, no held-out set to measure
+        raise InputError("--run scores an unfinished training run alone: give it without --model, --cases, "
+                         "--phantoms or --write-metrics", code="evaluate.run_alone")
+    with progress("scoring the run") as stage:
+        result = score_run(run_dir, sts_dir=sts_dir, full_fov_dir=full_fov_dir, progress=stage)
+    stdout.print(json.dumps(result, indent=2))
