@@ -72,9 +72,7 @@ def finish(network: torch.nn.Module, cfg: TrainConfig, record: dict,
             calibration = calibrate_lesion_filters(network, spec, cfg.validation_phantoms, cfg.min_lesion_ml,
                                                    cfg.min_peak_probability)
         chosen = calibration["chosen"]
-        cfg = cfg.model_copy(update={"min_peak_probability": chosen["min_peak_probability"],
-                                     "min_lesion_ml": chosen["min_lesion_ml"],
-                                     "voxel_threshold": chosen.get("voxel_threshold", 0.5)})
+        cfg = _with_filters(cfg, chosen)
         spec = spec_for(cfg)
     report("evaluating on held-out phantoms and real cases")
     metrics = evaluate(network, spec, cfg,
@@ -183,13 +181,20 @@ def score_run(out: Path, sts_dir: Path | None = None, full_fov_dir: Path | None 
         network, spec_for(cfg), sts_cases(cfg.sts_dir, holdout=False, validation=cfg.sts_validation, part="validation"),
         full_fov(cfg.full_fov_dir, "validation"))
     chosen = calibration["chosen"]
-    spec = spec_for(cfg.model_copy(update={k: chosen[k] for k in ("min_peak_probability", "min_lesion_ml", "voxel_threshold")}))
+    spec = spec_for(_with_filters(cfg, chosen))
     training = sts_cases(cfg.sts_dir, holdout=False, validation=cfg.sts_validation)
     return {"iteration": payload["iteration"], "trained_minutes": round(payload["train_seconds"] / 60, 1),
             "recipe": {"augment": cfg.augment, "minutes": cfg.minutes, "seed": cfg.seed},
             "chosen": chosen, "whole_ct_false_positive_budget": calibration["whole_ct_false_positive_budget"],
             "real_sts_seen": {"training": _dice_summary(_score_sts(network, spec, training, "training", report)[0]),
                               "validation": _dice_summary(calibration["per_case_dice"])}}
+
+
+def _with_filters(cfg: TrainConfig, chosen: dict) -> TrainConfig:
+    """``cfg`` with the lesion filters a calibration chose (a phantom calibration keeps the argmax)."""
+    return cfg.model_copy(update={"min_peak_probability": chosen["min_peak_probability"],
+                                  "min_lesion_ml": chosen["min_lesion_ml"],
+                                  "voxel_threshold": chosen.get("voxel_threshold", 0.5)})
 
 
 def _score_sts(network: torch.nn.Module, spec: PipelineSpec, cases: list, part: str,
