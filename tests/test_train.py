@@ -282,6 +282,49 @@ def test_an_unfinished_run_is_scored_on_its_validation_and_training_cases_never_
     assert code == 2 and "[evaluate.run_alone]" in err
 
 
+def test_a_final_run_trains_on_the_validation_cases_with_the_filters_another_version_chose_on_them(tmp_path, capsys):
+    """``--filters-from``: the standard last step once a recipe is chosen, the same recipe trained on
+    the training and validation cases together; the voxel threshold and lesion filters are the ones
+    the named version chose on those validation cases, and card and manifest say so."""
+    import shutil
+
+    from tests.conftest import REPO, TEST_DATA
+    from tests.test_training_data import _stand_in
+
+    sts = tmp_path / "sts"
+    for name in ("STS_001", *STS_VALIDATION, "STS_002"):
+        shutil.copytree(TEST_DATA / "sts-ct" / "STS_006", sts / name)
+    fov = _stand_in(tmp_path / "fov")
+    source = REPO / "models" / "ct-tumor" / "3.0.0"
+    out = tmp_path / "ct-tumor" / "9.9.6"
+    recipe = ["--phantoms", "0", "--holdout-phantoms", "0", "--sts-dir", sts, "--sts-fraction", "0.6",
+              "--full-fov-dir", fov, "--full-fov-fraction", "0.4", "--iterations", "2", "--patch-zyx", "16", "32", "32",
+              "--batch-size", "2", "--no-flip-check"]
+    refused = [(["--filters-from", source, "--sts-validation"], "--sts-validation would keep cases out of training"),
+               (["--filters-from", REPO / "models" / "ct-phantom" / "2.1.0"],
+                "ct-phantom/2.1.0: its lesion filters were not chosen on real validation cases")]
+    for options, why in refused:
+        code, _, err = run_cli(["train", "--out", out, *recipe, *options], capsys)
+        assert code == 2 and why in err and "[train.invalid]" in err and not out.exists(), err
+    code, _, err = run_cli(["train", "--out", out, "--version", "9.9.6", *recipe, "--filters-from", source], capsys)
+    assert code == 0, err
+    assert "choosing the lesion filters" not in err  # nothing is chosen: no case is left unseen
+    manifest = json.loads((out / "manifest.json").read_text())
+    shipped = json.loads((source / "manifest.json").read_text())["postprocess"]
+    assert manifest["postprocess"] == shipped  # voxel threshold 0.2, 0.05 mL, peak 0.999
+    training = manifest["training"]
+    assert training["config"]["filters_from"] == "ct-tumor/3.0.0" and training["lesion_filter_calibration"] is None
+    assert training["real_training_cases"] == sorted(["STS_001", *STS_VALIDATION])
+    assert training["real_validation_cases"] == [] and "validation" not in manifest["metrics"]["real_sts_seen"]
+    assert list(manifest["metrics"]["holdout_real_sts"]["per_case_dice"]) == ["STS_002"]
+    card = (out / "MODEL_CARD.md").read_text()
+    for said in ("all three taken from ct-tumor/3.0.0, which chose them on its validation sarcomas",
+                 "**Chosen on**: nothing of this version", "--sts-fraction 0.6 --filters-from models/ct-tumor/3.0.0 "
+                 "--full-fov-dir", "on its 5 training sarcomas mean Dice"):
+        assert said in card, said
+    assert "--sts-validation" not in card
+
+
 def test_a_real_ct_run_without_its_validation_cases_is_refused(tmp_path, capsys):
     import shutil
 

@@ -93,6 +93,10 @@ class TrainConfig(BaseModel):
     #: foreground probability threshold; None: chosen on real validation data (calibrate_on_real_ct),
     #: 0.5 (the argmax) for a phantom-calibrated model
     voxel_threshold: float | None = Field(default=None, gt=0, lt=1)
+    #: the model version (<name>/<version>) whose voxel threshold and lesion filters, chosen on its
+    #: validation cases, this run takes instead of choosing its own: a final model trained on the
+    #: training and validation cases together (``--filters-from``), where nothing unseen is left to choose on
+    filters_from: str | None = None
     #: 16 ranked the two best filter pairs of 2.0.0 only 0.0001 apart; 40 make the choice less noisy
     validation_phantoms: int = Field(default=40, ge=1)
     #: this invocation trains at most this long, then writes ``checkpoint.pt`` and stops; ``--resume``

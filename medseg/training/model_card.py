@@ -20,7 +20,6 @@ def _real_ct_card(m: ModelManifest) -> str:
     measure = metrics.get("full_fov_measure", {})
     phantoms = metrics.get("holdout_phantoms", {})
     calibration = t.get("lesion_filter_calibration") or {}
-    chosen = calibration.get("chosen", {})
     images = len(t.get("real_training_cases", [])) + 1
     per_case = ", ".join(f"{k} {v:.2f}" for k, v in sts.get("per_case_dice", {}).items())
     nodule = ("found (Dice {:.2f})".format(measure["nodule_dice"]) if measure.get("nodule_found")
@@ -37,7 +36,7 @@ tumor voxels in CT at {m.input.spacing_xyz_mm} mm (x, y, z), HU window {m.input.
 windows of {m.input.roi_size_zyx} (z, y, x) voxels ({_mm(m)} mm), inside a body mask
 (largest component above -500 HU, holes filled), with a bounded flip check, foreground above a
 probability of {m.postprocess.voxel_threshold} and lesion filters (at least {m.postprocess.min_lesion_ml} mL, peak probability at
-least {m.postprocess.min_peak_probability}), all three chosen on the validation data below.
+least {m.postprocess.min_peak_probability}), all three {_whose_filters(cfg)}.
 
 **Trained on** ({t.get('iterations_run')} iterations in {t.get('chunks')} resumable chunks, batch {cfg.get('batch_size')}):
 - {len(t.get('real_training_cases', []))} soft-tissue sarcomas of the extremities (TCIA Soft-tissue-Sarcoma, CT crops of
@@ -50,10 +49,7 @@ least {m.postprocess.min_peak_probability}), all three chosen on the validation 
 Tumor types seen: soft-tissue sarcoma only. Body regions seen: limbs and limb girdles (the crops),
 lower chest and upper abdomen (the negatives).
 
-**Chosen on** (never trained on): the lesion filters on the validation sarcomas
-{', '.join(calibration.get('validation_cases', []))} (mean Dice {chosen.get('mean_dice', '-')}) within a budget of
-{calibration.get('whole_ct_false_positive_budget', '-')} false-positive lesions on slices {fov['validation_slices'][0]}-{fov['validation_slices'][1] - 1} of the whole CT
-(apices, shoulders, base of the neck; {chosen.get('whole_ct_false_positives', '-')} with the chosen filters).
+{_chosen_on(cfg, calibration, fov)}
 
 **Measured on** (never trained or chosen on):
 - {sts.get('cases', 0)} held-out sarcomas: mean Dice **{sts.get('mean_dice', '-')}** ({_ci(sts, 'mean_dice_ci95')}{per_case}).
@@ -69,7 +65,7 @@ to be unreliable on contrast phases, scanners and reconstruction kernels unlike 
 images. Its false-positive rate on whole CTs was measured on one patient.{_by_size(sts)}
 
 **Reproduce.** `medseg train --out models/{m.name}/{m.version} --version {m.version} --phantoms {cfg.get('phantoms')}
---sts-dir ../shared/data/sts-ct --sts-fraction {cfg.get('sts_fraction')} --sts-validation --full-fov-dir ../shared/data/full-fov-ct
+--sts-dir ../shared/data/sts-ct --sts-fraction {cfg.get('sts_fraction')}{_validation_option(cfg)} --full-fov-dir ../shared/data/full-fov-ct
 --full-fov-fraction {cfg.get('full_fov_fraction')} --minutes {cfg.get('minutes')} --iterations {cfg.get('iterations')} --patch-zyx {' '.join(map(str, cfg.get('patch_zyx', [])))}
 --batch-size {cfg.get('batch_size')}{' --augment' if cfg.get('augment') else ''} --chunk-minutes M`, then `medseg train --out models/{m.name}/{m.version} --resume
 --chunk-minutes M` until the budget is spent (the recipe, schedule, random state and mined
@@ -83,6 +79,35 @@ negatives are in the checkpoint). The budget is time, so expect close, not ident
 Data: TCIA Soft-tissue-Sarcoma (Vallières et al. 2015, DOI 10.7937/K9/TCIA.2015.7GO2GSKS) and
 LIDC-IDRI (Armato et al. 2011, DOI 10.1118/1.3528204), both CC BY 3.0.
 """
+
+
+def _whose_filters(cfg: dict) -> str:
+    source = cfg.get("filters_from")
+    return (f"taken from {source}, which chose them on its validation sarcomas" if source
+            else "chosen on the validation data below")
+
+
+def _chosen_on(cfg: dict, calibration: dict, fov: dict) -> str:
+    """Where the voxel threshold and lesion filters were chosen: this version's own validation data,
+    or (``--filters-from``) another version's, whose validation cases this one trains on."""
+    source = cfg.get("filters_from")
+    if source:
+        return f"""**Chosen on**: nothing of this version. Its voxel threshold and lesion filters are those
+{source} chose on its validation sarcomas (its model card names them and gives the sweep); this version
+trains on every sarcoma not held out, those included, so none is left to choose on. No held-out case
+below was used for a choice of either version."""
+    chosen = calibration.get("chosen", {})
+    return f"""**Chosen on** (never trained on): the lesion filters on the validation sarcomas
+{', '.join(calibration.get('validation_cases', []))} (mean Dice {chosen.get('mean_dice', '-')}) within a budget of
+{calibration.get('whole_ct_false_positive_budget', '-')} false-positive lesions on slices {fov['validation_slices'][0]}-{fov['validation_slices'][1] - 1} of the whole CT
+(apices, shoulders, base of the neck; {chosen.get('whole_ct_false_positives', '-')} with the chosen filters)."""
+
+
+def _validation_option(cfg: dict) -> str:
+    """The reproduce line's options for where the filters come from (3.0.0's card: ``--sts-validation``)."""
+    if cfg.get("filters_from"):
+        return f" --filters-from models/{cfg['filters_from']}"
+    return " --sts-validation" if cfg.get("sts_validation") else ""
 
 
 def _gate_reference(m: ModelManifest) -> str:

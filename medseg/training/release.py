@@ -190,6 +190,19 @@ def score_run(out: Path, sts_dir: Path | None = None, full_fov_dir: Path | None 
                               "validation": _dice_summary(calibration["per_case_dice"])}}
 
 
+def borrowed_filters(source: ModelManifest) -> dict:
+    """The ``TrainConfig`` fields of ``--filters-from``: the voxel threshold and lesion filters that
+    ``source`` chose on its real validation cases, and whose they are. A version whose filters were
+    chosen on phantoms, or given, has nothing chosen on real cases to lend (``train.invalid``)."""
+    calibration = source.training.get("lesion_filter_calibration") or {}
+    if not calibration.get("validation_cases"):
+        raise TrainingError(f"--filters-from {source.name}/{source.version}: its lesion filters were not chosen on real "
+                            "validation cases", code="train.invalid")
+    return {"voxel_threshold": source.postprocess.voxel_threshold, "min_lesion_ml": source.postprocess.min_lesion_ml,
+            "min_peak_probability": source.postprocess.min_peak_probability,
+            "filters_from": f"{source.name}/{source.version}"}
+
+
 def _with_filters(cfg: TrainConfig, chosen: dict) -> TrainConfig:
     """``cfg`` with the lesion filters a calibration chose (a phantom calibration keeps the argmax)."""
     return cfg.model_copy(update={"min_peak_probability": chosen["min_peak_probability"],

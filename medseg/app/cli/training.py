@@ -35,6 +35,9 @@ def train(
     batch_size: int = typer.Option(8, min=1),
     augment: bool = typer.Option(False, help="rotate, scale and gamma-change a share of the patches "
                                              "(medseg.training.augment)"),
+    filters_from: Optional[str] = typer.Option(
+        None, help="a version (folder or <name>/<version>) whose voxel threshold and lesion filters, chosen on its "
+                   "validation cases, this run takes: the final model trained on those cases too"),
     chunk_minutes: Optional[float] = typer.Option(
         None, min=0.1, help="stop after this long with OUT/checkpoint.pt (resumable); --minutes is the whole budget"),
     resume: bool = typer.Option(False, "--resume", help="continue OUT/checkpoint.pt with the recipe recorded in it "
@@ -45,15 +48,28 @@ def train(
     from medseg.training.train import train as run
 
     output_folder(out)
+    borrowed = {} if resume or filters_from is None else _filters_from(filters_from, sts_validation)
     config = TrainConfig(out=out, sts_dir=sts_dir, sts_fraction=sts_fraction, full_fov_dir=full_fov_dir,
                          sts_validation=STS_VALIDATION if sts_validation else (),
                          full_fov_fraction=full_fov_fraction, iterations=iterations, minutes=minutes, phantoms=phantoms,
                          holdout_phantoms=holdout_phantoms, validation_phantoms=validation_phantoms, flip_check=flip_check, seed=seed,
                          version=version, name=name, chunk_minutes=chunk_minutes, patch_zyx=patch_zyx,
-                         batch_size=batch_size, augment=augment)
+                         batch_size=batch_size, augment=augment, **borrowed)
     manifest = run(config, report=lambda line: err.print(line), resume=resume)
     if manifest is not None:
         stdout.print(json.dumps(manifest.metrics, indent=2))
+
+
+def _filters_from(source: str, sts_validation: bool) -> dict:
+    from medseg.config import get_settings
+    from medseg.core.exceptions import TrainingError
+    from medseg.models.manifest import ModelManifest
+    from medseg.training.release import borrowed_filters
+
+    if sts_validation:  # nothing left to choose on them: they would be kept out of training for nothing
+        raise TrainingError("--filters-from takes the filters chosen on another version's validation cases; "
+                            "--sts-validation would keep cases out of training for nothing", code="train.invalid")
+    return borrowed_filters(ModelManifest.load(get_settings().model_dir(source)))
 
 
 def evaluate(
