@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,15 @@ pytestmark = pytest.mark.model
 
 def _digest(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_every_finished_model_in_the_checkout_travels_in_the_wheel():
+    """A model version committed under models/ but missing from pyproject's data-files would work in a
+    checkout and be absent from an installed wheel. A folder still in training (a checkpoint, no
+    manifest.json) is not a model and is not shipped."""
+    data_files = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
+    finished = {m.parent.relative_to(REPO).as_posix() for m in (REPO / "models").glob("*/*/manifest.json")}
+    assert finished and data_files == {f"share/medseg/{folder}": [f"{folder}/*"] for folder in finished}
 
 
 def test_catalog_prefers_the_site_and_copies_a_shipped_version_before_writing(tmp_path):
